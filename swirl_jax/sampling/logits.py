@@ -1,0 +1,71 @@
+"""Pure functions that turn next-token logits into sampled tokens.
+
+All functions take logits [B, V] float32 and are jit-friendly.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+
+
+def apply_top_k(logits: jax.Array, k: int) -> jax.Array:
+  """Keeps the k largest logits per row (ties at the k-th value kept)."""
+  if k <= 0 or k >= logits.shape[-1]:
+    return logits
+  kth = jax.lax.top_k(logits, k)[0][:, -1:]
+  return jnp.where(logits < kth, NEG_INF, logits)
+
+
+def apply_top_p(logits: jax.Array, p: jax.Array) -> jax.Array:
+  """Nucleus filter: keeps the smallest set of tokens with mass >= p.
+
+  Args:
+    logits: [B, V] (already temperature-scaled).
+    p: scalar or [B] in (0, 1]; 1 keeps everything.
+  """
+  p = jnp.broadcast_to(jnp.asarray(p, jnp.float32), logits.shape[:1])
+  sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+  probs = jax.nn.softmax(sorted_logits, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  keep = mass_before < p[:, None]
+  keep = keep.at[:, 0].set(True)
+  # The smallest kept logit is the threshold.
+  threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1,
+                      keepdims=True)
+  return jnp.where(logits < threshold, NEG_INF, logits)
+
+
+def sample_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool,
+                  temperature: jax.Array, top_k: Optional[int] = None,
+                  top_p: Optional[jax.Array] = None) -> jax.Array:
+  """Draws one token per row.
+
+  Args:
+    logits: [B, V] float32.
+    rng: PRNG key.
+    greedy: static; argmax when True (temperature, top-k, top-p ignored).
+    temperature: scalar > 0 when not greedy.
+    top_k: static int or None.
+    top_p: scalar / [B] or None.
+  Returns:
+    [B] int32 tokens.
+  """
+  if greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  scaled = logits / jnp.asarray(temperature, jnp.float32)
+  if top_k:
+    scaled = apply_top_k(scaled, top_k)
+  if top_p is not None:
+    scaled = apply_top_p(scaled, top_p)
+  return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """log softmax(logits)[token]: [..., V], [...] -> [...] float32."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
