@@ -50,7 +50,7 @@ setup(
     description="Step-wise RL (SWiRL), SCoRe and R3 for Gemma models in JAX.",
     packages=find_packages(include=["swirl_jax", "swirl_jax.*"]),
     package_data={"swirl_jax": ["assets/*"]},
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=CORE,
     extras_require={"data": DATA, "tasks": TASKS, "test": TEST,
                     "all": DATA + TASKS + TEST},
