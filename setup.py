@@ -15,6 +15,7 @@ CORE = [
     "sentencepiece==0.2.3",
     "safetensors==0.8.0",
     "tqdm==4.70.1",
+    "tensorboard==2.21.0",  # protos only; event files written without TF
     "matplotlib==3.11.2",
     # Host-side tools and tasks.
     "bm25s==0.3.16",

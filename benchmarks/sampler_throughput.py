@@ -1,0 +1,145 @@
+"""Sampler throughput: ours against `transformers` generate, and vs the roofline.
+
+CPU (default): the tiny preset, same random weights exported to a Hugging Face
+directory and loaded by `transformers`; same batch, prompt length and number of
+new tokens, greedy; prints tokens/s for both and the ratio.
+
+    python benchmarks/sampler_throughput.py --batch 8 --prompt_len 32 --new 128
+
+GPU (`--roofline`): gemma2-2b shapes with random bfloat16 weights, context
+1k, batch sizes 1..256; prints decode tokens/s and the fraction of the
+memory-bandwidth roofline, where one decode step must read all weights plus
+the KV cache in use: bytes = params * 2 + B * S * layers * 2 * K * H * 2.
+
+    python benchmarks/sampler_throughput.py --roofline --batches 1,8,64,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from swirl_jax import models
+from swirl_jax.sampling import Sampler
+
+# HBM bandwidth in bytes/s by device kind (vendor data sheets).
+HBM_BANDWIDTH = {
+    "H100": 3.35e12,  # SXM5 80GB
+    "H200": 4.8e12,
+    "A100": 2.0e12,  # 80GB SXM
+}
+
+
+def _prompts(batch, length, vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  return [[2] + rng.integers(4, vocab, length - 1).tolist()
+          for _ in range(batch)]
+
+
+def _time(fn, repeats):
+  fn()  # warm-up / compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def cpu_comparison(args):
+  import torch
+  import transformers
+  from swirl_jax.checkpoints import hf
+  torch.set_num_threads(os.cpu_count() or 1)
+  config = models.get_config(args.preset)
+  params = models.init_params(config, jax.random.key(0))
+  prompts = _prompts(args.batch, args.prompt_len, config.vocab_size)
+  sampler = Sampler(config, params)
+
+  def ours():
+    out = sampler.generate(prompts, args.new)
+    assert all(len(t) == args.new for t in out.tokens)
+  t_ours = _time(ours, args.repeats)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    hf.save(tmp, config, params)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp, torch_dtype=torch.float32).eval()
+  model.generation_config.eos_token_id = None
+  ids = torch.tensor(prompts)
+  mask = torch.ones_like(ids)
+
+  def theirs():
+    with torch.no_grad():
+      model.generate(input_ids=ids, attention_mask=mask,
+                     max_new_tokens=args.new, min_new_tokens=args.new,
+                     do_sample=False, pad_token_id=0)
+  t_theirs = _time(theirs, args.repeats)
+  n = args.batch * args.new
+  print(f"preset={args.preset} batch={args.batch} prompt={args.prompt_len} "
+        f"new={args.new} device={jax.devices()[0].platform} "
+        f"cores={os.cpu_count()}")
+  print(f"swirl_jax Sampler      : {n / t_ours:10.1f} tokens/s "
+        f"({t_ours * 1e3:.1f} ms per call)")
+  print(f"transformers generate  : {n / t_theirs:10.1f} tokens/s "
+        f"({t_theirs * 1e3:.1f} ms per call)")
+  print(f"ratio (ours / theirs)  : {t_theirs / t_ours:10.2f}x")
+
+
+def roofline(args):
+  device = jax.devices()[0]
+  kind = next((k for k in HBM_BANDWIDTH if k in device.device_kind), None)
+  bandwidth = HBM_BANDWIDTH.get(kind) if kind else None
+  config = models.get_config(args.preset, dtype="bfloat16",
+                             param_dtype="bfloat16")
+  params = models.init_params(config, jax.random.key(0))
+  weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  print(f"device={device.device_kind} preset={args.preset} "
+        f"weights={weight_bytes / 1e9:.2f} GB context={args.context} "
+        f"new={args.new}")
+  sampler = Sampler(config, params, prompt_bucket=128)
+  for batch in [int(b) for b in args.batches.split(",")]:
+    prompts = _prompts(batch, args.context, config.vocab_size)
+    short = 8
+    # Decode time = time(prefill + N steps) - time(prefill + `short` steps).
+    t_long = _time(lambda: sampler.generate(prompts, args.new), args.repeats)
+    t_short = _time(lambda: sampler.generate(prompts, short), args.repeats)
+    step = (t_long - t_short) / (args.new - short)
+    cache_len = -(-args.context // 128) * 128 + -(-args.new // 128) * 128
+    kv_bytes = (batch * cache_len * config.num_layers * 2 *
+                config.num_kv_heads * config.head_dim * 2)
+    line = (f"batch={batch:4d} decode {batch / step:10.1f} tokens/s "
+            f"step {step * 1e3:7.2f} ms")
+    if bandwidth:
+      ideal = (weight_bytes + kv_bytes) / bandwidth
+      line += f"  roofline fraction {ideal / step:5.1%}"
+    print(line, flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default=None)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--prompt_len", type=int, default=32)
+  parser.add_argument("--new", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--roofline", action="store_true")
+  parser.add_argument("--batches", default="1,8,64,128,256")
+  parser.add_argument("--context", type=int, default=1024)
+  args = parser.parse_args()
+  if args.roofline:
+    args.preset = args.preset or "gemma2-2b"
+    roofline(args)
+  else:
+    args.preset = args.preset or "tiny"
+    cpu_comparison(args)
+
+
+if __name__ == "__main__":
+  main()

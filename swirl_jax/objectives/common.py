@@ -1,0 +1,51 @@
+"""Shared pure functions of the objectives: masks and per-token log-probs.
+
+Batches follow the data pipeline's format (all [B, L]): 'inputs', 'targets',
+'loss_mask', 'positions', 'segment_ids' (0 = padding, 1.. = packed sequence).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def segment_attention_mask(segment_ids: jax.Array) -> jax.Array:
+  """[B, L] segment ids -> [B, L, L] causal mask within each packed sequence."""
+  length = segment_ids.shape[-1]
+  causal = jnp.tril(jnp.ones((length, length), bool))
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  real = (segment_ids > 0)[:, None, :]
+  return causal[None] & same & real
+
+
+def target_logprobs(model, params, batch, return_logits: bool = False):
+  """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32."""
+  logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                       segment_attention_mask(batch["segment_ids"]))
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  out = jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+  if return_logits:
+    return out, logits
+  return out
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of x over mask (0 when the mask is empty)."""
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3"):
+  """Per-token estimator of KL(pi || pi_ref) from sampled-token log-probs.
+
+  kind 'k1': logp - ref_logp (unbiased, high variance);
+  kind 'k3': exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0, low
+  variance; Schulman's estimator, as in GRPO).
+  """
+  if kind == "k1":
+    return logp - ref_logp
+  if kind == "k3":
+    delta = ref_logp - logp
+    return jnp.exp(delta) - delta - 1.0
+  raise ValueError(f"Unknown KL estimator {kind!r}; use 'k1' or 'k3'.")

@@ -1,0 +1,197 @@
+"""Device mesh, logical-axis rules and placement of params, state and batches.
+
+The model names its axes logically ('embed', 'mlp', 'heads', ...; see
+`swirl_jax.models.LOGICAL_AXES`); `DEFAULT_RULES` maps them to the mesh axes
+`data`, `fsdp` and `tensor`. Arrays are placed with `NamedSharding`, and the
+train step is compiled with `jax.jit(in_shardings=..., out_shardings=...)`.
+
+A mesh axis is dropped for an array dimension it does not divide (for example
+one KV head on a tensor axis of 2): that dimension is replicated instead of
+failing, and `describe_sharding` shows what was chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+from jax.experimental import mesh_utils
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# (logical name, mesh axis or axes or None). Params are fully sharded over
+# `fsdp` on their embed dimension and tensor-parallel over heads / mlp / vocab.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_head_dim", None),
+    ("activation_vocab", "tensor"),
+)
+
+
+def maybe_initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when launched on several hosts.
+
+  Cloud TPU pods are detected by JAX itself; elsewhere the standard variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID select the
+  coordinator. Returns True if initialisation happened.
+  """
+  if jax.distributed.is_initialized():
+    return False
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize(
+        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(os.environ.get("JAX_NUM_PROCESSES", "1")),
+        process_id=int(os.environ.get("JAX_PROCESS_ID", "0")))
+    return True
+  if os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") >= 1:
+    jax.distributed.initialize()
+    return True
+  return False
+
+
+@gin.configurable
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all devices; one size may be -1.
+
+  Raises ValueError naming the sizes when they do not multiply to the
+  number of devices.
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
+  for name, size in sizes.items():
+    if not isinstance(size, int) or size == 0 or size < -1:
+      raise ValueError(f"Mesh axis {name}={size!r} must be a positive int or "
+                       "-1 (fill the rest).")
+  free = [k for k, v in sizes.items() if v == -1]
+  if len(free) > 1:
+    raise ValueError(f"Only one mesh axis may be -1, got {free}.")
+  fixed = math.prod(v for v in sizes.values() if v != -1)
+  if free:
+    if len(devices) % fixed:
+      raise ValueError(f"Cannot fill mesh axis {free[0]!r}: {len(devices)} "
+                       f"devices are not divisible by {fixed}.")
+    sizes[free[0]] = len(devices) // fixed
+  shape = tuple(sizes[a] for a in MESH_AXES)
+  if math.prod(shape) != len(devices):
+    raise ValueError(f"Mesh {dict(zip(MESH_AXES, shape))} needs "
+                     f"{math.prod(shape)} devices, but {len(devices)} are "
+                     "available.")
+  try:
+    device_array = mesh_utils.create_device_mesh(
+        shape, devices=devices)
+  except Exception:  # pylint: disable=broad-except  # e.g. CPU, odd shapes
+    device_array = np.asarray(devices).reshape(shape)
+  return Mesh(device_array, MESH_AXES)
+
+
+def _mesh_axes_for(name: Optional[str], rules) -> tuple[str, ...]:
+  if name is None:
+    return ()
+  for logical, mesh_axes in rules:
+    if logical == name:
+      if mesh_axes is None:
+        return ()
+      return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+  raise ValueError(f"No sharding rule for logical axis {name!r}; rules cover "
+                   f"{[r[0] for r in rules]}.")
+
+
+def logical_to_mesh_spec(logical: PartitionSpec, shape: Sequence[int],
+                         mesh: Mesh, rules=DEFAULT_RULES) -> PartitionSpec:
+  """Maps a logical PartitionSpec to mesh axes, skipping non-dividing axes."""
+  used: set[str] = set()
+  out = []
+  for name, dim in zip(tuple(logical) + (None,) * (len(shape) - len(logical)),
+                       shape):
+    axes = []
+    size = 1
+    for axis in _mesh_axes_for(name, rules):
+      n = mesh.shape[axis]
+      if axis in used or n == 1 or dim % (size * n):
+        continue
+      axes.append(axis)
+      size *= n
+    used.update(axes)
+    out.append(None if not axes else axes[0] if len(axes) == 1 else tuple(axes))
+  return PartitionSpec(*out)
+
+
+def _is_spec(x):
+  return isinstance(x, PartitionSpec)
+
+
+def tree_shardings(logical_specs: Any, shapes: Any, mesh: Mesh,
+                   rules=DEFAULT_RULES) -> Any:
+  """NamedShardings for a tree, from logical specs and ShapeDtypeStructs."""
+  specs = jax.tree.leaves(logical_specs, is_leaf=_is_spec)
+  leaves, treedef = jax.tree.flatten(shapes)
+  if len(specs) != len(leaves):
+    raise ValueError(f"{len(specs)} logical specs for {len(leaves)} arrays.")
+  return jax.tree.unflatten(treedef, [
+      NamedSharding(mesh, logical_to_mesh_spec(s, x.shape, mesh, rules))
+      for s, x in zip(specs, leaves)])
+
+
+def boxed_shardings(abstract_boxed: Any, mesh: Mesh, rules=DEFAULT_RULES):
+  """Shardings for an eval_shape'd tree holding nn.LogicallyPartitioned boxes.
+
+  Leaves without logical names (step counters, RNG keys) are replicated.
+  """
+  specs = nn.get_partition_spec(abstract_boxed)
+  shapes = nn.unbox(abstract_boxed)
+  return tree_shardings(specs, shapes, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension over (data, fsdp); the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
+  """Assembles global arrays from this process's rows of the batch.
+
+  Each process passes only its own rows (global_batch / process_count); the
+  result is a dict of global jax.Arrays sharded over (data, fsdp).
+  """
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules=DEFAULT_RULES):
+  """Makes `nn.with_logical_constraint` in the model active on `mesh`."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+    yield
+
+
+def describe_sharding(tree: Any) -> dict[str, str]:
+  """{'path': 'PartitionSpec(...)'} for every array of a sharded tree."""
+  out = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(tree):
+    spec = getattr(getattr(x, "sharding", None), "spec", None)
+    out[jax.tree_util.keystr(path)] = str(spec)
+  return out

@@ -1,0 +1,57 @@
+"""AdamW with warmup and cosine / linear decay, global-norm clipping."""
+
+from __future__ import annotations
+
+import gin
+import jax
+import optax
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@gin.configurable
+def learning_rate_schedule(peak_learning_rate: float = 1e-3,
+                           warmup_steps: int = 0,
+                           total_steps: int = 1000,
+                           decay: str = "cosine",
+                           end_learning_rate_fraction: float = 0.1
+                           ) -> optax.Schedule:
+  """Linear warmup from 0 to the peak, then `decay` to peak * fraction."""
+  if decay not in SCHEDULES:
+    raise ValueError(f"Unknown decay {decay!r}; choose one of {SCHEDULES}.")
+  if warmup_steps < 0 or total_steps <= 0:
+    raise ValueError(f"Need warmup_steps >= 0 and total_steps > 0, got "
+                     f"{warmup_steps} and {total_steps}.")
+  end = peak_learning_rate * end_learning_rate_fraction
+  decay_steps = max(total_steps - warmup_steps, 1)
+  if decay == "cosine":
+    after = optax.cosine_decay_schedule(
+        peak_learning_rate, decay_steps, alpha=end_learning_rate_fraction)
+  elif decay == "linear":
+    after = optax.linear_schedule(peak_learning_rate, end, decay_steps)
+  else:
+    after = optax.constant_schedule(peak_learning_rate)
+  if warmup_steps == 0:
+    return after
+  warmup = optax.linear_schedule(0.0, peak_learning_rate, warmup_steps)
+  return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+@gin.configurable
+def make_optimizer(schedule: optax.Schedule,
+                   weight_decay: float = 0.0,
+                   b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
+                   max_grad_norm: float | None = 1.0
+                   ) -> optax.GradientTransformation:
+  """AdamW (decoupled weight decay on matrices only) after gradient clipping.
+
+  Norm scales and other 1-D params get no weight decay.
+  """
+  decay_mask = lambda params: jax.tree.map(  # noqa: E731
+      lambda p: p.ndim > 1, params)
+  parts = []
+  if max_grad_norm:
+    parts.append(optax.clip_by_global_norm(max_grad_norm))
+  parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps,
+                           weight_decay=weight_decay, mask=decay_mask))
+  return optax.chain(*parts)
