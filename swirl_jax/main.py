@@ -1,0 +1,79 @@
+"""Command-line entry point: one gin experiment, one workdir.
+
+    python -m swirl_jax.main --gin_file=gin_configs/experiments/sft_tiny.gin \\
+        [--gin_file=...] [--gin.NAME=VALUE ...] --workdir=DIR
+
+Gin files follow the T5X layout: `models/*.gin` define the model,
+`runs/*.gin` the job (marking what an experiment must supply with
+%gin.REQUIRED), `experiments/*.gin` include one of each and fill them in.
+The experiment's entry is the configurable `swirl_jax.main.run`, bound to a
+job function such as `@swirl_jax.training.trainer.train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+import gin
+
+from swirl_jax import gin_utils
+from swirl_jax import registry  # noqa: F401  (registers gin configurables)
+
+
+@gin.configurable
+def run(workdir: str, job: Callable[..., object] = gin.REQUIRED):
+  """Runs the experiment's job function in `workdir`."""
+  return job(workdir)
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+  parser = argparse.ArgumentParser(
+      prog="python -m swirl_jax.main",
+      description="Run a swirl_jax gin experiment.")
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="gin file (repeatable); later files override.")
+  parser.add_argument("--workdir", required=True,
+                      help="run directory: checkpoints, metrics, reports.")
+  parser.add_argument("--log_level", default="INFO")
+  args, rest = parser.parse_known_args(argv)
+  bindings = []
+  for item in rest:
+    if item.startswith("--gin.") and "=" in item:
+      bindings.append(item[len("--gin."):])
+    else:
+      parser.error(f"unrecognised argument {item!r} (gin bindings are "
+                   "written --gin.NAME=VALUE)")
+  if not args.gin_file:
+    parser.error("at least one --gin_file is required")
+  return args, bindings
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=args.log_level,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  try:
+    gin_utils.parse(args.gin_file, bindings)
+  except gin_utils.GinConfigError as e:
+    print(f"Configuration error: {e}", file=sys.stderr)
+    return 2
+  from swirl_jax import sharding  # pylint: disable=g-import-not-at-top
+  sharding.maybe_initialize_distributed()
+  os.makedirs(args.workdir, exist_ok=True)
+  try:
+    run(args.workdir)
+  except ValueError as e:
+    if "Required bindings" in str(e) or "REQUIRED" in str(e):
+      print(f"Configuration error: {gin_utils.explain_error(e)}",
+            file=sys.stderr)
+      return 2
+    raise
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
