@@ -68,9 +68,9 @@ def cpu_comparison(args):
   t_ours = _time(ours, args.repeats)
 
   with tempfile.TemporaryDirectory() as tmp:
-    hf.save(tmp, config, params)
+    hf.save(os.path.join(tmp, "model"), config, params)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp, torch_dtype=torch.float32).eval()
+        os.path.join(tmp, "model"), dtype=torch.float32).eval()
   model.generation_config.eos_token_id = None
   ids = torch.tensor(prompts)
   mask = torch.ones_like(ids)

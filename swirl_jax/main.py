@@ -6,8 +6,8 @@
 Gin files follow the T5X layout: `models/*.gin` define the model,
 `runs/*.gin` the job (marking what an experiment must supply with
 %gin.REQUIRED), `experiments/*.gin` include one of each and fill them in.
-The experiment's entry is the configurable `swirl_jax.main.run`, bound to a
-job function such as `@swirl_jax.training.trainer.train`.
+The experiment's entry is the configurable `swirl_jax.run`, bound to a job
+function such as `@swirl_jax.training.trainer.train`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,12 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import gin
 
 from swirl_jax import gin_utils
-from swirl_jax import registry  # noqa: F401  (registers gin configurables)
-
-
-@gin.configurable
-def run(workdir: str, job: Callable[..., object] = gin.REQUIRED):
-  """Runs the experiment's job function in `workdir`."""
-  return job(workdir)
+from swirl_jax import registry  # registers every gin configurable
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -65,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   sharding.maybe_initialize_distributed()
   os.makedirs(args.workdir, exist_ok=True)
   try:
-    run(args.workdir)
+    registry.run(args.workdir)
   except ValueError as e:
     if "Required bindings" in str(e) or "REQUIRED" in str(e):
       print(f"Configuration error: {gin_utils.explain_error(e)}",

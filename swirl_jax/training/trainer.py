@@ -146,8 +146,8 @@ def train(workdir: str,
   Args:
     workdir: run directory (checkpoints/, metrics.jsonl, tensorboard/).
     model_config: the architecture.
-    dataset_fn: called as dataset_fn(process_index=, process_count=,
-      seed=) -> an iterable whose iterator yields local batch dicts of numpy
+    dataset_fn: called as dataset_fn(workdir=, process_index=,
+      process_count=, seed=) -> an iterable whose iterator yields local batch dicts of numpy
       arrays and has get_state() / set_state() (grain).
     objective: registered objective name (swirl_jax.objectives).
     train_steps: total optimizer steps.
@@ -220,7 +220,7 @@ def train(workdir: str,
     with open(os.path.join(workdir, "model_config.json"), "w") as f:
       f.write(model_config.to_json())
 
-  dataset = dataset_fn(process_index=jax.process_index(),
+  dataset = dataset_fn(workdir=workdir, process_index=jax.process_index(),
                        process_count=jax.process_count(), seed=seed)
   iterator = iter(dataset)
   if data_state:

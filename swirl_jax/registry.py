@@ -1,0 +1,23 @@
+"""Registers every gin configurable of swirl_jax (imported by `main`).
+
+Importing a module registers the functions it decorates with
+`@gin.configurable`; external functions are registered here under stable
+names used by gin_configs/.
+"""
+
+from typing import Any, Callable
+
+import gin
+
+from swirl_jax import models, sharding  # noqa: F401
+from swirl_jax.data import demonstrations, sources  # noqa: F401
+from swirl_jax.objectives import registry as objectives  # noqa: F401
+from swirl_jax.training import optimizer, trainer  # noqa: F401
+
+gin.external_configurable(models.get_config, "swirl_jax.models.preset_config")
+
+
+@gin.configurable("run", module="swirl_jax")
+def run(workdir: str, job: Callable[[str], Any] = gin.REQUIRED) -> Any:
+  """The experiment's entry: runs its job function in `workdir`."""
+  return job(workdir)
