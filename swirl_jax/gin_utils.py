@@ -125,8 +125,11 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def _resolve_macro(value: Any, depth: int = 0) -> Any:
   """The value behind %MACRO references (other references stay as they are)."""
-  if (isinstance(value, gin_config.ConfigurableReference) and depth < 10 and
-      value.selector == "gin.macro"):
+  if not isinstance(value, gin_config.ConfigurableReference) or depth >= 10:
+    return value
+  if value.scoped_selector.split("/")[0] == "gin.REQUIRED":
+    return gin.REQUIRED
+  if value.selector == "gin.macro":
     try:
       inner = gin.query_parameter(f"{value.scoped_selector}.value")
     except ValueError:
@@ -149,9 +152,25 @@ def check_binding_types() -> None:
     try:
       hints = typing.get_type_hints(fn)
     except Exception:  # pylint: disable=broad-except
-      continue
-    for name, value in params.items():
-      value = _resolve_macro(value)
+      hints = {}
+    for name, raw in params.items():
+      value = _resolve_macro(raw)
+      if value is gin.REQUIRED and selector == "gin.macro":
+        raise GinConfigError(
+            f"Required value {scope} (declared %gin.REQUIRED) is not "
+            f"provided; set it in the experiment's gin file or with "
+            f"--gin.{scope}=VALUE.")
+      if value is gin.REQUIRED:
+        where = f"{scope}/{selector}" if scope else selector
+        macro = (raw.scoped_selector.split("/")[0]
+                 if isinstance(raw, gin_config.ConfigurableReference) else "")
+        if macro == "gin.REQUIRED":
+          macro = ""
+        via = f" (through %{macro})" if macro else ""
+        raise GinConfigError(
+            f"Required binding {where}.{name}{via} is not provided; set it "
+            f"in a gin file or with --gin.{macro or where + '.' + name}"
+            "=VALUE.")
       if name in hints and not _matches(value, hints[name]):
         where = f"{scope}/{selector}" if scope else selector
         raise GinConfigError(

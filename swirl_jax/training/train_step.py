@@ -101,7 +101,7 @@ def make_train_step(model, objective: Objective,
                                         step_rng, num_microbatches)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                    learning_rate=jnp.asarray(schedule(state.step), jnp.float32))
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state,

@@ -1,0 +1,35 @@
+"""Batched episode generation: SWiRL tool use, SCoRe two attempts, R3 retries.
+
+* `RolloutEngine` (engine.py): `run` (multi-step tool-use trajectories),
+  `run_two_attempts` (SCoRe) and `run_reflect_retry` (R3), all on one
+  batched "sample the next model turn of these conversations" step.
+* `parse_action` / `malformed_feedback` (actions.py): the action format.
+* `Trajectory`, `Step`, `ModelTurn`, `TwoAttemptEpisode`,
+  `ReflectionEpisode`, `save_jsonl`, `load_jsonl` (trajectory.py).
+"""
+
+from swirl_jax.rollout.actions import (
+    ANSWER,
+    MALFORMED,
+    NOT_BOTH,
+    TOOL,
+    ParsedAction,
+    malformed_feedback,
+    parse_action,
+    strip_end_of_turn,
+)
+from swirl_jax.rollout.engine import RolloutEngine, RolloutStats
+from swirl_jax.rollout.trajectory import (
+    FINISH_ANSWER,
+    FINISH_CONTEXT_LIMIT,
+    FINISH_MALFORMED_LIMIT,
+    FINISH_REASONS,
+    FINISH_STEP_LIMIT,
+    ModelTurn,
+    ReflectionEpisode,
+    Step,
+    Trajectory,
+    TwoAttemptEpisode,
+    load_jsonl,
+    save_jsonl,
+)

@@ -1,0 +1,770 @@
+"""The batched rollout engine: multi-step tool use, two attempts, reflect-retry.
+
+`RolloutEngine` generates the episodes of all three recipes from one sampler:
+
+* `run`: SWiRL multi-step tool-use episodes. Every row (example x sample)
+  starts from the task prompt; each step makes ONE sampler call for all rows
+  still running, parses every action (`actions.parse_action`), runs the step's
+  tool calls (slow ones concurrently on a thread pool, cheap ones inline) and
+  answers each row with a user turn (`QUERY -> RESULT`, or the feedback to a
+  malformed action). A row ends at an answer, at the step limit, when its
+  context would no longer fit (`max_context_tokens`), or after
+  `max_malformed` malformed actions in a row. Answers are verified by the
+  task at the end, on the thread pool (code answers run in the sandbox).
+* `run_two_attempts`: SCoRe's attempt y1, the self-correction instruction,
+  attempt y2; both verified.
+* `run_reflect_retry`: R3's first attempt (or given failed ones), then for
+  each failure a group of reflections, each followed by a retry.
+
+All three go through `_generate_turns`, which makes one sampler call for a
+batch of conversations. Each conversation keeps the ids of its chat so far;
+a new turn is encoded on its own (`encode(format_turn(role, text))`) and
+appended. Turn markers are atomic pieces of the tokenizer, so this is
+exactly `tokenizer.encode_chat(turns)`, without re-encoding the whole chat at
+every step. A model turn enters the context as the encoding of its decoded
+text, so every context is what a trainer rebuilding the chat from its text
+gets; the sampled ids (kept in `Step.action_tokens` / `ModelTurn.tokens`)
+can differ from that encoding when the model samples a non-canonical
+segmentation.
+
+Model output is untrusted: it is parsed with regular expressions, never
+evaluated; tools sandbox what they run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import jax
+import tqdm
+
+from swirl_jax import tokenizer as tokenizer_lib
+from swirl_jax.rollout import actions
+from swirl_jax.rollout import trajectory as traj
+from swirl_jax.tasks import base as task_base
+from swirl_jax.tasks import prompts
+from swirl_jax.tools import base as tool_base
+
+log = logging.getLogger(__name__)
+
+VERIFIER_ERROR = "verifier_error"
+
+ToolsLike = Union[Mapping[str, tool_base.Tool], Sequence[tool_base.Tool]]
+
+
+# ----------------------------------------------------------------------------
+# Statistics.
+
+
+@dataclasses.dataclass
+class RolloutStats:
+  """Counts and wall-clock times of one engine call (`engine.last_stats`).
+
+  Times are seconds measured with `time.perf_counter`; `glue_s` is the rest
+  of `total_s` (encoding, decoding, parsing, bookkeeping), so
+  sampler_s + tools_s + verify_s + glue_s == total_s.
+
+  Attributes:
+    num_trajectories: episodes returned.
+    num_sampler_calls: calls to `sampler.generate`.
+    num_model_turns: model turns sampled (rows summed over calls).
+    num_tool_calls: tool executions.
+    generated_tokens: sampled ids, stop tokens included.
+    total_s: the whole call.
+    sampler_s: inside `sampler.generate`.
+    tools_s: running tool calls (waiting on the thread pool).
+    verify_s: verifying answers (waiting on the thread pool).
+    extra: method-specific counts (e.g. R3's first-attempt accuracy).
+  """
+
+  num_trajectories: int = 0
+  num_sampler_calls: int = 0
+  num_model_turns: int = 0
+  num_tool_calls: int = 0
+  generated_tokens: int = 0
+  total_s: float = 0.0
+  sampler_s: float = 0.0
+  tools_s: float = 0.0
+  verify_s: float = 0.0
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def glue_s(self) -> float:
+    """Seconds in Python glue: total_s minus sampler, tools and verify."""
+    return self.total_s - self.sampler_s - self.tools_s - self.verify_s
+
+  @property
+  def trajectories_per_s(self) -> float:
+    return self.num_trajectories / self.total_s if self.total_s > 0 else 0.0
+
+  @property
+  def tokens_per_s(self) -> float:
+    """Generated tokens per second of the whole call."""
+    return self.generated_tokens / self.total_s if self.total_s > 0 else 0.0
+
+  def shares(self) -> dict[str, float]:
+    """Fractions of total_s in 'sampler', 'tools', 'verify' and 'glue'."""
+    total = self.total_s or 1.0
+    return {"sampler": self.sampler_s / total, "tools": self.tools_s / total,
+            "verify": self.verify_s / total, "glue": self.glue_s / total}
+
+  def as_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d.update(glue_s=self.glue_s, trajectories_per_s=self.trajectories_per_s,
+             tokens_per_s=self.tokens_per_s)
+    return d
+
+  def summary(self) -> str:
+    """One line: rates and the time shares."""
+    s = self.shares()
+    return (f"{self.num_trajectories} episodes in {self.total_s:.2f}s: "
+            f"{self.trajectories_per_s:.2f} episodes/s, "
+            f"{self.tokens_per_s:.1f} generated tokens/s; time: sampler "
+            f"{s['sampler']:.1%}, tools {s['tools']:.1%}, verify "
+            f"{s['verify']:.1%}, glue {s['glue']:.1%}")
+
+
+# ----------------------------------------------------------------------------
+# Internal per-row state.
+
+
+class _Conversation:
+  """A chat and its ids: `ids == tokenizer.encode_chat(turns, False)`."""
+
+  __slots__ = ("turns", "ids")
+
+  def __init__(self, turns: list[traj.Turn], ids: list[int]):
+    self.turns = turns
+    self.ids = ids
+
+  def copy(self) -> "_Conversation":
+    return _Conversation(list(self.turns), list(self.ids))
+
+
+@dataclasses.dataclass
+class _Row:
+  """One multi-step episode in progress."""
+
+  example: task_base.Example
+  sample_index: int
+  conv: _Conversation
+  steps: list[traj.Step] = dataclasses.field(default_factory=list)
+  answer_text: Optional[str] = None
+  answer_content: Optional[str] = None
+  finish: Optional[str] = None
+  malformed_run: int = 0
+
+
+def _as_tool_map(tools: Optional[ToolsLike]) -> dict[str, tool_base.Tool]:
+  """Tools by tag, checked: every value has `run` and its own tag as key."""
+  if tools is None:
+    return {}
+  if isinstance(tools, Mapping):
+    items = list(tools.items())
+  else:
+    items = [(getattr(t, "tag", None), t) for t in tools]
+  out = {}
+  for tag, tool in items:
+    if not callable(getattr(tool, "run", None)):
+      raise TypeError(f"Tool for tag {tag!r} must be a swirl_jax Tool (with "
+                      f"run()), got {type(tool).__name__}.")
+    tool_tag = getattr(tool, "tag", None)
+    if tool_tag != tag:
+      raise ValueError(f"Tool {tool!r} has tag {tool_tag!r} but was given "
+                       f"under the key {tag!r}; key tools by their tag.")
+    if tag in out:
+      raise ValueError(f"Two tools were given for the tag {tag!r}.")
+    out[tag] = tool
+  return out
+
+
+# ----------------------------------------------------------------------------
+# The engine.
+
+
+class RolloutEngine:
+  """Batched episode generation for SWiRL, SCoRe and R3.
+
+      engine = RolloutEngine(sampler, tokenizer,
+                             {"math_exp": get_tool("calculator")})
+      trajs = engine.run(get_task("gsm8k"), examples, num_samples=5)
+      print(engine.last_stats.summary())
+
+  Args:
+    sampler: object with `generate(prompts, max_new_tokens, temperature=,
+      top_k=, top_p=, stop_tokens=, rng=)` returning `.tokens`, `.logprobs`
+      and `.done` (a `swirl_jax.sampling.Sampler`).
+    tokenizer: `swirl_jax.tokenizer.Tokenizer` (encode, decode, bos_id,
+      eos_id, end_of_turn_id).
+    tools: tools by tag (e.g. {'math_exp': Calculator()}), or a sequence of
+      tools (keyed by their `tag`).
+    max_new_tokens: budget of one model turn.
+    temperature / top_k / top_p: sampling parameters of every call.
+    max_context_tokens: the longest context + new tokens a row may reach.
+    tool_workers: threads running slow tool calls (see `INLINE_TOOL_S`) and
+      verifiers.
+    progress: show a tqdm bar on stderr.
+    max_malformed: end a multi-step row after this many malformed actions
+      in a row ('malformed_limit'); None: only the step limit applies.
+  """
+
+  # Tools averaging less than this per call run inline, not on the pool.
+  INLINE_TOOL_S = 1e-3
+
+  def __init__(self, sampler: Any, tokenizer: Any,
+               tools: Optional[ToolsLike] = None, *,
+               max_new_tokens: int = 128, temperature: float = 1.0,
+               top_k: Optional[int] = None, top_p: Optional[float] = None,
+               max_context_tokens: int = 2048, tool_workers: int = 8,
+               progress: bool = True, max_malformed: Optional[int] = None):
+    if not callable(getattr(sampler, "generate", None)):
+      raise TypeError(f"sampler must have a generate() method, got "
+                      f"{type(sampler).__name__}.")
+    if int(max_new_tokens) < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if int(max_context_tokens) <= int(max_new_tokens):
+      raise ValueError(
+          f"max_context_tokens={max_context_tokens} must exceed "
+          f"max_new_tokens={max_new_tokens}: the prompt needs room too.")
+    if temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    if int(tool_workers) < 1:
+      raise ValueError(f"tool_workers must be >= 1, got {tool_workers}.")
+    if max_malformed is not None and int(max_malformed) < 1:
+      raise ValueError(
+          f"max_malformed must be None or >= 1, got {max_malformed}.")
+    self.sampler = sampler
+    self.tokenizer = tokenizer
+    self.tools = _as_tool_map(tools)
+    self.max_new_tokens = int(max_new_tokens)
+    self.temperature = float(temperature)
+    self.top_k = top_k
+    self.top_p = top_p
+    self.max_context_tokens = int(max_context_tokens)
+    self.tool_workers = int(tool_workers)
+    self.progress = bool(progress)
+    self.max_malformed = None if max_malformed is None else int(max_malformed)
+    self.last_stats = RolloutStats()
+    self._stats = RolloutStats()
+    self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._tool_cost: dict[str, float] = {}  # tag -> mean seconds per call
+    self._bos = [int(tokenizer.bos_id)]
+    self._generation_prompt = list(tokenizer.encode(
+        tokenizer_lib.format_chat([], add_generation_prompt=True)))
+    self._stop_ids = sorted({int(t) for t in (tokenizer.end_of_turn_id,
+                                              tokenizer.eos_id) if t >= 0})
+
+  # -- resources ------------------------------------------------------------
+
+  def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    if self._pool is None:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+          max_workers=self.tool_workers, thread_name_prefix="rollout-tools")
+    return self._pool
+
+  def close(self) -> None:
+    """Shuts the tool thread pool down (a later call starts a new one)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
+      self._pool = None
+
+  def __enter__(self) -> "RolloutEngine":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # -- conversations ----------------------------------------------------------
+
+  def new_conversation(self) -> _Conversation:
+    """An empty chat: ids = [BOS]."""
+    return _Conversation([], list(self._bos))
+
+  def add_turn(self, conv: _Conversation, role: str, text: str) -> None:
+    """Appends a turn and its ids (`encode(format_turn(role, text))`)."""
+    conv.turns.append((role, text))
+    conv.ids.extend(self.tokenizer.encode(
+        tokenizer_lib.format_turn(role, text)))
+
+  def prompt_ids(self, conv: _Conversation) -> list[int]:
+    """The sampler prompt: the chat ids plus '<start_of_turn>model\\n'.
+
+    Equals `tokenizer.encode_chat(conv.turns, add_generation_prompt=True)`.
+    """
+    return conv.ids + self._generation_prompt
+
+  # -- the shared batched step ------------------------------------------------
+
+  def _key(self, seed: int, call_index: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), call_index)
+
+  def _generate_turns(self, convs: Sequence[_Conversation],
+                      rng: jax.Array) -> list[traj.ModelTurn]:
+    """Samples the next model turn of every conversation in ONE sampler call.
+
+    Each row's budget is min(max_new_tokens, max_context_tokens - context
+    length); a row with no room gets an empty turn with finish
+    'context_limit' and is not sent to the sampler. The conversations are not
+    modified.
+
+    Args:
+      convs: the conversations, each ending with a user turn.
+      rng: PRNG key of this call.
+
+    Returns:
+      list[ModelTurn], one per conversation, in order.
+    """
+    prompts_ = [self.prompt_ids(c) for c in convs]
+    budgets = [min(self.max_new_tokens, self.max_context_tokens - len(p))
+               for p in prompts_]
+    out: list[Optional[traj.ModelTurn]] = [None] * len(convs)
+    live = [i for i, b in enumerate(budgets) if b >= 1]
+    for i, b in enumerate(budgets):
+      if b < 1:
+        out[i] = traj.ModelTurn("", [], [], prompts_[i],
+                                traj.TURN_CONTEXT_LIMIT)
+    if live:
+      start = time.perf_counter()
+      result = self.sampler.generate(
+          [prompts_[i] for i in live],
+          max_new_tokens=[budgets[i] for i in live],
+          temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+          stop_tokens=self._stop_ids, rng=rng)
+      self._stats.sampler_s += time.perf_counter() - start
+      self._stats.num_sampler_calls += 1
+      stops = set(self._stop_ids)
+      for j, i in enumerate(live):
+        tokens = [int(t) for t in result.tokens[j]]
+        logprobs = [float(x) for x in result.logprobs[j]]
+        done = bool(result.done[j])
+        ended = done and bool(tokens) and tokens[-1] in stops
+        body = tokens[:-1] if ended else tokens
+        out[i] = traj.ModelTurn(
+            text=self.tokenizer.decode(body), tokens=tokens,
+            logprobs=logprobs, context_ids=prompts_[i],
+            finish=traj.TURN_STOP if done else traj.TURN_LENGTH)
+        self._stats.num_model_turns += 1
+        self._stats.generated_tokens += len(tokens)
+    return out  # type: ignore[return-value]
+
+  # -- host work on the thread pool -------------------------------------------
+
+  def _timed_tool_run(self, tool: tool_base.Tool, content: str) -> str:
+    """`tool.run(content)`, folding its duration into the tag's cost."""
+    start = time.perf_counter()
+    result = tool.run(content)
+    seconds = time.perf_counter() - start
+    old = self._tool_cost.get(tool.tag)
+    self._tool_cost[tool.tag] = (
+        seconds if old is None else 0.8 * old + 0.2 * seconds)
+    return result
+
+  def _run_tools(self, calls: Sequence[tuple[tool_base.Tool, str]]
+                 ) -> list[str]:
+    """Runs one step's (tool, content) calls; returns the result texts.
+
+    Tools whose calls take at least `INLINE_TOOL_S` on average (search,
+    sandboxed code: they release the GIL) run concurrently on the thread
+    pool; cheap pure-Python ones (the calculator) run inline meanwhile,
+    where threads would only add hand-off and GIL contention. The first call
+    of a tag runs inline to measure it.
+    """
+    if not calls:
+      return []
+    start = time.perf_counter()
+    results: list[Optional[str]] = [None] * len(calls)
+    for i, (tool, content) in enumerate(calls):
+      if tool.tag not in self._tool_cost:
+        results[i] = self._timed_tool_run(tool, content)
+    rest = [i for i, r in enumerate(results) if r is None]
+    pooled = []
+    if self.tool_workers > 1 and len(rest) > 1:
+      pooled = [i for i in rest
+                if self._tool_cost[calls[i][0].tag] >= self.INLINE_TOOL_S]
+    futures = {i: self._executor().submit(self._timed_tool_run, *calls[i])
+               for i in pooled}
+    for i in rest:
+      if i not in futures:
+        results[i] = self._timed_tool_run(*calls[i])
+    for i, future in futures.items():
+      results[i] = future.result()
+    self._stats.tools_s += time.perf_counter() - start
+    self._stats.num_tool_calls += len(calls)
+    return results  # type: ignore[return-value]
+
+  @staticmethod
+  def _safe_parse(task: task_base.Task, text: str) -> Optional[str]:
+    try:
+      return task.parse_answer(text)
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("%s.parse_answer raised %s: %s", task.name,
+                  type(e).__name__, e)
+      return None
+
+  @staticmethod
+  def _safe_verify(task: task_base.Task, example: task_base.Example,
+                   answer: Optional[str]) -> task_base.Verdict:
+    try:
+      return task.verify(example, answer)
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("%s.verify raised on example %s: %s: %s", task.name,
+                  example.id, type(e).__name__, e)
+      return task_base.Verdict(False, VERIFIER_ERROR,
+                               f"verifier raised {type(e).__name__}: {e}")
+
+  def _verify(self, task: task_base.Task,
+              pairs: Sequence[tuple[task_base.Example, Optional[str]]]
+              ) -> list[task_base.Verdict]:
+    """Grades (example, answer) pairs concurrently on the thread pool."""
+    if not pairs:
+      return []
+    start = time.perf_counter()
+    fn: Callable[[tuple[task_base.Example, Optional[str]]],
+                 task_base.Verdict] = (
+                     lambda p: self._safe_verify(task, p[0], p[1]))
+    if len(pairs) == 1 or self.tool_workers == 1:
+      verdicts = [fn(p) for p in pairs]
+    else:
+      verdicts = list(self._executor().map(fn, pairs))
+    self._stats.verify_s += time.perf_counter() - start
+    return verdicts
+
+  # -- helpers ----------------------------------------------------------------
+
+  def _task_tool_tags(self, task: task_base.Task) -> tuple[str, ...]:
+    """The task's tool tags, each checked to have a tool in this engine."""
+    tags = actions.check_tool_tags(tuple(task.tools))
+    missing = [t for t in tags if t not in self.tools]
+    if missing:
+      raise ValueError(
+          f"Task {task.name!r} uses the tool tag {missing[0]!r} but the engine "
+          f"has no tool for it (tools given for tags: "
+          f"{sorted(self.tools) or 'none'}). Pass e.g. tools={{"
+          f"{missing[0]!r}: get_tool(...)}} to RolloutEngine.")
+    return tags
+
+  def _start(self) -> float:
+    self._stats = RolloutStats()
+    return time.perf_counter()
+
+  def _finish(self, start: float, num: int) -> None:
+    self._stats.total_s = time.perf_counter() - start
+    self._stats.num_trajectories = num
+    self.last_stats = self._stats
+
+  def _bar(self, total: int, desc: str):
+    return tqdm.tqdm(total=total, desc=desc, unit="step",
+                     disable=not self.progress, leave=False)
+
+  @staticmethod
+  def _check_examples(examples: Iterable[task_base.Example]
+                      ) -> list[task_base.Example]:
+    examples = list(examples)
+    for i, ex in enumerate(examples):
+      if not isinstance(ex, task_base.Example):
+        raise TypeError(f"examples[{i}] must be a swirl_jax.tasks.Example, "
+                        f"got {type(ex).__name__}.")
+    return examples
+
+  def _prompted(self, task: task_base.Task, example: task_base.Example
+                ) -> _Conversation:
+    conv = self.new_conversation()
+    self.add_turn(conv, traj.USER, task.prompt(example))
+    return conv
+
+  # -- SWiRL: multi-step tool use ---------------------------------------------
+
+  def run(self, task: task_base.Task, examples: Iterable[task_base.Example],
+          num_samples: int = 1, max_steps: Optional[int] = None,
+          seed: int = 0) -> list[traj.Trajectory]:
+    """Generates multi-step tool-use episodes for every example.
+
+    Args:
+      task: the task (prompt, tool tags, answer parser, verifier).
+      examples: the examples; each gets `num_samples` episodes.
+      num_samples: episodes per example.
+      max_steps: most actions per episode (None: `task.max_steps`); every
+        action counts, malformed ones included.
+      seed: randomness of the whole call (step i samples with
+        fold_in(key(seed), i)).
+
+    Returns:
+      list[Trajectory] of len(examples) * num_samples, example-major
+      (example 0's samples first), verified.
+
+    Raises:
+      ValueError: a task tool tag has no tool, or a bad count.
+    """
+    examples = self._check_examples(examples)
+    if int(num_samples) < 1:
+      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    max_steps = task.max_steps if max_steps is None else int(max_steps)
+    if max_steps < 1:
+      raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+    tool_tags = self._task_tool_tags(task)
+    start = self._start()
+
+    rows = [_Row(ex, s, self._prompted(task, ex))
+            for ex in examples for s in range(int(num_samples))]
+    active = list(rows)
+    room_needed = len(self._generation_prompt) + self.max_new_tokens
+    with self._bar(max_steps, f"rollout {task.name}") as bar:
+      for step in range(max_steps):
+        fits = []
+        for row in active:
+          if len(row.conv.ids) + room_needed > self.max_context_tokens:
+            row.finish = traj.FINISH_CONTEXT_LIMIT
+          else:
+            fits.append(row)
+        active = fits
+        if not active:
+          break
+        turns = self._generate_turns([r.conv for r in active],
+                                     self._key(seed, step))
+        parsed = [actions.parse_action(t.text, tool_tags) for t in turns]
+        call_rows = [i for i, p in enumerate(parsed) if p.is_tool]
+        results = dict(zip(call_rows, self._run_tools(
+            [(self.tools[parsed[i].tag], parsed[i].content)
+             for i in call_rows])))
+        still = []
+        for i, (row, turn, action) in enumerate(zip(active, turns, parsed)):
+          record = traj.Step(
+              index=step, action=turn.text, action_tokens=turn.tokens,
+              action_logprobs=turn.logprobs,
+              context_tokens=len(turn.context_ids),
+              truncated=turn.finish == traj.TURN_LENGTH)
+          row.steps.append(record)
+          self.add_turn(row.conv, traj.MODEL, turn.text)
+          if action.is_answer:
+            row.answer_text, row.answer_content = turn.text, action.content
+            row.finish = traj.FINISH_ANSWER
+          elif action.is_tool:
+            record.tool, record.tool_input = action.tag, action.content
+            record.tool_result = results[i]
+            self.add_turn(row.conv, traj.USER,
+                          tool_base.format_result(action.content, results[i]))
+            row.malformed_run = 0
+          else:
+            record.malformed = action.reason
+            self.add_turn(row.conv, traj.USER,
+                          actions.malformed_feedback(action.reason, tool_tags))
+            row.malformed_run += 1
+            if (self.max_malformed is not None and
+                row.malformed_run >= self.max_malformed):
+              row.finish = traj.FINISH_MALFORMED_LIMIT
+          if row.finish is None:
+            still.append(row)
+        active = still
+        bar.update(1)
+        bar.set_postfix(active=len(active))
+    for row in active:
+      row.finish = traj.FINISH_STEP_LIMIT
+
+    answers = []
+    for row in rows:
+      answer = None
+      if row.answer_text is not None:
+        answer = self._safe_parse(task, row.answer_text)
+        if answer is None:
+          answer = row.answer_content
+      answers.append(answer)
+    verdicts = self._verify(task, [(r.example, a)
+                                   for r, a in zip(rows, answers)])
+    out = [traj.Trajectory(
+        task=task.name, example_id=r.example.id, question=r.example.question,
+        gold=r.example.answer, sample_index=r.sample_index,
+        turns=r.conv.turns, steps=r.steps, final_answer=a, verdict=v,
+        finish_reason=r.finish) for r, a, v in zip(rows, answers, verdicts)]
+    self._stats.extra = {
+        "finish_reasons": {k: sum(t.finish_reason == k for t in out)
+                           for k in traj.FINISH_REASONS},
+        "accuracy": (sum(t.correct for t in out) / len(out)) if out else 0.0}
+    self._finish(start, len(out))
+    return out
+
+  # -- SCoRe: two attempts ----------------------------------------------------
+
+  def run_two_attempts(self, task: task_base.Task,
+                       examples: Iterable[task_base.Example],
+                       instruction: Optional[str] = None,
+                       num_samples: int = 1,
+                       seed: int = 0) -> list[traj.TwoAttemptEpisode]:
+    """SCoRe episodes: y1 ~ pi(.|x), then y2 ~ pi(.|x, y1, instruction).
+
+    The chat is [user: task.prompt(x), model: y1, user: instruction,
+    model: y2]; no tools are run. Two sampler calls in all.
+
+    Args:
+      task: the task (prompt, parser, verifier).
+      examples: the examples; each gets `num_samples` episodes.
+      instruction: the self-correction instruction (None:
+        `task.correction_instruction`, e.g.
+        `prompts.MATH_CORRECTION_INSTRUCTION`).
+      num_samples: episodes per example.
+      seed: randomness (attempt k samples with fold_in(key(seed), k - 1)).
+
+    Returns:
+      list[TwoAttemptEpisode], example-major, both attempts verified.
+    """
+    examples = self._check_examples(examples)
+    if int(num_samples) < 1:
+      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    instruction = instruction or task.correction_instruction
+    if not instruction:
+      raise ValueError(
+          f"Task {task.name!r} has no correction_instruction; pass "
+          "instruction= (e.g. prompts.MATH_CORRECTION_INSTRUCTION).")
+    start = self._start()
+    rows = [(ex, s) for ex in examples for s in range(int(num_samples))]
+    convs = [self._prompted(task, ex) for ex, _ in rows]
+    with self._bar(2, f"two attempts {task.name}") as bar:
+      y1 = self._generate_turns(convs, self._key(seed, 0))
+      bar.update(1)
+      for conv, turn in zip(convs, y1):
+        self.add_turn(conv, traj.MODEL, turn.text)
+        self.add_turn(conv, traj.USER, instruction)
+      y2 = self._generate_turns(convs, self._key(seed, 1))
+      bar.update(1)
+    answers1 = [self._safe_parse(task, t.text) for t in y1]
+    answers2 = [self._safe_parse(task, t.text) for t in y2]
+    verdicts = self._verify(
+        task, [(ex, a) for (ex, _), a in zip(rows, answers1)] +
+        [(ex, a) for (ex, _), a in zip(rows, answers2)])
+    n = len(rows)
+    out = [traj.TwoAttemptEpisode(
+        task=task.name, example_id=ex.id, question=ex.question,
+        gold=ex.answer, sample_index=s, prompt=conv.turns[0][1],
+        instruction=instruction, y1=t1, y2=t2, answer1=a1, answer2=a2,
+        verdict1=v1, verdict2=v2)
+           for (ex, s), conv, t1, t2, a1, a2, v1, v2 in zip(
+               rows, convs, y1, y2, answers1, answers2, verdicts[:n],
+               verdicts[n:])]
+    acc1 = sum(e.reward1 for e in out) / n if n else 0.0
+    acc2 = sum(e.reward2 for e in out) / n if n else 0.0
+    self._stats.extra = {
+        "accuracy_t1": acc1, "accuracy_t2": acc2, "delta": acc2 - acc1,
+        "delta_i_to_c": (sum(e.reward2 > e.reward1 for e in out) / n
+                         if n else 0.0),
+        "delta_c_to_i": (sum(e.reward2 < e.reward1 for e in out) / n
+                         if n else 0.0)}
+    self._finish(start, len(out))
+    return out
+
+  # -- R3: reflect, retry -----------------------------------------------------
+
+  def run_reflect_retry(
+      self, task: task_base.Task, examples: Iterable[task_base.Example],
+      reflection_instruction: Optional[str] = None, num_reflections: int = 1,
+      seed: int = 0,
+      first_attempts: Optional[Sequence[Union[str, traj.ModelTurn]]] = None,
+      retry_instruction: str = prompts.RETRY_INSTRUCTION,
+  ) -> list[traj.ReflectionEpisode]:
+    """R3 episodes: for each failed first attempt, G reflections and retries.
+
+    The chat of an episode is [user: task.prompt(x), model: first attempt,
+    user: reflection_instruction, model: reflection, user: retry_instruction,
+    model: retry]; no tools are run. At most three sampler calls: first
+    attempts (unless given), reflections, retries.
+
+    Args:
+      task: the task (prompt, parser, verifier).
+      examples: the examples (may repeat, e.g. one per stored failure).
+      reflection_instruction: None: `task.reflection_instruction` (e.g.
+        `prompts.REFLECTION_INSTRUCTION`).
+      num_reflections: G, reflections sampled per failed first attempt.
+      seed: randomness (first attempts, reflections and retries sample with
+        fold_in(key(seed), 0 / 1 / 2)).
+      first_attempts: None to sample one first attempt per example, or one
+        per example: its text (str) or a `ModelTurn`. Correct ones are
+        skipped.
+      retry_instruction: the user turn between the reflection and the retry.
+
+    Returns:
+      list[ReflectionEpisode]: G per failed first attempt, in example order,
+      `group_index` numbering the failed attempts. `last_stats.extra` has
+      the first-attempt and retry counts.
+    """
+    examples = self._check_examples(examples)
+    if int(num_reflections) < 1:
+      raise ValueError(
+          f"num_reflections must be >= 1, got {num_reflections}.")
+    instruction = reflection_instruction or task.reflection_instruction
+    if not instruction:
+      raise ValueError(
+          f"Task {task.name!r} has no reflection_instruction; pass "
+          "reflection_instruction= (e.g. prompts.REFLECTION_INSTRUCTION).")
+    if first_attempts is not None and len(first_attempts) != len(examples):
+      raise ValueError(
+          f"first_attempts has {len(first_attempts)} entries for "
+          f"{len(examples)} examples; give one per example.")
+    start = self._start()
+    convs = [self._prompted(task, ex) for ex in examples]
+    with self._bar(3, f"reflect-retry {task.name}") as bar:
+      if first_attempts is None:
+        firsts = self._generate_turns(convs, self._key(seed, 0))
+      else:
+        firsts = [self._given_turn(a, conv, i)
+                  for i, (a, conv) in enumerate(zip(first_attempts, convs))]
+      bar.update(1)
+      first_answers = [self._safe_parse(task, t.text) for t in firsts]
+      first_verdicts = self._verify(task, list(zip(examples, first_answers)))
+      failed = [i for i, v in enumerate(first_verdicts) if not v.correct]
+      groups, reflect_convs = [], []
+      for group, i in enumerate(failed):
+        self.add_turn(convs[i], traj.MODEL, firsts[i].text)
+        self.add_turn(convs[i], traj.USER, instruction)
+        for g in range(int(num_reflections)):
+          groups.append((group, g, i))
+          reflect_convs.append(convs[i].copy())
+      reflections = (self._generate_turns(reflect_convs, self._key(seed, 1))
+                     if reflect_convs else [])
+      bar.update(1)
+      for conv, turn in zip(reflect_convs, reflections):
+        self.add_turn(conv, traj.MODEL, turn.text)
+        self.add_turn(conv, traj.USER, retry_instruction)
+      retries = (self._generate_turns(reflect_convs, self._key(seed, 2))
+                 if reflect_convs else [])
+      bar.update(1)
+    retry_answers = [self._safe_parse(task, t.text) for t in retries]
+    retry_verdicts = self._verify(
+        task, [(examples[i], a) for (_, _, i), a in zip(groups, retry_answers)])
+    out = []
+    for (group, g, i), refl, retry, answer, verdict in zip(
+        groups, reflections, retries, retry_answers, retry_verdicts):
+      ex = examples[i]
+      out.append(traj.ReflectionEpisode(
+          task=task.name, example_id=ex.id, question=ex.question,
+          gold=ex.answer, group_index=group, reflection_index=g,
+          prompt=convs[i].turns[0][1], instruction=instruction,
+          retry_instruction=retry_instruction, first=firsts[i],
+          first_answer=first_answers[i], first_verdict=first_verdicts[i],
+          reflection=refl, retry=retry, retry_answer=answer,
+          retry_verdict=verdict))
+    n = len(examples)
+    self._stats.extra = {
+        "first_attempts": n,
+        "first_attempts_correct": n - len(failed),
+        "accuracy_t1": (n - len(failed)) / n if n else 0.0,
+        "retries": len(out),
+        "retries_correct": sum(e.reward for e in out),
+        "retry_accuracy": (sum(e.reward for e in out) / len(out)
+                           if out else 0.0)}
+    self._finish(start, len(out))
+    return out
+
+  def _given_turn(self, attempt: Union[str, traj.ModelTurn],
+                  conv: _Conversation, index: int) -> traj.ModelTurn:
+    """A caller-supplied first attempt as a ModelTurn on this context."""
+    if isinstance(attempt, traj.ModelTurn):
+      return attempt
+    if not isinstance(attempt, str):
+      raise TypeError(f"first_attempts[{index}] must be a str or a "
+                      f"ModelTurn, got {type(attempt).__name__}.")
+    return traj.ModelTurn(text=attempt,
+                          tokens=list(self.tokenizer.encode(attempt)),
+                          logprobs=[], context_ids=self.prompt_ids(conv),
+                          finish=traj.TURN_GIVEN)
