@@ -75,9 +75,9 @@ def search_demonstration(task: Task, example: Example, search_tool) -> Turns:
 
 
 def demonstrate(task_name: str, examples: Sequence[Example],
-                search_tool=None) -> list[Turns]:
+                search_tool=None, **task_kwargs) -> list[Turns]:
   """Demonstrations for examples of one task ('gsm8k' or 'hotpotqa')."""
-  task = get_task(task_name)
+  task = get_task(task_name, **task_kwargs)
   if task_name == "gsm8k":
     return [calculator_demonstration(task, ex) for ex in examples]
   if task_name == "hotpotqa":
@@ -93,18 +93,22 @@ def demonstrate(task_name: str, examples: Sequence[Example],
 def tool_use_demonstrations(tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
                             num_per_task: int = 1000, seed: int = 0,
                             split: str = "train",
-                            max_steps: Optional[int] = None
+                            max_steps: Optional[int] = None,
+                            prompt_style: str = "full"
                             ) -> list[dict[str, Any]]:
   """Generated problems of each task, each with its scripted episode.
 
   Returns a list of {'turns', 'task', 'id'} dicts, tasks interleaved.
-  `max_steps` drops demonstrations with more tool calls than that.
+  `max_steps` drops demonstrations with more tool calls than that;
+  `prompt_style` is passed to the tasks ('full' or 'compact').
   """
   per_task = []
   for name in tasks:
-    examples = get_task(name).generate(num_per_task, seed=seed, split=split)
+    task = get_task(name, prompt_style=prompt_style)
+    examples = task.generate(num_per_task, seed=seed, split=split)
     rows = []
-    for ex, turns in zip(examples, demonstrate(name, examples)):
+    for ex, turns in zip(examples, demonstrate(name, examples,
+                                               prompt_style=prompt_style)):
       if max_steps is not None and (len(turns) - 2) // 2 > max_steps:
         continue
       rows.append({"turns": turns, "task": name, "id": ex.id})

@@ -42,7 +42,9 @@ def tokenizer_path_for(workdir: str, path: Optional[str] = None,
   if corpus_fn is None:
     from swirl_jax.data import demonstrations  # pylint: disable=g-import-not-at-top
     corpus_fn = lambda: demonstrations.corpus_texts(  # noqa: E731
-        demonstrations.tool_use_demonstrations(num_per_task=500, seed=12345))
+        demonstrations.tool_use_demonstrations(num_per_task=500, seed=12345)
+        + demonstrations.tool_use_demonstrations(
+            num_per_task=100, seed=12346, prompt_style="compact"))
   return ensure_tokenizer(workdir, corpus_fn, vocab_size)
 
 

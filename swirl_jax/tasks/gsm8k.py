@@ -242,15 +242,19 @@ class GSM8KTask(base.Task):
 
   Args:
     max_steps: the SWiRL step limit (10 for math).
+    prompt_style: 'full' (the SWiRL prompt) or 'compact' (one line, for
+      tiny models on a CPU).
   """
 
   name = "gsm8k"
   tools = (prompts.MATH_TAG,)
 
-  def __init__(self, max_steps: int = 10):
+  def __init__(self, max_steps: int = 10, prompt_style: str = "full"):
     if max_steps < 1:
       raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    prompts.swirl_calculator_prompt("", style=prompt_style)  # validates
     self.max_steps = max_steps
+    self.prompt_style = prompt_style
 
   # -- loading ---------------------------------------------------------------
 
@@ -340,7 +344,8 @@ class GSM8KTask(base.Task):
   # -- prompting and grading -------------------------------------------------
 
   def prompt(self, example: base.Example) -> str:
-    return prompts.swirl_calculator_prompt(example.question, self.max_steps)
+    return prompts.swirl_calculator_prompt(example.question, self.max_steps,
+                                           self.prompt_style)
 
   def parse_answer(self, text: str) -> Optional[str]:
     if not text:

@@ -391,12 +391,17 @@ class HotpotQATask(base.Task):
     max_steps: the SWiRL step limit (5 for QA).
     num_people: size of generated knowledge bases (None: max(50, n), so
       that there are enough questions for n).
+    prompt_style: 'full' (the SWiRL prompt) or 'compact' (one line, for
+      tiny models on a CPU).
   """
 
   name = "hotpotqa"
   tools = (prompts.SEARCH_TAG,)
 
-  def __init__(self, max_steps: int = 5, num_people: Optional[int] = None):
+  def __init__(self, max_steps: int = 5, num_people: Optional[int] = None,
+               prompt_style: str = "full"):
+    prompts.swirl_search_prompt("", style=prompt_style)  # validates
+    self.prompt_style = prompt_style
     if max_steps < 1:
       raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     self.max_steps = max_steps
@@ -447,7 +452,8 @@ class HotpotQATask(base.Task):
   # -- prompting and grading -------------------------------------------------
 
   def prompt(self, example: base.Example) -> str:
-    return prompts.swirl_search_prompt(example.question, self.max_steps)
+    return prompts.swirl_search_prompt(example.question, self.max_steps,
+                                       self.prompt_style)
 
   def parse_answer(self, text: str) -> Optional[str]:
     tagged = answers_lib.extract_tagged(text, prompts.ANSWER_TAG)

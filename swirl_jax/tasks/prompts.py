@@ -58,15 +58,41 @@ answer tags.
 Question: {question}"""
 
 
-def swirl_search_prompt(question: str, max_steps: int = 5) -> str:
+# Compact variants of the two prompts for tiny models on a CPU: the same tool
+# syntax and rules in one line, so that sequences stay short (the full
+# prompts are ~200 tokens of a 1k-piece vocabulary).
+COMPACT_SEARCH_PROMPT = (
+    "Answer with up to {max_steps} searches. Each step: one "
+    "<search_query> QUERY </search_query> or <answer> ANSWER </answer>, not "
+    "both.\nQuestion: {question}")
+COMPACT_CALCULATOR_PROMPT = (
+    "Solve with up to {max_steps} calculator queries. Each step: one "
+    "<math_exp> EXPRESSION </math_exp> or <answer> NUMBER </answer>, not "
+    "both.\nQuestion: {question}")
+PROMPT_STYLES = ("full", "compact")
+
+
+def _check_style(style: str) -> None:
+  if style not in PROMPT_STYLES:
+    raise ValueError(f"Unknown prompt_style {style!r}; choose one of "
+                     f"{PROMPT_STYLES}.")
+
+
+def swirl_search_prompt(question: str, max_steps: int = 5,
+                        style: str = "full") -> str:
   """The SWiRL multi-hop QA prompt (search tool, up to `max_steps` queries)."""
-  return SWIRL_SEARCH_PROMPT.format(max_steps=max_steps, question=question)
+  _check_style(style)
+  template = SWIRL_SEARCH_PROMPT if style == "full" else COMPACT_SEARCH_PROMPT
+  return template.format(max_steps=max_steps, question=question)
 
 
-def swirl_calculator_prompt(question: str, max_steps: int = 10) -> str:
+def swirl_calculator_prompt(question: str, max_steps: int = 10,
+                            style: str = "full") -> str:
   """The SWiRL math prompt (calculator tool, up to `max_steps` queries)."""
-  return SWIRL_CALCULATOR_PROMPT.format(max_steps=max_steps,
-                                        question=question)
+  _check_style(style)
+  template = (SWIRL_CALCULATOR_PROMPT if style == "full"
+              else COMPACT_CALCULATOR_PROMPT)
+  return template.format(max_steps=max_steps, question=question)
 
 
 def tool_result_message(query: str, result: str) -> str:
