@@ -18,7 +18,7 @@ from swirl_jax.rollout.actions import (
     parse_action,
     strip_end_of_turn,
 )
-from swirl_jax.rollout.engine import RolloutEngine, RolloutStats
+from swirl_jax.rollout.engine import Conversation, RolloutEngine, RolloutStats
 from swirl_jax.rollout.trajectory import (
     FINISH_ANSWER,
     FINISH_CONTEXT_LIMIT,

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-import jax
 import tqdm
 
 from swirl_jax import tokenizer as tokenizer_lib
@@ -52,6 +52,7 @@ from swirl_jax.tools import base as tool_base
 log = logging.getLogger(__name__)
 
 VERIFIER_ERROR = "verifier_error"
+_PENDING = object()  # A host job's result slot not filled yet.
 
 ToolsLike = Union[Mapping[str, tool_base.Tool], Sequence[tool_base.Tool]]
 
@@ -129,11 +130,17 @@ class RolloutStats:
 
 
 # ----------------------------------------------------------------------------
-# Internal per-row state.
+# Per-row state.
 
 
-class _Conversation:
-  """A chat and its ids: `ids == tokenizer.encode_chat(turns, False)`."""
+class Conversation:
+  """A chat and its ids, grown turn by turn (`RolloutEngine.add_turn`).
+
+  Attributes:
+    turns: list of (role, text).
+    ids: list[int], always `tokenizer.encode_chat(turns, False)`: BOS, then
+      each turn's ids.
+  """
 
   __slots__ = ("turns", "ids")
 
@@ -141,8 +148,8 @@ class _Conversation:
     self.turns = turns
     self.ids = ids
 
-  def copy(self) -> "_Conversation":
-    return _Conversation(list(self.turns), list(self.ids))
+  def copy(self) -> "Conversation":
+    return Conversation(list(self.turns), list(self.ids))
 
 
 @dataclasses.dataclass
@@ -151,7 +158,7 @@ class _Row:
 
   example: task_base.Example
   sample_index: int
-  conv: _Conversation
+  conv: Conversation
   steps: list[traj.Step] = dataclasses.field(default_factory=list)
   answer_text: Optional[str] = None
   answer_content: Optional[str] = None
@@ -196,7 +203,7 @@ class RolloutEngine:
 
   Args:
     sampler: object with `generate(prompts, max_new_tokens, temperature=,
-      top_k=, top_p=, stop_tokens=, rng=)` returning `.tokens`, `.logprobs`
+      top_k=, top_p=, stop_tokens=, seed=)` returning `.tokens`, `.logprobs`
       and `.done` (a `swirl_jax.sampling.Sampler`).
     tokenizer: `swirl_jax.tokenizer.Tokenizer` (encode, decode, bos_id,
       eos_id, end_of_turn_id).
@@ -205,15 +212,16 @@ class RolloutEngine:
     max_new_tokens: budget of one model turn.
     temperature / top_k / top_p: sampling parameters of every call.
     max_context_tokens: the longest context + new tokens a row may reach.
-    tool_workers: threads running slow tool calls (see `INLINE_TOOL_S`) and
+    tool_workers: threads running slow tool calls (see `INLINE_HOST_S`) and
       verifiers.
     progress: show a tqdm bar on stderr.
     max_malformed: end a multi-step row after this many malformed actions
       in a row ('malformed_limit'); None: only the step limit applies.
   """
 
-  # Tools averaging less than this per call run inline, not on the pool.
-  INLINE_TOOL_S = 1e-3
+  # Host jobs (tool calls, verifications) averaging less than this many
+  # seconds per call run inline, not on the thread pool.
+  INLINE_HOST_S = 1e-3
 
   def __init__(self, sampler: Any, tokenizer: Any,
                tools: Optional[ToolsLike] = None, *,
@@ -251,7 +259,7 @@ class RolloutEngine:
     self.last_stats = RolloutStats()
     self._stats = RolloutStats()
     self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-    self._tool_cost: dict[str, float] = {}  # tag -> mean seconds per call
+    self._host_cost: dict[str, float] = {}  # job key -> seconds per call
     self._bos = [int(tokenizer.bos_id)]
     self._generation_prompt = list(tokenizer.encode(
         tokenizer_lib.format_chat([], add_generation_prompt=True)))
@@ -280,17 +288,17 @@ class RolloutEngine:
 
   # -- conversations ----------------------------------------------------------
 
-  def new_conversation(self) -> _Conversation:
+  def new_conversation(self) -> Conversation:
     """An empty chat: ids = [BOS]."""
-    return _Conversation([], list(self._bos))
+    return Conversation([], list(self._bos))
 
-  def add_turn(self, conv: _Conversation, role: str, text: str) -> None:
+  def add_turn(self, conv: Conversation, role: str, text: str) -> None:
     """Appends a turn and its ids (`encode(format_turn(role, text))`)."""
     conv.turns.append((role, text))
     conv.ids.extend(self.tokenizer.encode(
         tokenizer_lib.format_turn(role, text)))
 
-  def prompt_ids(self, conv: _Conversation) -> list[int]:
+  def prompt_ids(self, conv: Conversation) -> list[int]:
     """The sampler prompt: the chat ids plus '<start_of_turn>model\\n'.
 
     Equals `tokenizer.encode_chat(conv.turns, add_generation_prompt=True)`.
@@ -299,11 +307,13 @@ class RolloutEngine:
 
   # -- the shared batched step ------------------------------------------------
 
-  def _key(self, seed: int, call_index: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(seed), call_index)
+  @staticmethod
+  def _call_seed(seed: int, call_index: int) -> int:
+    """The sampler seed of call `call_index` of a run with `seed` (31 bits)."""
+    return task_base.seed_for(seed, "rollout", call_index) % (1 << 31)
 
-  def _generate_turns(self, convs: Sequence[_Conversation],
-                      rng: jax.Array) -> list[traj.ModelTurn]:
+  def _generate_turns(self, convs: Sequence[Conversation],
+                      seed: int) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
     Each row's budget is min(max_new_tokens, max_context_tokens - context
@@ -313,7 +323,7 @@ class RolloutEngine:
 
     Args:
       convs: the conversations, each ending with a user turn.
-      rng: PRNG key of this call.
+      seed: the sampler seed of this call.
 
     Returns:
       list[ModelTurn], one per conversation, in order.
@@ -333,7 +343,7 @@ class RolloutEngine:
           [prompts_[i] for i in live],
           max_new_tokens=[budgets[i] for i in live],
           temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-          stop_tokens=self._stop_ids, rng=rng)
+          stop_tokens=self._stop_ids, seed=seed)
       self._stats.sampler_s += time.perf_counter() - start
       self._stats.num_sampler_calls += 1
       stops = set(self._stop_ids)
@@ -353,48 +363,55 @@ class RolloutEngine:
 
   # -- host work on the thread pool -------------------------------------------
 
-  def _timed_tool_run(self, tool: tool_base.Tool, content: str) -> str:
-    """`tool.run(content)`, folding its duration into the tag's cost."""
+  def _timed(self, key: str, fn: Callable[[], Any]) -> Any:
+    """`fn()`, folding its duration into the running cost of `key`."""
     start = time.perf_counter()
-    result = tool.run(content)
+    result = fn()
     seconds = time.perf_counter() - start
-    old = self._tool_cost.get(tool.tag)
-    self._tool_cost[tool.tag] = (
-        seconds if old is None else 0.8 * old + 0.2 * seconds)
+    old = self._host_cost.get(key)
+    self._host_cost[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
     return result
 
-  def _run_tools(self, calls: Sequence[tuple[tool_base.Tool, str]]
-                 ) -> list[str]:
-    """Runs one step's (tool, content) calls; returns the result texts.
+  def _host_map(self, jobs: Sequence[tuple[str, Callable[[], Any]]]
+                ) -> list[Any]:
+    """Runs host jobs (cost key, thunk); returns their results in order.
 
-    Tools whose calls take at least `INLINE_TOOL_S` on average (search,
-    sandboxed code: they release the GIL) run concurrently on the thread
-    pool; cheap pure-Python ones (the calculator) run inline meanwhile,
-    where threads would only add hand-off and GIL contention. The first call
-    of a tag runs inline to measure it.
+    Jobs whose key averages at least `INLINE_HOST_S` per call (search,
+    sandboxed code: they wait on I/O or release the GIL) run concurrently on
+    the thread pool; cheap pure-Python ones (the calculator, most verifiers)
+    run inline meanwhile, where threads would only add hand-off and GIL
+    contention. The first job of an unseen key runs inline to measure it.
     """
-    if not calls:
-      return []
-    start = time.perf_counter()
-    results: list[Optional[str]] = [None] * len(calls)
-    for i, (tool, content) in enumerate(calls):
-      if tool.tag not in self._tool_cost:
-        results[i] = self._timed_tool_run(tool, content)
-    rest = [i for i, r in enumerate(results) if r is None]
+    results: list[Any] = [_PENDING] * len(jobs)
+    for i, (key, fn) in enumerate(jobs):
+      if key not in self._host_cost:
+        results[i] = self._timed(key, fn)
+    rest = [i for i, r in enumerate(results) if r is _PENDING]
     pooled = []
     if self.tool_workers > 1 and len(rest) > 1:
       pooled = [i for i in rest
-                if self._tool_cost[calls[i][0].tag] >= self.INLINE_TOOL_S]
-    futures = {i: self._executor().submit(self._timed_tool_run, *calls[i])
+                if self._host_cost[jobs[i][0]] >= self.INLINE_HOST_S]
+    futures = {i: self._executor().submit(self._timed, *jobs[i])
                for i in pooled}
     for i in rest:
       if i not in futures:
-        results[i] = self._timed_tool_run(*calls[i])
+        results[i] = self._timed(*jobs[i])
     for i, future in futures.items():
       results[i] = future.result()
+    return results
+
+  def _run_tools(self, calls: Sequence[tuple[tool_base.Tool, str]]
+                 ) -> list[str]:
+    """Runs one step's (tool, content) calls; returns the result texts."""
+    if not calls:
+      return []
+    start = time.perf_counter()
+    results = self._host_map(
+        [(f"tool/{tool.tag}", functools.partial(tool.run, content))
+         for tool, content in calls])
     self._stats.tools_s += time.perf_counter() - start
     self._stats.num_tool_calls += len(calls)
-    return results  # type: ignore[return-value]
+    return results
 
   @staticmethod
   def _safe_parse(task: task_base.Task, text: str) -> Optional[str]:
@@ -419,17 +436,14 @@ class RolloutEngine:
   def _verify(self, task: task_base.Task,
               pairs: Sequence[tuple[task_base.Example, Optional[str]]]
               ) -> list[task_base.Verdict]:
-    """Grades (example, answer) pairs concurrently on the thread pool."""
+    """Grades (example, answer) pairs (slow verifiers on the thread pool)."""
     if not pairs:
       return []
     start = time.perf_counter()
-    fn: Callable[[tuple[task_base.Example, Optional[str]]],
-                 task_base.Verdict] = (
-                     lambda p: self._safe_verify(task, p[0], p[1]))
-    if len(pairs) == 1 or self.tool_workers == 1:
-      verdicts = [fn(p) for p in pairs]
-    else:
-      verdicts = list(self._executor().map(fn, pairs))
+    key = f"verify/{task.name}"
+    verdicts = self._host_map(
+        [(key, functools.partial(self._safe_verify, task, ex, answer))
+         for ex, answer in pairs])
     self._stats.verify_s += time.perf_counter() - start
     return verdicts
 
@@ -471,7 +485,7 @@ class RolloutEngine:
     return examples
 
   def _prompted(self, task: task_base.Task, example: task_base.Example
-                ) -> _Conversation:
+                ) -> Conversation:
     conv = self.new_conversation()
     self.add_turn(conv, traj.USER, task.prompt(example))
     return conv
@@ -489,8 +503,8 @@ class RolloutEngine:
       num_samples: episodes per example.
       max_steps: most actions per episode (None: `task.max_steps`); every
         action counts, malformed ones included.
-      seed: randomness of the whole call (step i samples with
-        fold_in(key(seed), i)).
+      seed: randomness of the whole call (step i's sampler call gets a seed
+        derived from (seed, i)).
 
     Returns:
       list[Trajectory] of len(examples) * num_samples, example-major
@@ -524,7 +538,7 @@ class RolloutEngine:
         if not active:
           break
         turns = self._generate_turns([r.conv for r in active],
-                                     self._key(seed, step))
+                                     self._call_seed(seed, step))
         parsed = [actions.parse_action(t.text, tool_tags) for t in turns]
         call_rows = [i for i, p in enumerate(parsed) if p.is_tool]
         results = dict(zip(call_rows, self._run_tools(
@@ -605,7 +619,8 @@ class RolloutEngine:
         `task.correction_instruction`, e.g.
         `prompts.MATH_CORRECTION_INSTRUCTION`).
       num_samples: episodes per example.
-      seed: randomness (attempt k samples with fold_in(key(seed), k - 1)).
+      seed: randomness (each attempt's sampler call gets a seed derived
+        from (seed, attempt)).
 
     Returns:
       list[TwoAttemptEpisode], example-major, both attempts verified.
@@ -622,12 +637,12 @@ class RolloutEngine:
     rows = [(ex, s) for ex in examples for s in range(int(num_samples))]
     convs = [self._prompted(task, ex) for ex, _ in rows]
     with self._bar(2, f"two attempts {task.name}") as bar:
-      y1 = self._generate_turns(convs, self._key(seed, 0))
+      y1 = self._generate_turns(convs, self._call_seed(seed, 0))
       bar.update(1)
       for conv, turn in zip(convs, y1):
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, instruction)
-      y2 = self._generate_turns(convs, self._key(seed, 1))
+      y2 = self._generate_turns(convs, self._call_seed(seed, 1))
       bar.update(1)
     answers1 = [self._safe_parse(task, t.text) for t in y1]
     answers2 = [self._safe_parse(task, t.text) for t in y2]
@@ -676,8 +691,8 @@ class RolloutEngine:
       reflection_instruction: None: `task.reflection_instruction` (e.g.
         `prompts.REFLECTION_INSTRUCTION`).
       num_reflections: G, reflections sampled per failed first attempt.
-      seed: randomness (first attempts, reflections and retries sample with
-        fold_in(key(seed), 0 / 1 / 2)).
+      seed: randomness (first attempts, reflections and retries get sampler
+        seeds derived from (seed, 0 / 1 / 2)).
       first_attempts: None to sample one first attempt per example, or one
         per example: its text (str) or a `ModelTurn`. Correct ones are
         skipped.
@@ -705,7 +720,7 @@ class RolloutEngine:
     convs = [self._prompted(task, ex) for ex in examples]
     with self._bar(3, f"reflect-retry {task.name}") as bar:
       if first_attempts is None:
-        firsts = self._generate_turns(convs, self._key(seed, 0))
+        firsts = self._generate_turns(convs, self._call_seed(seed, 0))
       else:
         firsts = [self._given_turn(a, conv, i)
                   for i, (a, conv) in enumerate(zip(first_attempts, convs))]
@@ -720,14 +735,16 @@ class RolloutEngine:
         for g in range(int(num_reflections)):
           groups.append((group, g, i))
           reflect_convs.append(convs[i].copy())
-      reflections = (self._generate_turns(reflect_convs, self._key(seed, 1))
-                     if reflect_convs else [])
+      reflections = (
+          self._generate_turns(reflect_convs, self._call_seed(seed, 1))
+          if reflect_convs else [])
       bar.update(1)
       for conv, turn in zip(reflect_convs, reflections):
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, retry_instruction)
-      retries = (self._generate_turns(reflect_convs, self._key(seed, 2))
-                 if reflect_convs else [])
+      retries = (
+          self._generate_turns(reflect_convs, self._call_seed(seed, 2))
+          if reflect_convs else [])
       bar.update(1)
     retry_answers = [self._safe_parse(task, t.text) for t in retries]
     retry_verdicts = self._verify(
@@ -757,7 +774,7 @@ class RolloutEngine:
     return out
 
   def _given_turn(self, attempt: Union[str, traj.ModelTurn],
-                  conv: _Conversation, index: int) -> traj.ModelTurn:
+                  conv: Conversation, index: int) -> traj.ModelTurn:
     """A caller-supplied first attempt as a ModelTurn on this context."""
     if isinstance(attempt, traj.ModelTurn):
       return attempt
