@@ -501,8 +501,10 @@ class RolloutEngine:
       task: the task (prompt, tool tags, answer parser, verifier).
       examples: the examples; each gets `num_samples` episodes.
       num_samples: episodes per example.
-      max_steps: most actions per episode (None: `task.max_steps`); every
-        action counts, malformed ones included.
+      max_steps: queries allowed before the answer (None:
+        `task.max_steps`), as the SWiRL prompt says ("up to N sequential
+        queries before you answer"): an episode has at most max_steps + 1
+        actions, malformed ones included, the last of which must answer.
       seed: randomness of the whole call (step i's sampler call gets a seed
         derived from (seed, i)).
 
@@ -526,8 +528,8 @@ class RolloutEngine:
             for ex in examples for s in range(int(num_samples))]
     active = list(rows)
     room_needed = len(self._generation_prompt) + self.max_new_tokens
-    with self._bar(max_steps, f"rollout {task.name}") as bar:
-      for step in range(max_steps):
+    with self._bar(max_steps + 1, f"rollout {task.name}") as bar:
+      for step in range(max_steps + 1):
         fits = []
         for row in active:
           if len(row.conv.ids) + room_needed > self.max_context_tokens:
