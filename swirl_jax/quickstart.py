@@ -53,7 +53,7 @@ def evaluate_rollouts(params, config, tokenizer, examples_by_task, *,
   from swirl_jax.tools import SearchTool, get_tool  # pylint: disable=g-import-not-at-top
   sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
                     stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
-                    batch_bucket=8)
+                    prompt_bucket=128, batch_bucket=8)
   results, accuracy = {}, {}
   for name, examples in examples_by_task.items():
     task = get_task(name, prompt_style="compact")
@@ -74,7 +74,7 @@ def evaluate_rollouts(params, config, tokenizer, examples_by_task, *,
 
 
 def print_trajectory(traj) -> None:
-  print(f"task={traj.task} id={traj.example_id} gold={traj.gold_answer!r} "
+  print(f"task={traj.task} id={traj.example_id} gold={traj.gold!r} "
         f"finish={traj.finish_reason} answer={traj.final_answer!r} "
         f"correct={traj.verdict.correct}")
   for step in traj.steps:

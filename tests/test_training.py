@@ -227,3 +227,32 @@ def test_missing_gin_file(tmp_path):
   proc = _main("--gin_file=gin_configs/experiments/nope.gin",
                f"--workdir={tmp_path}/w")
   assert proc.returncode == 2 and "nope.gin" in proc.stderr
+
+
+def test_init_from_hf_and_workdir(tmp_path, tiny):
+  config, params = tiny
+  from swirl_jax.checkpoints import hf
+  from swirl_jax.training.trainer import load_initial_params
+  hf.save(str(tmp_path / "hf"), config, params)
+  loaded = load_initial_params(f"hf:{tmp_path / 'hf'}", config,
+                               jax.random.key(5), None)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="does not match"):
+    load_initial_params(f"hf:{tmp_path / 'hf'}",
+                        config.replace(final_logit_soft_cap=None),
+                        jax.random.key(5), None)
+  # A swirl_jax workdir: the params of its latest checkpoint.
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "run" / "checkpoints"),
+                                    save_every=1, async_save=False)
+  state = TrainState.create(params, optax.sgd(0.1),
+                            jax.random.key_data(jax.random.key(0)))
+  ckpt.save(7, state, {}, config, force=True)
+  ckpt.close()
+  loaded = load_initial_params(str(tmp_path / "run"), config,
+                               jax.random.key(5), None)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    load_initial_params(str(tmp_path / "empty"), config, jax.random.key(5),
+                        None)

@@ -10,6 +10,7 @@ deterministic.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Iterable, Mapping, Sequence, Union
 
@@ -80,6 +81,8 @@ class SearchTool(base.Tool):
     docs = [tokenize(f"{a.title} {a.text}", self._stopwords) for a in self.articles]
     if any(docs):
       import bm25s  # pylint: disable=import-outside-toplevel
+      # bm25s sets its own logger to DEBUG; keep index building quiet.
+      logging.getLogger("bm25s").setLevel(logging.WARNING)
       self._retriever = bm25s.BM25(k1=k1, b=b)
       self._retriever.index(docs, show_progress=False)
 

@@ -1,0 +1,116 @@
+"""Train-step throughput and model FLOPs utilisation (MFU).
+
+    python benchmarks/train_step_mfu.py                      # tiny, CPU
+    python benchmarks/train_step_mfu.py --preset gemma2-2b --seq 2048 \\
+        --batch 8 --dtype bfloat16 --remat dots_no_batch      # on a GPU
+
+Model FLOPs per step = 6 * N * T + attention, with N the parameters without
+the embedding lookup (the tied unembedding matmul counted once: 2 * D * V
+per token forward) and attention 12 * layers * T * S_eff * H * heads (QK^T and
+PV, forward and backward), S_eff = the keys each query sees on average
+(causal: (S + 1) / 2, capped by the sliding window on local layers).
+MFU = model FLOPs / step time / peak. The peak is the data-sheet dense peak
+for known GPUs (H100 / H200 SXM: 989 TFLOP/s bf16); on a CPU, where there is
+no data-sheet figure, it is the measured rate of a large float32 matmul, and
+the result is labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from swirl_jax import models
+from swirl_jax.objectives import get_objective
+from swirl_jax.training.train_state import TrainState
+from swirl_jax.training.train_step import make_train_step
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def model_flops_per_step(config, batch: int, seq: int) -> float:
+  n = config.num_params(include_embedding=False)
+  tokens = batch * seq
+  dense = 6 * (n + config.embed_dim * config.vocab_size) * tokens
+  attn = 0.0
+  for kind in config.attention_types:
+    s_eff = (seq + 1) / 2
+    if kind == "local" and config.sliding_window_size:
+      s_eff = min(s_eff, config.sliding_window_size)
+    attn += 12 * tokens * s_eff * config.head_dim * config.num_heads
+  return dense + attn
+
+
+def measured_matmul_peak(dtype=jnp.float32, n=2048, repeats=5) -> float:
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    f(a).block_until_ready()
+  return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="tiny")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=512)
+  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--remat", default="none")
+  parser.add_argument("--steps", type=int, default=10)
+  args = parser.parse_args()
+
+  config = models.get_config(args.preset, dtype=args.dtype,
+                             param_dtype="float32")
+  model = models.Transformer(config, remat_policy=args.remat)
+  params = models.init_params(config, jax.random.key(0))
+  tx = optax.adamw(1e-4)
+  state = TrainState.create(params, tx, jax.random.key_data(jax.random.key(1)))
+  rng = np.random.default_rng(0)
+  b, s = args.batch, args.seq
+  inputs = rng.integers(4, config.vocab_size, (b, s)).astype(np.int32)
+  batch = dict(inputs=inputs,
+               targets=np.roll(inputs, -1, axis=1),
+               loss_mask=np.ones((b, s), np.float32),
+               positions=np.tile(np.arange(s, dtype=np.int32), (b, 1)),
+               segment_ids=np.ones((b, s), np.int32))
+  batch = jax.device_put(batch)
+  step = jax.jit(make_train_step(model, get_objective("sft"), tx,
+                                 optax.constant_schedule(1e-4)),
+                 donate_argnums=(0,))
+  state, metrics = step(state, batch, None)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(args.steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch, None)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  step_time = float(np.median(times))
+  flops = model_flops_per_step(config, b, s)
+  device = jax.devices()[0]
+  kind = next((k for k in PEAK_FLOPS if k in device.device_kind), None)
+  if kind:
+    peak, peak_label = PEAK_FLOPS[kind], f"{kind} data-sheet bf16 dense peak"
+  else:
+    peak = measured_matmul_peak()
+    peak_label = "measured float32 2048^3 matmul rate on this device"
+  print(f"device={device.device_kind} preset={args.preset} batch={b} seq={s} "
+        f"dtype={args.dtype} remat={args.remat} "
+        f"params={config.num_params():,}")
+  print(f"step time            : {step_time * 1e3:9.1f} ms (median of "
+        f"{args.steps})")
+  print(f"tokens/s             : {b * s / step_time:11,.0f}")
+  print(f"model TFLOP/s        : {flops / step_time / 1e12:11.4f}")
+  print(f"peak TFLOP/s         : {peak / 1e12:11.4f} ({peak_label})")
+  print(f"MFU                  : {flops / step_time / peak:11.1%}")
+
+
+if __name__ == "__main__":
+  main()
