@@ -11,7 +11,7 @@ import gin
 
 from swirl_jax import models, sharding  # noqa: F401
 from swirl_jax.data import demonstrations, sources  # noqa: F401
-from swirl_jax.objectives import registry as objectives  # noqa: F401
+from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
 from swirl_jax.training import optimizer, trainer  # noqa: F401
 
 gin.external_configurable(models.get_config, "swirl_jax.models.preset_config")

@@ -63,4 +63,5 @@ def get_objective(name: str) -> Objective:
 
 def _import_builtin():
   # Importing the modules registers their objectives.
-  from swirl_jax.objectives import sft  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
