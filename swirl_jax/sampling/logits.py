@@ -13,6 +13,17 @@ import jax.numpy as jnp
 NEG_INF = -1e30
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+  """argmax over the last axis (first index on ties), as int32.
+
+  Same result as jnp.argmax, written as max + compare + min because XLA's
+  CPU argmax reduction is several times slower on [B, V] rows.
+  """
+  iota = jnp.arange(x.shape[-1], dtype=jnp.int32)
+  is_max = x == jnp.max(x, axis=-1, keepdims=True)
+  return jnp.min(jnp.where(is_max, iota, x.shape[-1]), axis=-1)
+
+
 def apply_top_k(logits: jax.Array, k: int) -> jax.Array:
   """Keeps the k largest logits per row (ties at the k-th value kept)."""
   if k <= 0 or k >= logits.shape[-1]:
@@ -56,13 +67,15 @@ def sample_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool,
     [B] int32 tokens.
   """
   if greedy:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return first_argmax(logits)
   scaled = logits / jnp.asarray(temperature, jnp.float32)
   if top_k:
     scaled = apply_top_k(scaled, top_k)
   if top_p is not None:
     scaled = apply_top_p(scaled, top_p)
-  return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+  # Gumbel-max, as jax.random.categorical does, with the faster argmax.
+  gumbel = jax.random.gumbel(rng, scaled.shape, jnp.float32)
+  return first_argmax(scaled + gumbel)
 
 
 def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:

