@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from swirl_jax.objectives import advantages as adv_lib
 from swirl_jax.objectives.common import target_logprobs
 from swirl_jax.objectives.registry import register_objective
-from swirl_jax.objectives.stepwise_pg import check_kl_estimator, masked_kl
+from swirl_jax.objectives.stepwise_pg import add_kl_term, check_kl_estimator
 
 
 def check_clip(objective: str, clip_epsilon: float,
@@ -97,16 +97,9 @@ def grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, *,
   clipped_ratio = jnp.clip(ratio, 1.0 - clip_epsilon, 1.0 + eps_high)
   pg_tok = -jnp.minimum(ratio * adv, clipped_ratio * adv)
   pg_loss, weight = adv_lib.aggregate(pg_tok, mask, aggregation)
-  loss = pg_loss
   metrics = {"pg_loss": pg_loss}
-  if ref_logp is not None:
-    kl, _ = adv_lib.aggregate(masked_kl(logp, ref_logp, mask, kl_estimator),
-                              mask, aggregation)
-    metrics["kl"] = kl
-    if beta:
-      loss = loss + beta * kl
-  elif beta:
-    raise KeyError(f"{name}: beta > 0 needs batch['ref_logprobs'].")
+  loss = add_kl_term(pg_loss, metrics, logp, ref_logp, mask, coef=beta,
+                     kind=kl_estimator, aggregation=aggregation, who=name)
   clipped = (((ratio < 1.0 - clip_epsilon) & (adv < 0)) |
              ((ratio > 1.0 + eps_high) & (adv > 0)))
   ratio_sg = jax.lax.stop_gradient(ratio)

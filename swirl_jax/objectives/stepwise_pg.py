@@ -62,6 +62,24 @@ def masked_kl(logp, ref_logp, mask, kind: str):
   return jnp.where(mask, kl_penalty(logp, ref_logp, kind), 0.0)
 
 
+def add_kl_term(loss, metrics: dict, logp, ref_logp, mask, *, coef: float,
+                kind: str, aggregation: str, who: str):
+  """loss + coef * KL(pi || ref) aggregated over `mask`; sets metrics['kl'].
+
+  Raises KeyError when coef > 0 and there are no reference log-probs.
+  """
+  if ref_logp is not None:
+    kl, _ = adv_lib.aggregate(masked_kl(logp, ref_logp, mask, kind), mask,
+                              aggregation)
+    metrics["kl"] = kl
+    if coef:
+      loss = loss + coef * kl
+  elif coef:
+    raise KeyError(f"{who}: a KL coefficient > 0 needs "
+                   "batch['ref_logprobs'].")
+  return loss
+
+
 def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
                            kl_coef: float = 0.01, kl_estimator: str = "k3",
                            aggregation: str = "token"):
@@ -83,16 +101,10 @@ def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
   logp_m = jnp.where(mask, logp, 0.0)
   pg_tok = -jnp.asarray(advantages, jnp.float32)[:, None] * logp_m
   pg_loss, weight = adv_lib.aggregate(pg_tok, mask, aggregation)
-  loss = pg_loss
   metrics = {"pg_loss": pg_loss}
-  if ref_logp is not None:
-    kl, _ = adv_lib.aggregate(masked_kl(logp, ref_logp, mask, kl_estimator),
-                              mask, aggregation)
-    metrics["kl"] = kl
-    if kl_coef:
-      loss = loss + kl_coef * kl
-  elif kl_coef:
-    raise KeyError("stepwise_pg: kl_coef > 0 needs batch['ref_logprobs'].")
+  loss = add_kl_term(pg_loss, metrics, logp, ref_logp, mask, coef=kl_coef,
+                     kind=kl_estimator, aggregation=aggregation,
+                     who="stepwise_pg")
   metrics["weight"] = weight
   return loss, metrics
 
