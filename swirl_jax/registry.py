@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gin
 
-from swirl_jax import models, sharding  # noqa: F401
+from swirl_jax import judges, models, sharding  # noqa: F401
 from swirl_jax.data import demonstrations, sources  # noqa: F401
 from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
 from swirl_jax.training import optimizer, trainer  # noqa: F401
