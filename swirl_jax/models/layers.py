@@ -87,9 +87,10 @@ def soft_cap(x: jax.Array, cap: Optional[float]) -> jax.Array:
 class Attention(nn.Module):
   """Multi-head / grouped-query attention with optional KV cache.
 
-  With a cache, the new keys and values are written at slot `write_index`
-  (the same for every row: prompts are left-padded) and the queries attend to
-  the whole cache under `attention_mask`.
+  With a cache ({'k', 'v'} of shape [B, K, S, H]), the new keys and values
+  are written at slot `write_index` (the same for every row: prompts are
+  left-padded) and the queries attend to the whole cache under
+  `attention_mask`.
   """
 
   config: TransformerConfig
@@ -133,17 +134,21 @@ class Attention(nn.Module):
             "activation_head_dim"))
 
     t = x.shape[1]
+    # Keys and values heads-major, [B, K, S, H]: both attention matmuls are
+    # then plain batched matmuls over (B, K), fast on every backend.
+    key = jnp.swapaxes(key, 1, 2)
+    value = jnp.swapaxes(value, 1, 2)
     new_cache = None
     if cache is not None:
       key = jax.lax.dynamic_update_slice(
-          cache["k"], key.astype(cache["k"].dtype), (0, write_index, 0, 0))
+          cache["k"], key.astype(cache["k"].dtype), (0, 0, write_index, 0))
       value = jax.lax.dynamic_update_slice(
-          cache["v"], value.astype(cache["v"].dtype), (0, write_index, 0, 0))
+          cache["v"], value.astype(cache["v"].dtype), (0, 0, write_index, 0))
       new_cache = {"k": key, "v": value}
       q_slots = write_index + jnp.arange(t)
     else:
       q_slots = jnp.arange(t)
-    s = key.shape[1]
+    s = key.shape[2]
     k_slots = jnp.arange(s)
 
     mask = attention_mask
@@ -152,14 +157,19 @@ class Attention(nn.Module):
       mask = jnp.logical_and(mask, window[None])
 
     b = x.shape[0]
-    qg = q.reshape(b, t, k, n // k, h)
-    logits = jnp.einsum("btkgh,bskh->bkgts", qg, key.astype(dtype),
+    g = n // k
+    # [B, T, N, H] -> [B, K, G*T, H]: query rows of one KV head together.
+    qg = q.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(
+        b, k, g * t, h)
+    logits = jnp.einsum("bkmh,bksh->bkms", qg, key.astype(dtype),
                         preferred_element_type=jnp.float32)
-    logits = soft_cap(logits, cfg.attn_logits_soft_cap)
+    logits = soft_cap(logits.reshape(b, k, g, t, s), cfg.attn_logits_soft_cap)
     logits = jnp.where(mask[:, None, None, :, :], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, value.astype(dtype))
-    out = out.reshape(b, t, n, h)
+    out = jnp.einsum("bkms,bksh->bkmh", probs.reshape(b, k, g * t, s),
+                     value.astype(dtype))
+    out = out.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(
+        b, t, n, h)
     out = jnp.einsum("btnh,nhd->btd", out, wo.astype(dtype))
     return out, new_cache
 

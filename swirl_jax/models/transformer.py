@@ -24,7 +24,7 @@ from swirl_jax.models.config import TransformerConfig
 from swirl_jax.models.layers import Block, RMSNorm, soft_cap
 
 Params = Any
-Cache = list  # one {'k': [B, S, K, H], 'v': [B, S, K, H]} per layer
+Cache = list  # one {'k': [B, K, S, H], 'v': [B, K, S, H]} per layer
 
 REMAT_POLICIES = {
     "none": None,
@@ -145,7 +145,7 @@ class Transformer(nn.Module):
       positions: [B, T] RoPE positions.
       attention_mask: [B, T, S] bool over the S cache slots (causal and
         padding); sliding windows are applied per layer on slot distance.
-      cache: list of per-layer {'k', 'v'} arrays [B, S, K, H].
+      cache: list of per-layer {'k', 'v'} arrays [B, K, S, H].
       write_index: int32 scalar slot of the first new token.
     Returns:
       (logits [B, T, V] float32, updated cache).
@@ -157,9 +157,9 @@ class Transformer(nn.Module):
 
 def init_cache(config: TransformerConfig, batch: int, length: int,
                dtype: Any = None) -> Cache:
-  """Zero KV cache: per layer {'k', 'v'} of shape [batch, length, K, H]."""
+  """Zero KV cache: per layer {'k', 'v'} of shape [batch, K, length, H]."""
   dtype = dtype or config.compute_dtype
-  shape = (batch, length, config.num_kv_heads, config.head_dim)
+  shape = (batch, config.num_kv_heads, length, config.head_dim)
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
           for _ in range(config.num_layers)]
 
