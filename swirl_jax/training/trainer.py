@@ -140,6 +140,7 @@ def train(workdir: str,
           async_checkpoints: bool = True,
           stop_after: Optional[int] = None,
           step_callback: Optional[Callable[[int, dict], None]] = None,
+          batch_fn: Optional[Callable[[Any, Any, int], dict]] = None,
           ) -> TrainResult:
   """Trains `model_config` on batches from `dataset_fn` with `objective`.
 
@@ -162,6 +163,10 @@ def train(workdir: str,
     stop_after: stop (with a checkpoint) after this step; for tests and
       staged experiments.
     step_callback: called as step_callback(step, metrics) on log steps.
+    batch_fn: online RL: called as batch_fn(params, local_batch, step) on
+      every process before each step, with the current params; it samples,
+      scores and returns the training batch (numpy arrays). Its randomness
+      must derive from `step` so that a resumed run repeats it exactly.
   """
   for name, value in (("train_steps", train_steps),
                       ("checkpoint_every", checkpoint_every),
@@ -247,6 +252,8 @@ def train(workdir: str,
     with _Preemption() as preemption, sharding_lib.activation_rules(mesh):
       while step < last:
         local = next(iterator)
+        if batch_fn is not None:
+          local = batch_fn(state.params, local, step)
         tokens += _tokens_in(local)
         batch = sharding_lib.put_batch(local, mesh)
         state, step_metrics = jit_step(state, batch, ref_params)

@@ -1,0 +1,128 @@
+"""SWiRL stage 2: step-wise RL batches from the offline dataset of states.
+
+For each state s (the context of one step of a filtered trajectory), the
+current policy samples G actions; the judge scores each action in its context
+(reward R(a|s) in [0, 1]); the rows (s, a_j) go to the `stepwise_pg`
+objective with group ids, so that its advantage is the reward minus the mean
+of the G rewards of the same state (see swirl_jax/objectives/stepwise_pg.py
+for the choices the paper leaves open).
+
+    builder = StepwiseBatchBuilder(config, tokenizer, judge, num_samples=4)
+    batch = builder(params, records, step)       # numpy arrays, [B*G, L]
+
+Used as `train(..., batch_fn=builder)`: the trainer calls it with the current
+params before every step. Sampling randomness derives from (seed, step), so a
+resumed run draws the same actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from swirl_jax.swirl.filters import context_turns, judge_request_for_record
+
+
+def _fit(context: list[int], room: int) -> list[int]:
+  """Keeps BOS and the most recent `room - 1` context tokens."""
+  if len(context) <= room:
+    return context
+  return context[:1] + context[len(context) - room + 1:]
+
+
+class StepwiseBatchBuilder:
+  """Samples G actions per state, judges them, returns a stepwise_pg batch.
+
+  Args:
+    config: the policy's TransformerConfig.
+    tokenizer: swirl_jax.tokenizer.Tokenizer.
+    judge: a swirl_jax.judges Judge (rules or model).
+    num_samples: G, actions per state.
+    max_new_tokens: longest action.
+    temperature / top_p: sampling of actions (on-policy: temperature 1).
+    seq_len: L of the returned rows; contexts are cut from the left (BOS
+      kept) to leave room for max_new_tokens.
+    seed: base seed; step s samples with seed (seed, s).
+  """
+
+  def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
+               max_new_tokens: int = 48, temperature: float = 1.0,
+               top_p: Optional[float] = None, seq_len: int = 384,
+               seed: int = 0):
+    if num_samples < 2:
+      raise ValueError(f"num_samples must be >= 2 for a group baseline, got "
+                       f"{num_samples}.")
+    if seq_len <= max_new_tokens + 8:
+      raise ValueError(f"seq_len={seq_len} leaves no room for a context "
+                       f"beside max_new_tokens={max_new_tokens}.")
+    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    self.tokenizer = tokenizer
+    self.judge = judge
+    self.num_samples = num_samples
+    self.max_new_tokens = max_new_tokens
+    self.temperature = temperature
+    self.top_p = top_p
+    self.seq_len = seq_len
+    self.seed = seed
+    self.sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
+                           stop_tokens=(tokenizer.end_of_turn_id,
+                                        tokenizer.eos_id),
+                           prompt_bucket=64)
+    self.last_stats: dict[str, float] = {}
+
+  def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
+               step: int) -> dict[str, np.ndarray]:
+    if not records:
+      raise ValueError("StepwiseBatchBuilder got an empty batch of states.")
+    g = self.num_samples
+    room = self.seq_len - self.max_new_tokens
+    contexts = [_fit(self.tokenizer.encode_chat(context_turns(r)), room)
+                for r in records]
+    prompts = [c for c in contexts for _ in range(g)]
+    self.sampler.update_params(params)
+    out = self.sampler.generate(prompts, self.max_new_tokens,
+                                temperature=self.temperature, top_p=self.top_p,
+                                seed=hash((self.seed, int(step))) % (2 ** 31))
+    stops = {self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}
+    texts = [self.tokenizer.decode([t for t in toks if t not in stops])
+             for toks in out.tokens]
+    requests = [judge_request_for_record(records[i // g], texts[i])
+                for i in range(len(prompts))]
+    results = self.judge.judge_steps(requests)
+    rewards = np.array([r.reward for r in results], np.float32)
+    batch = self.rows(prompts, out.tokens)
+    batch["rewards"] = rewards
+    batch["group_ids"] = np.repeat(np.arange(len(records), dtype=np.int32), g)
+    self.last_stats = {"mean_reward": float(rewards.mean()),
+                       "good_fraction": float(np.mean(
+                           [r.good for r in results])),
+                       "mean_action_tokens": float(np.mean(
+                           [len(t) for t in out.tokens]))}
+    return batch
+
+  def rows(self, contexts: Sequence[list[int]],
+           actions: Sequence[list[int]]) -> dict[str, np.ndarray]:
+    """Right-padded [N, L] rows of context + action with the action mask.
+
+    'inputs' are the tokens, 'targets' the next tokens; 'action_mask' (and
+    'loss_mask', the same) is 1 where the target is an action token.
+    """
+    n, length = len(contexts), self.seq_len
+    inputs = np.zeros((n, length), np.int32)
+    targets = np.zeros((n, length), np.int32)
+    mask = np.zeros((n, length), np.float32)
+    segments = np.zeros((n, length), np.int32)
+    positions = np.zeros((n, length), np.int32)
+    for i, (ctx, act) in enumerate(zip(contexts, actions)):
+      seq = (list(ctx) + list(act))[:length + 1]
+      m = len(seq) - 1
+      inputs[i, :m] = seq[:-1]
+      targets[i, :m] = seq[1:]
+      start = len(ctx) - 1  # target index of the first action token
+      mask[i, start:m] = 1.0
+      segments[i, :m] = 1
+      positions[i, :m] = np.arange(m)
+    return {"inputs": inputs, "targets": targets, "action_mask": mask,
+            "loss_mask": mask.copy(), "segment_ids": segments,
+            "positions": positions}

@@ -1,0 +1,121 @@
+"""SWiRL stage 2: batches of sampled, judged actions, trained online."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from swirl_jax import models
+from swirl_jax.data import demonstrations
+from swirl_jax.judges import get_judge
+from swirl_jax.swirl.filters import RECORD_FIELDS, check_record
+from swirl_jax.swirl.stepwise import StepwiseBatchBuilder
+
+
+def _records(n=4):
+  """Sub-trajectory records built from scripted gsm8k episodes."""
+  demos = demonstrations.tool_use_demonstrations(
+      tasks=("gsm8k",), num_per_task=n, prompt_style="compact")
+  out = []
+  for d in demos:
+    turns = d["turns"]
+    rec = {k: ("" if t is str else t(0)) for k, t in RECORD_FIELDS.items()}
+    rec.update(trajectory_id=f"gsm8k/{d['id']}/0", task="gsm8k",
+               example_id=d["id"], step_index=1,
+               num_steps=(len(turns) - 1) // 2,
+               context=json.dumps(turns[:3]), action=turns[3][1],
+               kind="tool", label="GOOD", reward=1.0, judge_parsed=True,
+               outcome=True, question=turns[0][1], gold="0")
+    check_record(rec)
+    out.append(rec)
+  return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
+  path = str(tmp_path_factory.mktemp("tok") / "spm.model")
+  texts = demonstrations.corpus_texts(demonstrations.tool_use_demonstrations(
+      num_per_task=60, prompt_style="compact"))
+  tokenizer = Tokenizer(train_sentencepiece(texts, path, vocab_size=1024))
+  config = models.get_config("tiny")
+  params = models.init_params(config, jax.random.key(0))
+  return config, params, tokenizer
+
+
+def test_batch_rows_mask_exactly_the_sampled_actions(setup):
+  config, params, tokenizer = setup
+  builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                                 num_samples=3, max_new_tokens=12,
+                                 seq_len=256)
+  records = _records(4)
+  batch = builder(params, records, step=0)
+  assert batch["inputs"].shape == (12, 256)
+  np.testing.assert_array_equal(batch["group_ids"],
+                                np.repeat(np.arange(4), 3))
+  assert set(np.unique(batch["rewards"])) <= {0.0, 1.0}
+  # Row 0: the context is the chat encoding of the record's state; the
+  # targets under the mask are the sampled action tokens.
+  ctx = tokenizer.encode_chat([tuple(t) for t in
+                               json.loads(records[0]["context"])])
+  row_mask = batch["action_mask"][0] > 0
+  first = int(np.argmax(row_mask))
+  assert first == len(ctx) - 1
+  np.testing.assert_array_equal(batch["inputs"][0, :len(ctx)], ctx)
+  n_action = int(row_mask.sum())
+  assert 1 <= n_action <= 12
+  assert row_mask[first:first + n_action].all()  # one contiguous span
+  real = int(batch["segment_ids"][0].sum())
+  assert real == first + n_action  # the row ends with the action
+  np.testing.assert_array_equal(batch["targets"][0, :real - 1],
+                                batch["inputs"][0, 1:real])
+  # Same step, same actions (exact resume); another step, other actions.
+  again = builder(params, records, step=0)
+  np.testing.assert_array_equal(again["inputs"], batch["inputs"])
+  other = builder(params, records, step=1)
+  assert not np.array_equal(other["inputs"], batch["inputs"])
+
+
+def test_judge_rewards_a_good_action_in_the_record_context():
+  record = _records(1)[0]
+  # The judge sees the decoded action in the record's context.
+  from swirl_jax.swirl.filters import judge_request_for_record
+  good = get_judge("rules").judge_steps(
+      [judge_request_for_record(record, record["action"])])[0]
+  bad = get_judge("rules").judge_steps(
+      [judge_request_for_record(record, "<math_exp> 123456 * 789 </math_exp>")]
+  )[0]
+  assert good.reward == 1.0 and bad.reward == 0.0
+
+
+def test_online_stepwise_pg_training_steps(setup, tmp_path):
+  """train() with batch_fn: sample, judge and update, twice."""
+  config, params, tokenizer = setup
+  from swirl_jax.training.trainer import train
+  records = _records(4)
+  builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                                 num_samples=2, max_new_tokens=8, seq_len=192)
+
+  class States:
+    def __init__(self):
+      self.i = 0
+    def __iter__(self):
+      return self
+    def __next__(self):
+      self.i += 1
+      return records[:2] if self.i % 2 else records[2:]
+    def get_state(self):
+      return {"i": self.i}
+    def set_state(self, s):
+      self.i = s["i"]
+
+  result = train(str(tmp_path), model_config=config,
+                 dataset_fn=lambda **kw: States(), objective="stepwise_pg",
+                 train_steps=2, checkpoint_every=2, log_every=1,
+                 batch_fn=builder, async_checkpoints=False)
+  assert result.last_step == 2
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [1, 2]
+  assert all(np.isfinite(r["loss"]) for r in rows)
+  assert "kl" in rows[0] and "mean_reward" in rows[0]
