@@ -54,7 +54,7 @@ def evaluate_rollouts(params, config, tokenizer, examples_by_task, *,
   sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
                     stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
                     prompt_bucket=128, batch_bucket=8)
-  results, accuracy = {}, {}
+  results, accuracy, well_formed = {}, {}, {}
   for name, examples in examples_by_task.items():
     task = get_task(name, prompt_style="compact")
     if name == "hotpotqa":
@@ -68,9 +68,13 @@ def evaluate_rollouts(params, config, tokenizer, examples_by_task, *,
       trajs = engine.run(task, examples, num_samples=1, seed=seed)
     results[name] = trajs
     accuracy[name] = sum(t.verdict.correct for t in trajs) / len(trajs)
-    print(f"  {name:9s} accuracy {accuracy[name]:.3f} over {len(trajs)} "
-          f"questions ({engine.last_stats.summary()})", flush=True)
-  return results, accuracy
+    steps = [s for t in trajs for s in t.steps]
+    well_formed[name] = sum(not s.malformed for s in steps) / max(len(steps),
+                                                                   1)
+    print(f"  {name:9s} accuracy {accuracy[name]:.3f}, well-formed actions "
+          f"{well_formed[name]:.3f} over {len(trajs)} questions "
+          f"({engine.last_stats.summary()})", flush=True)
+  return results, {"accuracy": accuracy, "well_formed_actions": well_formed}
 
 
 def print_trajectory(traj) -> None:
@@ -130,7 +134,9 @@ def main(argv=None) -> int:
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   _banner("done")
-  print(f"  accuracy base {summary['base']} -> sft {summary['sft']}")
+  for key in ("accuracy", "well_formed_actions"):
+    print(f"  {key}: base {summary['base'][key]} -> sft "
+          f"{summary['sft'][key]}")
   print(f"  summary: {os.path.join(workdir, 'summary.json')}; metrics: "
         f"{os.path.join(sft_dir, 'metrics.jsonl')}; {summary['seconds']} s")
   return 0
