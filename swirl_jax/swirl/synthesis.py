@@ -1,0 +1,130 @@
+"""SWiRL stage 1: synthesise, judge, filter and store tool-use trajectories.
+
+    synthesize(workdir, config, params, tokenizer, task_names=('gsm8k',),
+               num_questions=100, samples_per_question=5, filter='process')
+
+1. generates `num_questions` training questions per task and
+   `samples_per_question` trajectories per question (paper: 5) with the
+   rollout engine, tools live, sampling at temperature 1;
+2. judges every step with the chosen judge (one batched call);
+3. keeps the trajectories the filter accepts (none | process | outcome |
+   process_and_outcome; the paper found process-only best);
+4. writes the kept trajectories' steps (one record per sub-trajectory) as a
+   TFDS ArrayRecord dataset under workdir/data, the raw trajectories as
+   workdir/trajectories.jsonl and the filtering statistics (all four
+   filters, per step position, per outcome, per task) as
+   workdir/filter_statistics.json.
+
+`states_dataset` then serves the stored states to stage 2 through grain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Sequence
+
+from swirl_jax.swirl import filters
+
+log = logging.getLogger(__name__)
+
+
+def tools_for(task, examples) -> dict[str, Any]:
+  """The live tools a task's episodes need, by tag."""
+  from swirl_jax.tools import SearchTool, get_tool  # pylint: disable=g-import-not-at-top
+  tools = {}
+  for tag in task.tools:
+    if tag == "search_query":
+      tools[tag] = SearchTool(task.corpus(list(examples)))
+    elif tag == "math_exp":
+      tools[tag] = get_tool("calculator")
+    else:
+      raise ValueError(f"No tool for tag {tag!r} of task {task.name!r}.")
+  return tools
+
+
+def synthesize(workdir: str, config, params, tokenizer, *,
+               task_names: Sequence[str] = ("gsm8k",),
+               num_questions: int = 100, samples_per_question: int = 5,
+               filter_strategy: str = "process", judge=None,
+               prompt_style: str = "full", max_new_tokens: int = 64,
+               temperature: float = 1.0, max_context_tokens: int = 1024,
+               max_steps: Optional[int] = None, seed: int = 0,
+               shards: int = 1) -> dict[str, Any]:
+  """Runs stage 1 into `workdir`; returns the filtering statistics.
+
+  `max_steps` overrides the tasks' query limits (paper: 10 math, 5 QA).
+
+  Resumes: if workdir/data already holds the dataset, nothing is redone.
+  """
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
+  from swirl_jax.rollout import RolloutEngine, save_jsonl  # pylint: disable=g-import-not-at-top
+  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tasks import get_task  # pylint: disable=g-import-not-at-top
+  filters.check_filter(filter_strategy)
+  data_dir = os.path.join(workdir, "data")
+  stats_path = os.path.join(workdir, "filter_statistics.json")
+  try:
+    traj_data.find_dataset_dir(data_dir)
+    if os.path.exists(stats_path):
+      import json  # pylint: disable=g-import-not-at-top
+      log.info("Stage 1 output found in %s; reusing it.", data_dir)
+      with open(stats_path) as f:
+        return json.load(f)
+  except (FileNotFoundError, traj_data.TrajectoryDataError):
+    pass
+  judge = judge or get_judge("rules")
+  sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
+                    stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
+                    prompt_bucket=64, batch_bucket=8)
+  trajs = []
+  for i, name in enumerate(task_names):
+    task = get_task(name, prompt_style=prompt_style)
+    examples = task.generate(num_questions, seed=seed + i, split="train")
+    with RolloutEngine(sampler, tokenizer, tools_for(task, examples),
+                       max_new_tokens=max_new_tokens, temperature=temperature,
+                       max_context_tokens=max_context_tokens) as engine:
+      trajs.extend(engine.run(task, examples,
+                              num_samples=samples_per_question,
+                              max_steps=max_steps, seed=seed + 1000 * i))
+      log.info("%s: %s", name, engine.last_stats.summary())
+  labels = filters.judge_trajectories(trajs, judge)
+  kept = filters.filter_trajectories(trajs, labels, filter_strategy)
+  stats = filters.filter_statistics(trajs, labels, kept, filter_strategy)
+  os.makedirs(workdir, exist_ok=True)
+  save_jsonl(os.path.join(workdir, "trajectories.jsonl"), trajs)
+  kept_ids = {id(t) for t in kept}
+  records = [rec for t, ls in zip(trajs, labels) if id(t) in kept_ids
+             for rec in filters.sub_trajectories(t, ls)]
+  if not records:
+    raise ValueError(
+        f"The {filter_strategy!r} filter kept no trajectory of {len(trajs)} "
+        f"(kept per filter: {stats.get('kept_per_filter')}); train the "
+        "policy longer, sample "
+        "more, or use a looser filter.")
+  traj_data.prepare_dataset(records, data_dir, shards=shards, overwrite=True)
+  filters.write_statistics(workdir, stats)
+  return stats
+
+
+def states_dataset(data_dir: str, *, global_batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1):
+  """A grain dataset of lists of stored states (records), for stage 2.
+
+  Seeded shuffle per epoch, repeated forever, each process reading its own
+  slice; batches are Python lists of `global_batch_size / process_count`
+  record dicts, and the iterator's state is checkpointable.
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} is not "
+                     f"divisible by process_count={process_count}.")
+  source = traj_data.open_data_source(data_dir)
+  ds = grain.MapDataset.source(source)
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat(None)
+  return ds.to_iter_dataset().batch(global_batch_size // process_count,
+                                    batch_fn=list)
+
