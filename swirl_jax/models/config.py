@@ -185,3 +185,10 @@ def same_architecture(a: TransformerConfig, b: TransformerConfig,
     da.pop(k, None)
     db.pop(k, None)
   return da == db
+
+
+def config_differences(a: TransformerConfig, b: TransformerConfig
+                       ) -> dict[str, tuple[Any, Any]]:
+  """{field: (a's value, b's value)} for every field where they differ."""
+  da, db = a.to_dict(), b.to_dict()
+  return {k: (v, db.get(k)) for k, v in da.items() if db.get(k) != v}

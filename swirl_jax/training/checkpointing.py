@@ -21,7 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from swirl_jax.models.config import TransformerConfig, same_architecture
+from swirl_jax.models.config import (TransformerConfig, config_differences,
+                                     same_architecture)
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -84,8 +85,7 @@ class Checkpointer:
     """Raises IncompatibleCheckpointError if the workdir holds another model."""
     saved = self.saved_model_config()
     if saved is not None and not same_architecture(saved, config):
-      diffs = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items()
-               if config.to_dict()[k] != v}
+      diffs = config_differences(saved, config)
       raise IncompatibleCheckpointError(
           f"The checkpoints in {self.directory} (step {self.latest_step()}) "
           f"are of a different model: (saved, requested) = {diffs}. Use a "

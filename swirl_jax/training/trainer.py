@@ -106,10 +106,9 @@ def _unbox(tree):
 
 
 def _check_same(loaded: TransformerConfig, wanted: TransformerConfig, src):
-  from swirl_jax.models.config import same_architecture  # pylint: disable=g-import-not-at-top
+  from swirl_jax.models.config import config_differences, same_architecture  # pylint: disable=g-import-not-at-top
   if not same_architecture(loaded, wanted):
-    diffs = {k: (v, wanted.to_dict()[k]) for k, v in loaded.to_dict().items()
-             if wanted.to_dict().get(k) != v}
+    diffs = config_differences(loaded, wanted)
     raise ValueError(f"The checkpoint {src} does not match the configured "
                      f"model: (checkpoint, configured) = {diffs}.")
 
