@@ -1,23 +1,14 @@
 """SWiRL evaluation on the tiny model: accuracy and mean process label."""
 
-import jax
 import pytest
 
-from swirl_jax import models
-from swirl_jax.data import demonstrations
 from swirl_jax.evaluation import write_report
 from swirl_jax.swirl.evaluate import evaluate_policy
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-  from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
-  path = str(tmp_path_factory.mktemp("tok") / "spm.model")
-  texts = demonstrations.corpus_texts(demonstrations.tool_use_demonstrations(
-      num_per_task=60, prompt_style="compact"))
-  tokenizer = Tokenizer(train_sentencepiece(texts, path, vocab_size=1024))
-  config = models.get_config("tiny")
-  return config, models.init_params(config, jax.random.key(0)), tokenizer
+@pytest.fixture
+def setup(tiny_policy):
+  return tiny_policy
 
 
 def test_evaluate_policy_and_report(setup, tmp_path):

@@ -2,11 +2,9 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
-from swirl_jax import models
 from swirl_jax.data import demonstrations
 from swirl_jax.judges import get_judge
 from swirl_jax.swirl.filters import RECORD_FIELDS, check_record
@@ -32,16 +30,9 @@ def _records(n=4):
   return out
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-  from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
-  path = str(tmp_path_factory.mktemp("tok") / "spm.model")
-  texts = demonstrations.corpus_texts(demonstrations.tool_use_demonstrations(
-      num_per_task=60, prompt_style="compact"))
-  tokenizer = Tokenizer(train_sentencepiece(texts, path, vocab_size=1024))
-  config = models.get_config("tiny")
-  params = models.init_params(config, jax.random.key(0))
-  return config, params, tokenizer
+@pytest.fixture
+def setup(tiny_policy):
+  return tiny_policy
 
 
 def test_batch_rows_mask_exactly_the_sampled_actions(setup):

@@ -4,23 +4,14 @@ TFDS shards -> stage-2 states through grain."""
 import json
 import os
 
-import jax
 import pytest
 
-from swirl_jax import models
-from swirl_jax.data import demonstrations
 from swirl_jax.swirl import synthesis
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-  from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
-  path = str(tmp_path_factory.mktemp("tok") / "spm.model")
-  texts = demonstrations.corpus_texts(demonstrations.tool_use_demonstrations(
-      num_per_task=60, prompt_style="compact"))
-  tokenizer = Tokenizer(train_sentencepiece(texts, path, vocab_size=1024))
-  config = models.get_config("tiny")
-  return config, models.init_params(config, jax.random.key(0)), tokenizer
+@pytest.fixture
+def setup(tiny_policy):
+  return tiny_policy
 
 
 def test_synthesize_writes_dataset_statistics_and_resumes(setup, tmp_path):
