@@ -1,0 +1,126 @@
+"""Resumable experiment stages shared by the SWiRL, SCoRe and R3 experiments.
+
+An experiment is a chain of stages, each writing into its own directory of
+the experiment's workdir:
+
+    tok = experiment_tokenizer(workdir)
+    sft = train_stage(workdir, 'sft', dataset_fn=..., train_steps=300)
+    stats = run_stage(workdir, 'synthesis', lambda d: synthesize(d, ...))
+
+`run_stage` stores what a stage returns in `<workdir>/<name>/result.json`
+(written atomically, last), so a rerun skips every finished stage and redoes
+only an unfinished one. `train_stage` runs `trainer.train` inside the gin
+scope named after the stage, so an experiment file can bind, say,
+`sft/learning_rate_schedule.peak_learning_rate = 3e-3` and
+`swirl/learning_rate_schedule.peak_learning_rate = 1e-4` side by side; a
+killed training stage resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import gin
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+
+
+def stage_dir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name)
+
+
+def stage_result(workdir: str, name: str) -> Optional[dict]:
+  """The stored result of a finished stage, or None."""
+  path = os.path.join(stage_dir(workdir, name), RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+  """Writes JSON to `path` via a temporary file and a rename."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True, default=_jsonable)
+  os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  if hasattr(value, "__float__"):
+    return float(value)
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable.")
+
+
+def run_stage(workdir: str, name: str,
+              fn: Callable[[str], Optional[Mapping[str, Any]]]) -> dict:
+  """Runs fn(stage_dir) once; its (JSON-able) result is kept and reused.
+
+  A finished stage (result.json present) is skipped and its stored result
+  returned. The stage function must itself be safe to rerun after being
+  killed half way (training resumes from checkpoints; data stages overwrite).
+  """
+  done = stage_result(workdir, name)
+  if done is not None:
+    print(f"[{name}] finished earlier; reusing {stage_dir(workdir, name)}",
+          flush=True)
+    return done
+  print(f"[{name}] running in {stage_dir(workdir, name)}", flush=True)
+  start = time.time()
+  os.makedirs(stage_dir(workdir, name), exist_ok=True)
+  result = dict(fn(stage_dir(workdir, name)) or {})
+  result.setdefault("seconds", round(time.time() - start, 1))
+  write_json_atomic(os.path.join(stage_dir(workdir, name), RESULT_FILE),
+                    result)
+  print(f"[{name}] done in {result['seconds']} s", flush=True)
+  return result
+
+
+def train_stage(workdir: str, name: str, **train_kwargs) -> dict:
+  """Runs trainer.train in `<workdir>/<name>` under the gin scope `name`.
+
+  Keyword arguments go to `train` and win over gin bindings; everything not
+  passed (learning rate, steps, batch size, ...) comes from gin, scoped
+  bindings first. Returns {'workdir', 'last_step', 'final_metrics'}.
+  """
+  from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training import trainer  # pylint: disable=g-import-not-at-top
+
+  def fn(directory: str) -> dict:
+    with gin.config_scope(name):
+      result = trainer.train(directory, **train_kwargs)
+    if result.preempted:
+      raise SystemExit(f"[{name}] preempted at step {result.last_step}; "
+                       "rerun to resume.")
+    rows = metrics_lib.read_metrics(directory)
+    return {"workdir": directory, "last_step": int(result.last_step),
+            "final_metrics": rows[-1] if rows else {}}
+
+  return run_stage(workdir, name, fn)
+
+
+def experiment_tokenizer(workdir: str):
+  """The experiment's tokenizer (gin `tokenizer_path_for`; tiny by default)."""
+  from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  return Tokenizer(sources.tokenizer_path_for(workdir))
+
+
+def load_policy(config, init_from: Optional[str], seed: int = 0):
+  """Params of a finished training stage's workdir, an import, or random.
+
+  init_from: a training workdir, 'hf:DIR', 'kaggle:DIR' or None (random
+  initialisation from `seed`; the untrained base of the CPU default).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.trainer import load_initial_params  # pylint: disable=g-import-not-at-top
+  return load_initial_params(init_from, config, jax.random.key(seed), None)
