@@ -12,6 +12,8 @@ import gin
 from swirl_jax import judges, models, sharding  # noqa: F401
 from swirl_jax.data import demonstrations, sources  # noqa: F401
 from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
+from swirl_jax.r3 import experiment as r3_experiment  # noqa: F401
+from swirl_jax.swirl import experiment as swirl_experiment  # noqa: F401
 from swirl_jax.training import optimizer, trainer  # noqa: F401
 
 gin.external_configurable(models.get_config, "swirl_jax.models.preset_config")

@@ -85,8 +85,12 @@ def run_stage(workdir: str, name: str,
   return result
 
 
-def train_stage(workdir: str, name: str, **train_kwargs) -> dict:
-  """Runs trainer.train in `<workdir>/<name>` under the gin scope `name`.
+def train_stage(workdir: str, name: str, scope: Optional[str] = None,
+                **train_kwargs) -> dict:
+  """Runs trainer.train in `<workdir>/<name>` under the gin scope `scope`.
+
+  scope: None: `name` (several stages can share one scope, e.g. 'swirl' for
+  every SWiRL run of an experiment).
 
   Keyword arguments go to `train` and win over gin bindings; everything not
   passed (learning rate, steps, batch size, ...) comes from gin, scoped
@@ -96,7 +100,7 @@ def train_stage(workdir: str, name: str, **train_kwargs) -> dict:
   from swirl_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
   def fn(directory: str) -> dict:
-    with gin.config_scope(name):
+    with gin.config_scope(scope or name):
       result = trainer.train(directory, **train_kwargs)
     if result.preempted:
       raise SystemExit(f"[{name}] preempted at step {result.last_step}; "

@@ -304,6 +304,40 @@ def test_overlong_prompt_is_dropped_with_a_warning(tokenizer, caplog):
   assert "Dropped an SFT example" in caplog.text
 
 
+@pytest.mark.parametrize("target_words", [2, 40])
+def test_cut_left_keeps_bos_and_the_newest_prompt_tokens(tokenizer,
+                                                         target_words):
+  """long_prompts='cut_left': the oldest prompt tokens go, BOS and the
+  whole target stay (a target longer than seq_len // 2 leaves the prompt
+  seq_len // 2 tokens and loses its own end); nothing is dropped."""
+  ex = {"prompt": [("user", "Question 7: " + "what is 1 plus 1? " * 20),
+                   ("model", "<math_exp> 1+1 </math_exp>"),
+                   ("user", "1+1 -> 2")],
+        "target": " ".join(["Yes."] * target_words)}
+  full = sft.tokenize_sft_example(tokenizer, ex["prompt"], ex["target"])
+  num_context = int(np.argmax(full["loss_mask"] > 0))
+  num_target = len(full["tokens"]) - num_context
+  assert num_context > 64
+  stats = pipeline.TruncationStats()
+  batch = next(iter(_make([ex] * 4, tokenizer, stats=stats, shuffle=False,
+                          long_prompts="cut_left")))
+  room = max(64 - num_target, 32)
+  expected = np.concatenate([full["tokens"][:1],
+                             full["tokens"][num_context - room + 1:]])[:64]
+  n = min(len(expected), 64)
+  np.testing.assert_array_equal(batch["inputs"][0, :n], expected[:n])
+  assert batch["inputs"][0, 0] == tokenizer.bos_id
+  supervised = batch["targets"][0][batch["loss_mask"][0] == 1]
+  if room + num_target <= 64:  # the whole target and <end_of_turn> stay
+    assert tokenizer.decode(supervised) == ex["target"] + tok.END_OF_TURN
+    assert stats.truncated == 0
+  else:
+    assert len(supervised) == 64 - room and stats.truncated >= 4
+  assert stats.context_cut >= 4 and stats.dropped == 0
+  with pytest.raises(ValueError, match="long_prompts must be one of"):
+    _make([ex], tokenizer, long_prompts="left")
+
+
 @pytest.mark.parametrize("num_threads", [0, 2])
 def test_all_prompts_too_long_raises(tokenizer, num_threads):
   ex = {"prompt": "Question 1: " + "what is 1 plus 1? " * 20, "target": "2"}

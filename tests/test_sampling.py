@@ -98,10 +98,22 @@ def test_update_params_changes_output_without_recompiling(tiny):
   config, params = tiny
   sampler = Sampler(config, params)
   a = sampler.generate(PROMPTS, 6)
+  compiled = sampler._compiled._cache_size()
   sampler.update_params(models.init_params(config, jax.random.key(9)))
   b = sampler.generate(PROMPTS, 6)
   assert a.tokens != b.tokens
-  assert sampler._compiled._cache_size() == 1
+  assert sampler._compiled._cache_size() == compiled
+
+
+def test_samplers_of_one_architecture_share_compilations(tiny):
+  config, params = tiny
+  first = Sampler(config, params)
+  first.generate(PROMPTS, 5)
+  compiled = first._compiled._cache_size()
+  second = Sampler(config, models.init_params(config, jax.random.key(3)))
+  assert second._compiled is first._compiled
+  second.generate(PROMPTS, 5)
+  assert second._compiled._cache_size() == compiled
 
 
 @pytest.mark.parametrize("kwargs, message", [

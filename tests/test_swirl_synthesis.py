@@ -66,3 +66,34 @@ def test_filter_keeping_nothing_is_a_clear_error(setup, tmp_path):
   with pytest.raises(ValueError, match="procss"):
     synthesis.synthesize(str(tmp_path), config, params, tokenizer,
                          filter_strategy="procss")
+
+
+def test_stage1_run_rebuilds_and_feeds_sft_on_filtered_steps(setup, tmp_path):
+  """`build_from_run` (the command line's work) rebuilds stage 1's dataset
+  from its trajectories.jsonl, and the SFT baseline reads the stored steps
+  with the action as its only supervised tokens."""
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  config, params, tokenizer = setup
+  run = tmp_path / "run"
+  synthesis.synthesize(str(run), config, params, tokenizer,
+                       task_names=("gsm8k",), num_questions=2,
+                       samples_per_question=2, filter_strategy="none",
+                       prompt_style="compact", max_new_tokens=12,
+                       max_context_tokens=256, max_steps=2)
+  stored = traj_data.load_records(run / "data")
+  out = traj_data.build_from_run(run / "trajectories.jsonl",
+                                 tmp_path / "rebuilt", judge="rules",
+                                 filter_strategy="none")
+  assert traj_data.load_records(tmp_path / "rebuilt") == stored
+  assert out["num_records"] == len(stored)
+  # Stage 1's own labels.jsonl if it wrote one, else the same rules judge.
+  assert out["labels_from"] in (str(run / "labels.jsonl"), "judge:rules")
+  ds = traj_data.filtered_steps_sft_dataset(
+      str(tmp_path / "sft"), 0, 1, 0, data_dir=str(run / "data"),
+      seq_len=320, global_batch_size=2, pack=False,
+      tokenizer_path=tokenizer.path, num_threads=1)
+  batch = next(iter(ds))
+  actions = {r["action"] + "<end_of_turn>" for r in stored}
+  for row in range(2):
+    supervised = batch["targets"][row][batch["loss_mask"][row] == 1]
+    assert tokenizer.decode(supervised) in actions

@@ -29,12 +29,17 @@ shuffles within it, so no two processes ever read the same example in an
 epoch. With `drop_remainder=True` every shard has len // P examples (the last
 len % P examples are never read); otherwise shards differ by at most one.
 
-Long sequences: a sequence longer than seq_len keeps its first seq_len tokens
-(the prompt is kept, the end of the target is cut, so its `<end_of_turn>` is
-lost); this is counted in `TruncationStats.truncated`. If the prompt alone
-has seq_len tokens or more, nothing supervised would remain, so the example
-is dropped (`TruncationStats.dropped`); both are logged (once each, then on
-every power of two). Dropping changes the number of batches an epoch yields;
+Long sequences: with `long_prompts='cut_left'`, a sequence longer than
+seq_len first loses the oldest prompt tokens (BOS is kept, as SWiRL's stage 2
+cuts its states, `swirl_jax.swirl.stepwise`) until the whole target fits, the
+prompt keeping at least min(its length, seq_len // 2) tokens; this is counted
+in `TruncationStats.context_cut`. Then (and always with the default
+`long_prompts='drop'`) a sequence still longer than seq_len keeps its first
+seq_len tokens (the end of the target is cut, so its `<end_of_turn>` is
+lost), counted in `TruncationStats.truncated`. With 'drop', if the prompt
+alone has seq_len tokens or more, nothing supervised would remain, so the
+example is dropped (`TruncationStats.dropped`). All three are logged (once
+each, then on every power of two). Dropping changes the number of batches an epoch yields;
 so does packing. With a finite `num_epochs` in multi-process training the
 processes may therefore run out after different numbers of steps: train for
 a fixed number of steps (the default `num_epochs=None` repeats forever).
@@ -74,6 +79,8 @@ BATCH_DTYPES: Dict[str, Any] = {
     "segment_ids": np.int32,
 }
 _SEQUENCE_KEYS = ("inputs", "targets", "loss_mask")
+# What `make_sft_dataset` does with sequences longer than seq_len.
+LONG_PROMPTS = ("drop", "cut_left")
 
 
 def batch_spec(batch_size: int, seq_len: int
@@ -99,6 +106,8 @@ class TruncationStats:
     examples: examples tokenised.
     truncated: sequences longer than seq_len whose target was cut.
     dropped: examples dropped because the prompt alone filled seq_len.
+    context_cut: examples whose oldest prompt tokens were cut
+      (`long_prompts='cut_left'`).
   """
 
   def __init__(self):
@@ -106,21 +115,23 @@ class TruncationStats:
     self.examples = 0
     self.truncated = 0
     self.dropped = 0
+    self.context_cut = 0
 
-  def record(self, *, truncated: bool = False, dropped: bool = False
-             ) -> Tuple[int, int, int]:
+  def record(self, *, truncated: bool = False, dropped: bool = False,
+             context_cut: bool = False) -> Tuple[int, int, int]:
     """Counts one example; returns (examples, truncated, dropped) after it."""
     with self._lock:
       self.examples += 1
       self.truncated += int(truncated)
       self.dropped += int(dropped)
+      self.context_cut += int(context_cut)
       return self.examples, self.truncated, self.dropped
 
   def as_dict(self) -> Dict[str, int]:
-    """Returns {'examples', 'truncated', 'dropped'} as ints."""
+    """Returns {'examples', 'truncated', 'dropped', 'context_cut'} as ints."""
     with self._lock:
       return {"examples": self.examples, "truncated": self.truncated,
-              "dropped": self.dropped}
+              "dropped": self.dropped, "context_cut": self.context_cut}
 
   def __repr__(self) -> str:
     return f"TruncationStats({self.as_dict()})"
@@ -180,10 +191,12 @@ class _TokenizeExample:
   """
 
   def __init__(self, tokenizer, seq_len: int, pad: bool,
-               stats: TruncationStats, shard_size: int):
+               stats: TruncationStats, shard_size: int,
+               cut_left: bool = False):
     self._tokenizer = tokenizer
     self._seq_len = seq_len
     self._pad = pad
+    self._cut_left = cut_left
     self._stats = stats
     self._shard_size = shard_size
     self._lock = threading.Lock()
@@ -197,13 +210,30 @@ class _TokenizeExample:
     tokens, loss_mask = seq["tokens"], seq["loss_mask"]
     n, seq_len = len(tokens), self._seq_len
     num_context = int(np.argmax(loss_mask > 0)) if loss_mask.any() else n
+    context_cut = False
+    if self._cut_left and n > seq_len and num_context < n:
+      # Keep BOS and the newest context tokens: room for the whole target,
+      # but never less than min(num_context, seq_len // 2) of context.
+      room = max(seq_len - (n - num_context), min(num_context, seq_len // 2))
+      if 1 <= room < num_context:
+        keep = np.r_[0, num_context - room + 1:n]
+        tokens, loss_mask = tokens[keep], loss_mask[keep]
+        n, num_context, context_cut = len(tokens), room, True
     if num_context >= seq_len:
       self._on_drop(index, n, num_context)
       return None
     truncated = n > seq_len
     if truncated:
       tokens, loss_mask = tokens[:seq_len], loss_mask[:seq_len]
-    _, num_truncated, _ = self._stats.record(truncated=truncated)
+    _, num_truncated, _ = self._stats.record(truncated=truncated,
+                                             context_cut=context_cut)
+    if context_cut:
+      num_cut = self._stats.as_dict()["context_cut"]
+      if _is_power_of_two(num_cut):
+        _LOG.warning(
+            "Cut the oldest prompt tokens of an SFT example (BOS kept) to "
+            "%d so that it fits seq_len=%d; %d cut so far.", num_context,
+            seq_len, num_cut)
     if truncated and _is_power_of_two(num_truncated):
       _LOG.warning(
           "Truncated an SFT example of %d tokens to seq_len=%d (the end of "
@@ -341,6 +371,7 @@ def make_sft_dataset(
     stats: Optional[TruncationStats] = None,
     num_threads: int = 4,
     prefetch_buffer_size: int = 128,
+    long_prompts: str = "drop",
 ) -> grain.IterDataset:
   """Builds this process' grain dataset of SFT training batches.
 
@@ -369,6 +400,11 @@ def make_sft_dataset(
     stats: optional `TruncationStats` to count truncated / dropped examples.
     num_threads: grain read threads that tokenise ahead of the consumer.
     prefetch_buffer_size: examples tokenised ahead of the consumer.
+    long_prompts: what to do with a sequence longer than seq_len: 'drop'
+      keeps its start (the end of the target is cut; an example whose
+      prompt alone fills seq_len is dropped); 'cut_left' first cuts the
+      oldest prompt tokens (BOS kept) so the target fits (see the module
+      docstring).
 
   Returns:
     A `grain.IterDataset` whose iterators yield batches as documented in the
@@ -407,6 +443,9 @@ def make_sft_dataset(
   if num_packing_bins < 1:
     raise ValueError(
         f"num_packing_bins must be >= 1, got {num_packing_bins}.")
+  if long_prompts not in LONG_PROMPTS:
+    raise ValueError(f"long_prompts must be one of {list(LONG_PROMPTS)}, "
+                     f"got {long_prompts!r}.")
 
   if isinstance(examples, grain.MapDataset):
     ds = examples
@@ -428,7 +467,8 @@ def make_sft_dataset(
   ds = ds.repeat(num_epochs)
   ds = ds.map(_TokenizeExample(tokenizer, int(seq_len), pad=not pack,
                                stats=stats or TruncationStats(),
-                               shard_size=stop - start))
+                               shard_size=stop - start,
+                               cut_left=long_prompts == "cut_left"))
   # Dropped examples are None and are skipped by the prefetch iterator.
   it_ds = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))

@@ -53,11 +53,16 @@ def sft_dataset(workdir: str, process_index: int, process_count: int,
                 seed: int, *,
                 examples_fn: Callable[[], Sequence[Any]] = gin.REQUIRED,
                 seq_len: int = 512, global_batch_size: int = 16,
-                pack: bool = True) -> Any:
-  """SFT batches of `examples_fn()` ({'prompt','target'} or {'turns'})."""
+                pack: bool = True, tokenizer_path: Optional[str] = None
+                ) -> Any:
+  """SFT batches of `examples_fn()` ({'prompt','target'} or {'turns'}).
+
+  tokenizer_path: the sentencepiece model; None: `tokenizer_path_for(workdir)`
+  (multi-stage experiments pass the experiment's tokenizer here).
+  """
   from swirl_jax.data.pipeline import make_sft_dataset  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-  tokenizer = Tokenizer(tokenizer_path_for(workdir))
+  tokenizer = Tokenizer(tokenizer_path or tokenizer_path_for(workdir))
   return make_sft_dataset(
       examples_fn(), tokenizer, seq_len=seq_len,
       global_batch_size=global_batch_size, seed=seed, pack=pack,

@@ -22,6 +22,22 @@ the number of records `dataset_info.json` promises; `verify=True` also reads
 every record), and any failure to read a record names the shard file:
 both raise `TrajectoryDataError`.
 
+Building from a stage-1 run (`build_from_run`, also the command line)
+turns the run's `trajectories.jsonl` and its step labels (`labels.jsonl`,
+`save_labels`; or a judge that labels the steps anew) into the filtered
+dataset:
+
+    python -m swirl_jax.data.trajectories \\
+      --trajectories=RUN/trajectories.jsonl [--labels=RUN/labels.jsonl] \\
+      --data_dir=DATA_DIR [--filter=process] [--shards=N] [--version=1.0.0]
+
+SFT on the stored steps (`filtered_steps_sft_dataset`, gin-configurable):
+every record becomes one supervised example, prompt = its context turns in
+the Gemma chat format the rollout engine sampled from, target = its action;
+the grain pipeline (`swirl_jax.data.pipeline.make_sft_dataset`) tokenises,
+pads or packs, shards by process and batches them. This is the paper's SFT
+baseline on the same filtered data SWiRL's stage 2 trains on.
+
 Nothing here imports tensorflow_datasets at module import.
 """
 
@@ -41,6 +57,7 @@ import sys
 import tempfile
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
+import gin
 import numpy as np
 
 from swirl_jax.swirl import filters
@@ -50,6 +67,9 @@ VERSION = "1.0.0"
 DEFAULT_SPLIT = "train"
 INFO_FILENAME = "dataset_info.json"
 FEATURES_FILENAME = "features.json"
+# What a stage-1 run (`swirl_jax.swirl.synthesis`) leaves in its workdir.
+TRAJECTORIES_FILENAME = "trajectories.jsonl"
+LABELS_FILENAME = "labels.jsonl"
 
 # Reader options for opening shards to check them: no read-ahead threads.
 _CHECK_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"
@@ -402,3 +422,371 @@ def dataset_version(data_dir: str | os.PathLike, name: str = NAME,
                       INFO_FILENAME)
   with open(path, "r", encoding="utf-8") as f:
     return str(json.load(f)["version"])
+
+
+# ----------------------------------------------------------------------------
+# Building the dataset from a stage-1 run.
+
+
+def save_labels(path: str | os.PathLike, trajs: Sequence[Any],
+                labels: Sequence[Sequence[Any]]) -> str:
+  """Writes the step labels of a run as JSONL, atomically.
+
+  One line per trajectory, in order: {"trajectory_id": ..., "labels":
+  [JudgeResult.to_dict(), ...]} with one label per step. `load_labels` reads
+  it back against the run's `trajectories.jsonl`.
+
+  Args:
+    path: the output file (conventionally RUN/labels.jsonl).
+    trajs: the run's `Trajectory`s.
+    labels: labels[j][i], the `JudgeResult` of step i of trajs[j].
+
+  Returns:
+    str: `path`.
+
+  Raises:
+    ValueError: the labels do not match the trajectories (counts).
+  """
+  from swirl_jax.rollout import trajectory as traj_lib  # pylint: disable=g-import-not-at-top
+  if len(labels) != len(trajs):
+    raise ValueError(f"Got labels for {len(labels)} trajectories but "
+                     f"{len(trajs)} trajectories.")
+  for t, ls in zip(trajs, labels):
+    if len(ls) != t.num_steps:
+      raise ValueError(f"Trajectory {filters.trajectory_id(t)} has "
+                       f"{t.num_steps} steps but {len(ls)} labels.")
+  return traj_lib.save_jsonl(path, (
+      {"trajectory_id": filters.trajectory_id(t),
+       "labels": [l.to_dict() for l in ls]} for t, ls in zip(trajs, labels)))
+
+
+def load_labels(path: str | os.PathLike, trajs: Sequence[Any]
+                ) -> list[list[Any]]:
+  """Reads a run's step labels for `trajs`.
+
+  Two line forms are read: {"trajectory_id": ..., "labels": [...]}
+  (`save_labels`; matched to `trajs` by id, in any order) and a bare list
+  of JudgeResult dicts (`swirl_jax.swirl.synthesis.save_labels`; line j
+  labels trajs[j], so the file must have one line per trajectory).
+
+  Args:
+    path: the labels JSONL file.
+    trajs: the run's trajectories (ids must be unique).
+
+  Returns:
+    labels[j]: the list of `JudgeResult`s of trajs[j].
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ValueError: naming `path` (and the entry or trajectory id) when an
+      entry is malformed, an id repeats, a trajectory has no labels or a
+      different number of labels than steps.
+  """
+  from swirl_jax.judges import base as judge_base  # pylint: disable=g-import-not-at-top
+  from swirl_jax.rollout import trajectory as traj_lib  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  rows = traj_lib.load_jsonl(path, dict)
+  ids = [filters.trajectory_id(t) for t in trajs]
+  if rows and all(isinstance(row, list) for row in rows):
+    if len(rows) != len(trajs):
+      raise ValueError(f"{path} labels {len(rows)} trajectories by position "
+                       f"but the run has {len(trajs)}; is it the labels file "
+                       "of the same run?")
+    rows = [{"trajectory_id": tid, "labels": row}
+            for tid, row in zip(ids, rows)]
+  by_id: dict[str, list[Any]] = {}
+  for entry, row in enumerate(rows, start=1):
+    try:
+      tid = str(row["trajectory_id"])
+      results = [judge_base.JudgeResult.from_dict(d) for d in row["labels"]]
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(
+          f"{path}: entry {entry} is not {{'trajectory_id': str, 'labels': "
+          f"[JudgeResult dicts]}} (nor a list of JudgeResult dicts): "
+          f"{type(e).__name__}: {e}") from e
+    if tid in by_id:
+      raise ValueError(f"{path}: trajectory {tid!r} is labelled twice.")
+    by_id[tid] = results
+  out = []
+  for t, tid in zip(trajs, ids):
+    if tid not in by_id:
+      raise ValueError(f"{path} has no labels for trajectory {tid!r}; it "
+                       f"labels {len(by_id)} trajectories. Is it the labels "
+                       "file of the same run?")
+    if len(by_id[tid]) != t.num_steps:
+      raise ValueError(f"{path}: trajectory {tid!r} has {t.num_steps} steps "
+                       f"but {len(by_id[tid])} labels.")
+    out.append(by_id[tid])
+  return out
+
+
+def records_from_run(trajs: Sequence[Any], labels: Sequence[Sequence[Any]],
+                     filter_strategy: str = filters.PROCESS
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """The sub-trajectory records of the trajectories the filter keeps.
+
+  Args:
+    trajs: `Trajectory`s.
+    labels: labels[j][i], the `JudgeResult` of step i of trajs[j].
+    filter_strategy: one of `filters.FILTERS`.
+
+  Returns:
+    (records, statistics): one record per step of every kept trajectory,
+    in order, and `filters.filter_statistics`.
+  """
+  kept = filters.filter_trajectories(trajs, labels, filter_strategy)
+  stats = filters.filter_statistics(trajs, labels, kept, filter_strategy)
+  kept_ids = {id(t) for t in kept}
+  records = [r for t, ls in zip(trajs, labels) if id(t) in kept_ids
+             for r in filters.sub_trajectories(t, ls)]
+  return records, stats
+
+
+def build_from_run(trajectories_path: str | os.PathLike,
+                   data_dir: str | os.PathLike, *,
+                   labels_path: Optional[str | os.PathLike] = None,
+                   judge: Any = "rules",
+                   filter_strategy: str = filters.PROCESS, shards: int = 1,
+                   name: str = NAME, version: str = VERSION,
+                   overwrite: bool = False,
+                   release_notes: Optional[str] = None) -> dict[str, Any]:
+  """Builds the filtered TFDS dataset from a stage-1 run's files.
+
+  The labels come from `labels_path`, else from `labels.jsonl` next to the
+  trajectories if there is one, else from `judge` (a `Judge`, or the name
+  of a registered judge built without arguments, e.g. 'rules'), which
+  labels every step anew.
+
+  Args:
+    trajectories_path: the run's `trajectories.jsonl` (`Trajectory` lines).
+    data_dir: the TFDS data dir to write name/version/ into.
+    labels_path: a `save_labels` file.
+    judge: the judge used when there is no labels file.
+    filter_strategy: one of `filters.FILTERS` (paper's best: 'process').
+    shards: ArrayRecord files (see `prepare_dataset`).
+    name / version / overwrite / release_notes: see `prepare_dataset`.
+
+  Returns:
+    dict: 'dataset_dir', 'num_records', 'labels_from' (the labels file, or
+    'judge:<name>'), 'statistics' (`filters.filter_statistics`).
+
+  Raises:
+    FileNotFoundError: naming a missing trajectories or labels file.
+    ValueError: malformed files (naming file and line), labels that do not
+      match, or a filter that keeps nothing.
+  """
+  from swirl_jax.rollout import trajectory as traj_lib  # pylint: disable=g-import-not-at-top
+  filters.check_filter(filter_strategy)
+  trajectories_path = os.fspath(trajectories_path)
+  trajs = traj_lib.load_jsonl(trajectories_path)
+  if not trajs:
+    raise ValueError(f"{trajectories_path} holds no trajectories.")
+  ids = collections.Counter(filters.trajectory_id(t) for t in trajs)
+  repeated = [tid for tid, n in ids.items() if n > 1]
+  if repeated:
+    raise ValueError(f"{trajectories_path}: trajectory ids repeat "
+                     f"({repeated[:3]}); give one run's trajectories.")
+  if labels_path is None:
+    sibling = os.path.join(os.path.dirname(os.path.abspath(
+        trajectories_path)), LABELS_FILENAME)
+    labels_path = sibling if os.path.isfile(sibling) else None
+  if labels_path is not None:
+    labels = load_labels(labels_path, trajs)
+    labels_from = os.fspath(labels_path)
+  else:
+    if isinstance(judge, str):
+      from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
+      judge = get_judge(judge)
+    labels = filters.judge_trajectories(trajs, judge)
+    labels_from = f"judge:{getattr(judge, 'name', '') or type(judge).__name__}"
+  records, stats = records_from_run(trajs, labels, filter_strategy)
+  if not records:
+    per_filter = {k: v["trajectories"]
+                  for k, v in stats["kept_per_filter"].items()}
+    raise ValueError(
+        f"The {filter_strategy!r} filter kept none of the {len(trajs)} "
+        f"trajectories of {trajectories_path} (labels: {labels_from}; "
+        f"trajectories kept per filter: {per_filter}). Use a looser filter.")
+  path = prepare_dataset(records, data_dir, name=name, version=version,
+                         shards=shards, overwrite=overwrite,
+                         release_notes=release_notes)
+  return {"dataset_dir": path, "num_records": len(records),
+          "labels_from": labels_from, "statistics": stats}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line of `build_from_run` (and a look at a built dataset)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="python -m swirl_jax.data.trajectories",
+      description="Build the SWiRL trajectory dataset (TFDS ArrayRecord) "
+                  "from a stage-1 run's trajectories.jsonl, or describe a "
+                  "built one.")
+  parser.add_argument("--trajectories",
+                      help="the run's trajectories.jsonl")
+  parser.add_argument("--labels", default=None,
+                      help="its labels.jsonl (default: labels.jsonl next to "
+                           "--trajectories, else --judge labels the steps)")
+  parser.add_argument("--judge", default="rules",
+                      help="registered judge used without a labels file")
+  parser.add_argument("--filter", default=filters.PROCESS,
+                      choices=filters.FILTERS, dest="filter_strategy")
+  parser.add_argument("--data_dir", required=True,
+                      help="TFDS data dir (the dataset goes to "
+                           "DATA_DIR/NAME/VERSION)")
+  parser.add_argument("--name", default=NAME)
+  parser.add_argument("--version", default=None,
+                      help=f"MAJOR.MINOR.PATCH (building: default {VERSION};"
+                           " describing: the newest)")
+  parser.add_argument("--release_notes", default=None)
+  parser.add_argument("--shards", type=int, default=1)
+  parser.add_argument("--overwrite", action="store_true")
+  parser.add_argument("--describe", action="store_true",
+                      help="read the dataset in --data_dir (every record, "
+                           "checking every shard) and print a summary")
+  args = parser.parse_args(argv)
+  if not args.describe and not args.trajectories:
+    parser.error("--trajectories is required to build (or pass --describe).")
+  try:
+    # TFDS prints progress to stdout; stdout carries only the JSON summary.
+    with contextlib.redirect_stdout(sys.stderr):
+      summary = _run_command(args)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    # TrajectoryDataError is a ValueError: every message names its file.
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(json.dumps(summary, indent=2, sort_keys=True))
+  return 0
+
+
+def _run_command(args) -> dict[str, Any]:
+  """`main`'s work: build (or describe) and summarise."""
+  if args.describe:
+    source = open_data_source(args.data_dir, name=args.name,
+                              version=args.version, verify=True)
+    records = list(source)
+    summary = {
+        "dataset_dir": source.dataset_dir, "version": source.version,
+        "num_records": len(records),
+        "shards": dict(zip(source.shard_paths, source.shard_lengths)),
+        "trajectories": len({r["trajectory_id"] for r in records}),
+        "tasks": dict(collections.Counter(r["task"] for r in records)),
+        "labels": dict(collections.Counter(r["label"] for r in records)),
+        "outcome_rate": (sum(r["outcome"] for r in records) /
+                         max(len(records), 1))}
+  else:
+    summary = build_from_run(
+        args.trajectories, args.data_dir, labels_path=args.labels,
+        judge=args.judge, filter_strategy=args.filter_strategy,
+        shards=args.shards, name=args.name,
+        version=args.version or VERSION, overwrite=args.overwrite,
+        release_notes=args.release_notes)
+    stats = summary.pop("statistics")
+    summary["kept"] = stats["kept"]
+    summary["kept_per_filter"] = {
+        k: v["trajectories"] for k, v in stats["kept_per_filter"].items()}
+  return summary
+
+
+# ----------------------------------------------------------------------------
+# SFT on the stored steps.
+
+
+def step_sft_example(record: Mapping[str, Any]) -> dict[str, Any]:
+  """One stored step as an SFT example of `swirl_jax.data.sft`.
+
+  Args:
+    record: a sub-trajectory record (fields of `filters.RECORD_FIELDS`).
+
+  Returns:
+    {'prompt': [(role, text), ...] the context turns (`filters.
+    context_turns`), 'target': the action text}. `sft.tokenize_example`
+    encodes it as `tokenizer.encode_chat(prompt, add_generation_prompt=
+    True)` (exactly the ids the rollout engine sampled the action after)
+    followed by `encode(action) + [<end_of_turn>]`, the only supervised
+    tokens.
+  """
+  return {"prompt": filters.context_turns(record),
+          "target": str(record["action"])}
+
+
+@gin.configurable
+def filtered_steps_sft_dataset(
+    workdir: str, process_index: int, process_count: int, seed: int, *,
+    data_dir: str = gin.REQUIRED, seq_len: int = 512,
+    global_batch_size: int = 16, pack: bool = True,
+    tokenizer_path: Optional[str] = None, split: str = DEFAULT_SPLIT,
+    name: str = NAME, version: Optional[str] = None, verify: bool = False,
+    long_prompts: str = "cut_left", num_threads: int = 4,
+    prefetch_buffer_size: int = 128, stats: Any = None) -> Any:
+  """SFT batches of the stored (filtered) steps: the paper's SFT baseline.
+
+  A `dataset_fn` for `swirl_jax.training.trainer.train`. Each record of the
+  TFDS dataset becomes one example (`step_sft_example`: prompt = the context
+  turns, chat-formatted as the rollout engine did; target = the action), and
+  `swirl_jax.data.pipeline.make_sft_dataset` shuffles (seeded, reshuffled
+  every epoch), repeats forever, tokenises in `num_threads` threads, pads or
+  first-fit packs to `seq_len` and batches. The loss mask is 1 on the
+  action's tokens and its `<end_of_turn>` only. Records are read through the
+  TF-free data source (`open_data_source`): a missing, truncated or
+  corrupted shard raises `TrajectoryDataError` naming the file when the
+  dataset is built (footer and record counts; every record with
+  `verify=True`), and when a damaged record is read.
+
+  Args:
+    workdir: the training run's workdir (for the default tokenizer, see
+      `swirl_jax.data.sources.tokenizer_path_for`).
+    process_index: this JAX process (its shard of the records:
+      `pipeline.shard_bounds`, remainder dropped).
+    process_count: number of JAX processes.
+    seed: shuffle seed.
+    data_dir: the dataset (stage 1 writes it to its workdir/data), a TFDS
+      data dir holding name/version/ or the version directory itself.
+    seq_len: L, tokens per row. A step longer than L loses its oldest
+      context tokens (BOS kept), as stage 2 cuts the same states
+      (`swirl_jax.swirl.stepwise`), so every stored step is trained on;
+      counted in `stats` and logged (see `pipeline.make_sft_dataset`).
+    global_batch_size: rows per step over all processes.
+    pack: first-fit pack several steps per row (else one per row, padded).
+    tokenizer_path: the sentencepiece model (None: `tokenizer_path_for
+      (workdir)`, which honours its gin binding `path`).
+    split / name / version: which stored dataset to read.
+    verify: read every record when opening (full checksum check).
+    long_prompts: 'cut_left' (above) or 'drop' (a step whose context
+      alone has >= L tokens is dropped).
+    num_threads / prefetch_buffer_size: grain read-ahead.
+    stats: optional `pipeline.TruncationStats`.
+
+  Returns:
+    grain.IterDataset whose iterators yield dicts of [b, L] numpy arrays
+    ('inputs', 'targets', 'loss_mask', 'positions', 'segment_ids'; b =
+    global_batch_size // process_count) and have get_state() / set_state().
+
+  Raises:
+    FileNotFoundError: no dataset in `data_dir`, or no tokenizer file.
+    TrajectoryDataError: a shard is missing, truncated or corrupted (naming
+      it).
+    ValueError: bad sizes (see `make_sft_dataset`).
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  if data_dir is gin.REQUIRED or data_dir is None:
+    raise ValueError("filtered_steps_sft_dataset needs data_dir: the "
+                     "stage-1 dataset (its workdir/data).")
+  source = open_data_source(data_dir, split=split, name=name, version=version,
+                            verify=verify)
+  path = (sources.tokenizer_path_for(workdir) if tokenizer_path is None
+          else sources.tokenizer_path_for(workdir, path=tokenizer_path))
+  examples = grain.MapDataset.source(source).map(step_sft_example)
+  return pipeline.make_sft_dataset(
+      examples, Tokenizer(path), seq_len=seq_len,
+      global_batch_size=global_batch_size, seed=seed, pack=pack,
+      process_index=process_index, process_count=process_count,
+      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size,
+      stats=stats, long_prompts=long_prompts)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -63,6 +63,27 @@ def bar_plot(table: Table, title: str, path: str) -> str:
   return path
 
 
+def curve_plot(curves: Mapping[str, tuple[Any, Any]], title: str,
+               path: str, xlabel: str = "step", ylabel: str = "") -> str:
+  """One line per label from {label: (xs, ys)}, as PNG (learning curves)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.0, 3.2))
+  for label, (xs, ys) in curves.items():
+    ax.plot(list(xs), list(ys), marker=".", label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  if curves:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def write_report(workdir: str, tables: Mapping[str, Table],
                  extra: Optional[Mapping[str, Any]] = None,
                  title: str = "Report", plots: bool = True) -> dict[str, str]:

@@ -250,3 +250,31 @@ class ModelJudge(base.Judge):
           f"[no GOOD/BAD verdict in the judge's reply; default "
           f"{self.default_label}] {reply.strip()}", parsed=False)
     return base.JudgeResult.of(label == base.GOOD, reply.strip())
+
+
+@gin.configurable(module="swirl_jax.judges")
+def model_judge(checkpoint: str = gin.REQUIRED, model_config: Any = gin.REQUIRED,
+                tokenizer_path: str = gin.REQUIRED, *,
+                prompt_bucket: int = 128, batch_bucket: int = 8,
+                **judge_kwargs) -> ModelJudge:
+  """A `ModelJudge` on a checkpoint: what paper-scale gin files bind.
+
+  Args:
+    checkpoint: 'hf:DIR', 'kaggle:DIR' or a swirl_jax workdir (the paper's
+      judge is Gemma 2 27B itself).
+    model_config: the judge model's TransformerConfig.
+    tokenizer_path: its sentencepiece model.
+    prompt_bucket / batch_bucket: the judge sampler's padding buckets.
+    **judge_kwargs: `ModelJudge` options (max_new_tokens, batch_size, ...).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.trainer import load_initial_params  # pylint: disable=g-import-not-at-top
+  tokenizer = Tokenizer(tokenizer_path)
+  params = load_initial_params(checkpoint, model_config, jax.random.key(0),
+                               None)
+  sampler = Sampler(model_config, params, pad_id=tokenizer.pad_id,
+                    stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
+                    prompt_bucket=prompt_bucket, batch_bucket=batch_bucket)
+  return ModelJudge(sampler, tokenizer, **judge_kwargs)

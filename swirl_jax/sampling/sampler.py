@@ -135,6 +135,20 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
   return out_tokens, out_logp, lengths, stopped
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_generate(config: TransformerConfig):
+  """One jitted generate per architecture, shared by every Sampler of it.
+
+  Experiments build many samplers of one model (synthesis, stage-2 batches,
+  evaluation of each checkpoint); sharing the jitted function shares its
+  compilation cache, so only the first sampler of a shape compiles.
+  """
+  return jax.jit(
+      functools.partial(_generate, Transformer(config)),
+      static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
+                       "cache_dtype"))
+
+
 class Sampler:
   """Generates continuations of token prompts with a jit-compiled KV cache.
 
@@ -166,10 +180,7 @@ class Sampler:
     self.batch_bucket = int(batch_bucket)
     self.cache_dtype = cache_dtype or config.compute_dtype
     self._model = Transformer(config)
-    self._compiled = jax.jit(
-        functools.partial(_generate, self._model),
-        static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                         "cache_dtype"))
+    self._compiled = _jitted_generate(config)
 
   def update_params(self, params: Any) -> None:
     """Swaps in new weights (same shapes: no recompilation)."""

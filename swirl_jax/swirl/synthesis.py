@@ -90,10 +90,47 @@ def synthesize(workdir: str, config, params, tokenizer, *,
                               max_steps=max_steps, seed=seed + 1000 * i))
       log.info("%s: %s", name, engine.last_stats.summary())
   labels = filters.judge_trajectories(trajs, judge)
-  kept = filters.filter_trajectories(trajs, labels, filter_strategy)
-  stats = filters.filter_statistics(trajs, labels, kept, filter_strategy)
   os.makedirs(workdir, exist_ok=True)
   save_jsonl(os.path.join(workdir, "trajectories.jsonl"), trajs)
+  save_labels(os.path.join(workdir, LABELS_FILE), labels)
+  stats = write_filtered(trajs, labels, filter_strategy, data_dir,
+                         shards=shards)
+  filters.write_statistics(workdir, stats)
+  return stats
+
+
+LABELS_FILE = "labels.jsonl"
+
+
+def save_labels(path: str, labels) -> None:
+  """One JSON line per trajectory: its steps' judge results, in order."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for ls in labels:
+      f.write(json.dumps([dataclasses.asdict(l) for l in ls]) + "\n")
+  os.replace(tmp, path)
+
+
+def load_labels(path: str):
+  """The judge results `save_labels` wrote."""
+  import json  # pylint: disable=g-import-not-at-top
+  from swirl_jax.judges.base import JudgeResult  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    return [[JudgeResult(**d) for d in json.loads(line)]
+            for line in f if line.strip()]
+
+
+def write_filtered(trajs, labels, filter_strategy: str, data_dir: str, *,
+                   shards: int = 1) -> dict[str, Any]:
+  """Writes the sub-trajectories `filter_strategy` keeps; returns statistics.
+
+  Raises ValueError when the filter keeps nothing (no dataset is written).
+  """
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  kept = filters.filter_trajectories(trajs, labels, filter_strategy)
+  stats = filters.filter_statistics(trajs, labels, kept, filter_strategy)
   kept_ids = {id(t) for t in kept}
   records = [rec for t, ls in zip(trajs, labels) if id(t) in kept_ids
              for rec in filters.sub_trajectories(t, ls)]
@@ -101,11 +138,24 @@ def synthesize(workdir: str, config, params, tokenizer, *,
     raise ValueError(
         f"The {filter_strategy!r} filter kept no trajectory of {len(trajs)} "
         f"(kept per filter: {stats.get('kept_per_filter')}); train the "
-        "policy longer, sample "
-        "more, or use a looser filter.")
+        "policy longer, sample more, or use a looser filter.")
   traj_data.prepare_dataset(records, data_dir, shards=shards, overwrite=True)
-  filters.write_statistics(workdir, stats)
   return stats
+
+
+def refilter(synthesis_dir: str, data_dir: str, filter_strategy: str, *,
+             shards: int = 1) -> dict[str, Any]:
+  """Rebuilds a dataset with another filter from a finished stage-1 run.
+
+  Reads synthesis_dir/trajectories.jsonl and labels.jsonl (no sampling, no
+  judging), so filters are compared on exactly the same trajectories.
+  """
+  from swirl_jax.rollout import load_jsonl  # pylint: disable=g-import-not-at-top
+  filters.check_filter(filter_strategy)
+  trajs = load_jsonl(os.path.join(synthesis_dir, "trajectories.jsonl"))
+  labels = load_labels(os.path.join(synthesis_dir, LABELS_FILE))
+  return write_filtered(trajs, labels, filter_strategy, data_dir,
+                        shards=shards)
 
 
 def states_dataset(data_dir: str, *, global_batch_size: int, seed: int,

@@ -4,7 +4,8 @@
     state, metrics = step_fn(state, batch, ref_params)
 
 `ref_params` is the frozen reference model (or None); when the objective
-needs it, `batch['ref_logprobs']` is filled in here, outside the gradient.
+needs it and the batch does not carry them already, `batch['ref_logprobs']`
+is filled in here, outside the gradient.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def make_train_step(model, objective: Objective,
   def step(state: TrainState, batch: dict, ref_params: Any):
     rng = jax.random.wrap_key_data(state.rng)
     rng, step_rng = jax.random.split(rng)
-    if objective.needs_reference:
+    # A batch that already has 'ref_logprobs' (an online-RL batch_fn computed
+    # them once for several updates on the same batch) keeps them.
+    if objective.needs_reference and "ref_logprobs" not in batch:
       if ref_params is None:
         raise ValueError(f"Objective {objective.name!r} needs a reference "
                          "model, but none was given.")

@@ -1,0 +1,16 @@
+"""R3: Reflect, Retry, Reward (arXiv 2505.24726) on swirl_jax.
+
+* `tasks`: the R3 tasks (function calling, Countdown) and a fast Countdown
+  generator.
+* `demonstrations`: imperfect scripted answers, reflections and retries for
+  the SFT warm start of a small model.
+* `failures`: the failure dataset (queries the model fails, with the failed
+  attempt) as TFDS ArrayRecord shards, and its reader.
+* `batches`: the online GRPO batch (G reflections per failed query, reward =
+  the retry is correct, only reflection tokens in the loss).
+* `evaluation`: first- and second-attempt accuracy and error categories.
+* `experiment`: the gin-configurable experiment, stage by stage.
+
+Modules are imported on use (`from swirl_jax.r3 import experiment`); this
+package imports nothing heavy.
+"""

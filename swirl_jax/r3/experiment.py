@@ -1,0 +1,273 @@
+"""The R3 experiment, stage by stage (resumable), driven by gin.
+
+    python -m swirl_jax.main \\
+        --gin_file=gin_configs/experiments/r3_quickstart.gin \\
+        --workdir=runs/r3_quickstart
+
+Stages (each in its own directory of the workdir; `swirl_jax.stages` skips
+finished ones and resumes a killed training stage from its checkpoint):
+
+1. tokenizer: `workdir/tokenizer/spm.model`, trained on R3 text (or the gin
+   `tokenizer_path_for.path`, e.g. a real Gemma tokenizer).
+2. sft: the warm start, next-token loss on imperfect scripted answers,
+   reflections and retries (`r3.demonstrations`), from `init_from`
+   (random for the CPU default). `sft_steps=0` skips it: the vanilla model
+   is then `init_from` itself (e.g. an instruction-tuned checkpoint).
+3. failures: the vanilla model samples up to `max_samples_per_query`
+   answers per training query; the failed queries (with the failed
+   attempt) become a TFDS dataset (`r3.failures`).
+4. grpo: GRPO on reflections (`r3.batches`, objective 'grpo'): G
+   reflections per failed query, reward = the retry is correct, only
+   reflection tokens in the loss, clipped ratio over `inner_updates`
+   updates per sampled batch, KL to the vanilla model.
+5. eval_vanilla / eval_trained: first- and second-attempt accuracy and the
+   error categories on held-out test queries.
+6. report: workdir/report.json, report.md and PNG plots (always rewritten).
+
+Learning rates, checkpoint periods and the GRPO loss are ordinary gin
+bindings, scoped by stage: `sft/swirl_jax.training.optimizer.
+learning_rate_schedule.peak_learning_rate`, `grpo/swirl_jax.objectives.grpo.
+grpo_loss.beta`, `grpo/swirl_jax.training.trainer.train.checkpoint_every`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import gin
+
+from swirl_jax import stages
+from swirl_jax.r3 import demonstrations
+from swirl_jax.r3 import failures as failures_lib
+from swirl_jax.r3 import tasks as r3_tasks
+
+log = logging.getLogger(__name__)
+
+EVAL_STAGES = {"vanilla": "eval_vanilla", "trained": "eval_trained"}
+
+
+def r3_sft_dataset(workdir: str, process_index: int, process_count: int,
+                   seed: int, *, tokenizer_path: str, examples_fn,
+                   seq_len: int, global_batch_size: int):
+  """SFT batches of the R3 demonstrations (`train(dataset_fn=...)`)."""
+  del workdir
+  from swirl_jax.data.pipeline import make_sft_dataset  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  return make_sft_dataset(
+      examples_fn(), Tokenizer(tokenizer_path), seq_len=seq_len,
+      global_batch_size=global_batch_size, seed=seed, pack=True,
+      process_index=process_index, process_count=process_count)
+
+
+def _load_avg() -> list[float]:
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return []
+
+
+def _held_out(tasks: Sequence[str], task_kwargs: Mapping[str, Any], n: int,
+              seed: int) -> dict[str, tuple[Any, list]]:
+  out = {}
+  for i, name in enumerate(tasks):
+    task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
+    out[name] = (task, r3_tasks.generate_examples(
+        task, n, seed=seed + 104729 * (i + 1), split="test"))
+  return out
+
+
+def evaluate_stage(workdir: str, stage: str, config, tokenizer,
+                   init_from: Optional[str], held_out, *,
+                   max_new_tokens: int, temperature: float, seed: int
+                   ) -> dict:
+  """Runs (or reuses) one evaluation stage; returns its summaries."""
+  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
+
+  def fn(directory: str) -> dict:
+    params = stages.load_policy(config, init_from)
+    summaries, rows = evaluation.evaluate_model(
+        config, params, tokenizer, held_out, max_new_tokens=max_new_tokens,
+        temperature=temperature, seed=seed)
+    for task_name, task_rows in rows.items():
+      save_jsonl(os.path.join(directory, f"{task_name}.jsonl"), task_rows)
+    return {"summaries": summaries, "init_from": init_from or "random"}
+
+  return stages.run_stage(workdir, stage, fn)
+
+
+@gin.configurable(denylist=["workdir"])
+def r3_experiment(workdir: str, *,
+                  model_config=gin.REQUIRED,
+                  tasks: Sequence[str] = r3_tasks.R3_TASKS,
+                  task_kwargs: Optional[Mapping[str, Mapping[str, Any]]]
+                  = None,
+                  init_from: Optional[str] = None,
+                  sft_steps: int = 300,
+                  sft_examples_per_task: int = 1000,
+                  sft_batch_size: int = 16,
+                  sft_seq_len: int = 384,
+                  first_attempt_accuracy: float = 0.5,
+                  reflection_accuracy: float = 0.5,
+                  failure_queries_per_task: int = 128,
+                  max_samples_per_query: int = 64,
+                  samples_per_round: int = 8,
+                  grpo_steps: int = 100,
+                  queries_per_step: int = 8,
+                  num_reflections: int = 4,
+                  inner_updates: int = 1,
+                  grpo_seq_len: int = 320,
+                  old_logprobs: str = "sampler",
+                  reference_in_batch: bool = True,
+                  max_new_tokens: int = 64,
+                  temperature: float = 1.0,
+                  eval_queries_per_task: int = 200,
+                  eval_temperature: float = 0.0,
+                  seed: int = 0) -> dict:
+  """Runs the R3 recipe in `workdir` (see the module docstring).
+
+  Args:
+    workdir: the experiment directory.
+    model_config: the policy's TransformerConfig.
+    tasks: R3 task names.
+    task_kwargs: per task, constructor arguments (`r3.tasks.make_task`,
+      e.g. {'countdown': {'prompt_style': 'compact', 'min_numbers': 3}}).
+    init_from: the starting checkpoint (None: random; 'hf:DIR', 'kaggle:DIR'
+      or a training workdir).
+    sft_steps: SFT warm-start steps (0: no warm start).
+    sft_examples_per_task: generated instances per task for SFT (three
+      examples each: answer, reflection, retry).
+    sft_batch_size / sft_seq_len: SFT rows per step and packed row length.
+    first_attempt_accuracy / reflection_accuracy: how often the scripted
+      answers and reflection plans are correct.
+    failure_queries_per_task: training queries sampled for the failure
+      dataset.
+    max_samples_per_query: N, answers sampled per query at most (paper 64).
+    samples_per_round: answers per query per sampler call.
+    grpo_steps: GRPO updates.
+    queries_per_step: failed queries per sampled batch.
+    num_reflections: G, reflections per failed query.
+    inner_updates: mu, GRPO updates per sampled batch.
+    grpo_seq_len: length of a GRPO training row (context + reflection).
+    old_logprobs: 'sampler' or 'recompute' (see `r3.batches`).
+    reference_in_batch: compute the reference log-probs once per sampled
+      batch (else the train step does, at every update).
+    max_new_tokens: budget of an answer, a reflection, a retry.
+    temperature: sampling temperature of the failure search and GRPO.
+    eval_queries_per_task: held-out test queries per task.
+    eval_temperature: sampling temperature of the evaluation (0: greedy).
+    seed: the experiment's seed.
+  Returns:
+    The report's content (also in workdir/report.json).
+  """
+  from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import report as report_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  started, load_start = time.time(), _load_avg()
+  workdir = os.path.abspath(workdir)
+  tasks = tuple(tasks)
+  task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
+  unknown = sorted(set(task_kwargs) - set(tasks))
+  if unknown:
+    raise ValueError(f"task_kwargs names tasks {unknown} that are not in "
+                     f"tasks={list(tasks)}.")
+  for name in tasks:  # fail on a bad task before any stage runs
+    r3_tasks.make_task(name, **task_kwargs.get(name, {}))
+
+  # 1. Tokenizer.
+  tokenizer_path = sources.tokenizer_path_for(
+      workdir, corpus_fn=functools.partial(
+          demonstrations.tokenizer_corpus, tasks, task_kwargs))
+  tokenizer = Tokenizer(tokenizer_path)
+
+  # 2. SFT warm start.
+  if sft_steps > 0:
+    examples_fn = functools.partial(
+        demonstrations.r3_demonstrations, tasks, task_kwargs,
+        sft_examples_per_task, seed, "train", first_attempt_accuracy,
+        reflection_accuracy)
+    stages.train_stage(
+        workdir, "sft", model_config=model_config, objective="sft",
+        train_steps=sft_steps, init_from=init_from, seed=seed,
+        dataset_fn=functools.partial(
+            r3_sft_dataset, tokenizer_path=tokenizer_path,
+            examples_fn=examples_fn, seq_len=sft_seq_len,
+            global_batch_size=sft_batch_size))
+    vanilla = stages.stage_dir(workdir, "sft")
+  else:
+    vanilla = init_from
+
+  # 3. Failure dataset of the vanilla model.
+  failure_dir = stages.stage_dir(workdir, "failures")
+  failure_stats = stages.run_stage(
+      workdir, "failures", lambda d: failures_lib.build_failure_dataset(
+          d, model_config, stages.load_policy(model_config, vanilla, seed),
+          tokenizer, tasks=tasks, task_kwargs=task_kwargs,
+          num_queries=failure_queries_per_task,
+          max_samples=max_samples_per_query,
+          samples_per_round=samples_per_round,
+          max_new_tokens=max_new_tokens, temperature=temperature,
+          seed=seed))
+
+  # 4. GRPO on reflections.
+  grpo_dir = stages.stage_dir(workdir, "grpo")
+  if stages.stage_result(workdir, "grpo") is None:
+    reference = (stages.load_policy(model_config, vanilla, seed)
+                 if reference_in_batch else None)
+    builder = batches_lib.ReflectionBatchBuilder(
+        model_config, tokenizer, task_kwargs=task_kwargs,
+        num_reflections=num_reflections, inner_updates=inner_updates,
+        max_new_tokens=max_new_tokens, temperature=temperature,
+        seq_len=grpo_seq_len, seed=seed,
+        cache_dir=os.path.join(grpo_dir, "rollouts"),
+        reference_params=reference, old_logprobs=old_logprobs,
+        log_path=os.path.join(grpo_dir, "rollouts.jsonl"))
+    stages.train_stage(
+        workdir, "grpo", model_config=model_config, objective="grpo",
+        train_steps=grpo_steps, init_from=vanilla, seed=seed,
+        batch_fn=builder, dataset_fn=functools.partial(
+            failures_lib.failures_dataset,
+            data_dir=os.path.join(failure_dir, "data"),
+            global_batch_size=queries_per_step,
+            repeat_each=inner_updates))
+
+  # 5. Evaluation of both models on the same held-out queries.
+  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed)
+  evals = {}
+  for label, source in (("vanilla", vanilla), ("trained", grpo_dir)):
+    evals[label] = evaluate_stage(
+        workdir, EVAL_STAGES[label], model_config, tokenizer, source,
+        held_out, max_new_tokens=max_new_tokens,
+        temperature=eval_temperature, seed=seed)["summaries"]
+
+  # 6. Report.
+  timings = {name: (stages.stage_result(workdir, name) or {}).get("seconds")
+             for name in ("sft", "failures", "grpo", *EVAL_STAGES.values())}
+  return report_lib.write_r3_report(
+      workdir, evals, failure_stats=failure_stats,
+      rollout_log=os.path.join(grpo_dir, "rollouts.jsonl"),
+      eval_dirs={label: stages.stage_dir(workdir, stage)
+                 for label, stage in EVAL_STAGES.items()},
+      settings={"tasks": list(tasks), "task_kwargs": task_kwargs,
+                "sft_steps": sft_steps, "grpo_steps": grpo_steps,
+                "queries_per_step": queries_per_step,
+                "num_reflections": num_reflections,
+                "inner_updates": inner_updates,
+                "max_samples_per_query": max_samples_per_query,
+                "eval_queries_per_task": eval_queries_per_task,
+                "eval_temperature": eval_temperature, "seed": seed},
+      timings=dict(timings, this_run=round(time.time() - started, 1)),
+      load={"start": load_start, "end": _load_avg()})
+
+
+def read_eval_rows(eval_dir: str, task_name: str) -> list[dict]:
+  """The per-query rows an evaluation stage stored for a task."""
+  path = os.path.join(eval_dir, f"{task_name}.jsonl")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

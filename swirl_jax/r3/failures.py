@@ -1,0 +1,540 @@
+"""R3's failure dataset: sample the model, keep the queries it fails.
+
+For every query, answers are sampled in rounds of `samples_per_round` until
+one fails the task's binary verifier or `max_samples` answers were drawn
+(the paper samples up to 64). A query with a failure is kept with its first
+failed attempt; a query the model answered correctly every time is dropped
+(the model already solves it). The kept queries are written as a TFDS
+ArrayRecord dataset (`failure_builder.R3Failures`) and read back without
+TensorFlow:
+
+    stats = build_failure_dataset(out_dir, config, params, tokenizer,
+                                  tasks=('countdown', 'function_calling'),
+                                  num_queries=64, max_samples=8)
+    source = open_failures(os.path.join(out_dir, 'data'))
+    len(source), source[0]['attempt'], source[0]['category']
+
+`find_failures` does the sampling on any sampler (the `generate` interface
+of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from swirl_jax.rollout import trajectory as traj
+from swirl_jax.tasks import base
+
+log = logging.getLogger(__name__)
+
+NAME = "r3_failures"
+VERSION = "1.0.0"
+DEFAULT_SPLIT = "train"
+STATS_FILE = "failure_statistics.json"
+
+# Field -> type: str, int, or 'tokens' (int32 [T]) / 'logprobs' (float32 [T]).
+FAILURE_FIELDS: dict[str, Any] = {
+    "failure_id": str,        # f"{task}/{example_id}"
+    "task": str,              # the task's registry name
+    "example_id": str,
+    "example": str,           # JSON of Example.to_dict()
+    "prompt": str,            # the first user turn
+    "attempt": str,           # the failed attempt's text
+    "attempt_tokens": "tokens",      # its sampled ids (stop id included)
+    "attempt_logprobs": "logprobs",  # their log-probs under the sampler
+    "answer": str,            # the parsed answer ('' if none)
+    "category": str,          # the verdict's category (e.g. wrong_numbers)
+    "detail": str,            # the verdict's explanation
+    "sample_index": int,      # which sample of the query failed (0-based)
+    "num_samples": int,       # answers sampled for the query
+    "num_correct": int,       # of which correct
+}
+
+
+class FailureDataError(ValueError):
+  """A failure dataset is missing, truncated or not a failure dataset."""
+
+
+def check_record(record: Mapping[str, Any], what: str = "Record") -> None:
+  """Raises ValueError / TypeError naming the field that is wrong."""
+  missing = [k for k in FAILURE_FIELDS if k not in record]
+  if missing:
+    raise ValueError(f"{what} lacks fields {missing}; has {sorted(record)}.")
+  for key, kind in FAILURE_FIELDS.items():
+    value = record[key]
+    if kind is str and not isinstance(value, str):
+      raise TypeError(f"{what}: field {key!r} must be a str, got "
+                      f"{type(value).__name__} {value!r:.60}.")
+    if kind is int and (not isinstance(value, (int, np.integer)) or
+                        isinstance(value, bool)):
+      raise TypeError(f"{what}: field {key!r} must be an int, got "
+                      f"{type(value).__name__} {value!r:.60}.")
+    if kind in ("tokens", "logprobs") and np.ndim(value) != 1:
+      raise TypeError(f"{what}: field {key!r} must be a flat list, got "
+                      f"{value!r:.60}.")
+
+
+def example_of(record: Mapping[str, Any]) -> base.Example:
+  """The stored instance of a failure record."""
+  return base.Example.from_dict(json.loads(record["example"]))
+
+
+def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
+  """The failed attempt of a record as a `ModelTurn` (given, not sampled:
+  its context is rebuilt by the rollout engine)."""
+  return traj.ModelTurn(text=record["attempt"],
+                        tokens=[int(t) for t in record["attempt_tokens"]],
+                        logprobs=[float(x) for x in
+                                  record["attempt_logprobs"]],
+                        context_ids=[], finish=traj.TURN_GIVEN)
+
+
+# ----------------------------------------------------------------------------
+# Sampling.
+
+
+def stop_ids(tokenizer) -> list[int]:
+  """The ids that end a model turn (end_of_turn, eos)."""
+  return sorted({int(t) for t in (tokenizer.end_of_turn_id, tokenizer.eos_id)
+                 if t >= 0})
+
+
+def sample_turns(sampler: Any, tokenizer: Any, task: base.Task,
+                 examples: Sequence[base.Example], *, num_samples: int = 1,
+                 max_new_tokens: int = 64, temperature: float = 1.0,
+                 seed: int = 0) -> list[traj.ModelTurn]:
+  """First attempts: `num_samples` answers per example in one sampler call.
+
+  The prompt of an example is the chat [user: task.prompt(x)] with the
+  generation prompt, exactly as `RolloutEngine` builds it.
+
+  Args:
+    sampler: object with `generate(prompts, max_new_tokens, temperature=,
+      stop_tokens=, seed=)` returning `.tokens`, `.logprobs`, `.done`.
+    tokenizer: `swirl_jax.tokenizer.Tokenizer`.
+    task: the task.
+    examples: the instances.
+    num_samples: answers per instance.
+    max_new_tokens: budget of an answer.
+    temperature: 0 greedy, else sampling temperature.
+    seed: the sampler seed.
+  Returns:
+    list[ModelTurn] of len(examples) * num_samples, example-major.
+  """
+  if int(num_samples) < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+  if not examples:
+    return []
+  stops = stop_ids(tokenizer)
+  contexts = [tokenizer.encode_chat([(traj.USER, task.prompt(ex))],
+                                    add_generation_prompt=True)
+              for ex in examples]
+  prompts_ = [c for c in contexts for _ in range(int(num_samples))]
+  out = sampler.generate(prompts_, max_new_tokens=max_new_tokens,
+                         temperature=temperature, stop_tokens=stops,
+                         seed=seed)
+  turns = []
+  for i, prompt in enumerate(prompts_):
+    tokens = [int(t) for t in out.tokens[i]]
+    done = bool(out.done[i])
+    ended = done and bool(tokens) and tokens[-1] in stops
+    body = tokens[:-1] if ended else tokens
+    turns.append(traj.ModelTurn(
+        text=tokenizer.decode(body), tokens=tokens,
+        logprobs=[float(x) for x in out.logprobs[i]], context_ids=list(prompt),
+        finish=traj.TURN_STOP if done else traj.TURN_LENGTH))
+  return turns
+
+
+def grade(task: base.Task, example: base.Example, text: str
+          ) -> tuple[Optional[str], base.Verdict]:
+  """(parsed answer, verdict) of a response; verifier crashes are wrong."""
+  try:
+    answer = task.parse_answer(text)
+    return answer, task.verify(example, answer)
+  except Exception as e:  # pylint: disable=broad-except
+    log.warning("%s: grading raised %s: %s", task.name, type(e).__name__, e)
+    return None, base.Verdict(False, "verifier_error",
+                              f"{type(e).__name__}: {e}")
+
+
+def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
+                  examples: Sequence[base.Example], *, max_samples: int = 64,
+                  samples_per_round: int = 8, max_new_tokens: int = 64,
+                  temperature: float = 1.0, seed: int = 0
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Samples up to `max_samples` answers per query, stopping at a failure.
+
+  Each round samples `samples_per_round` answers (fewer in the last round)
+  for every query that has neither failed nor used up its budget, all in
+  one sampler call; round r uses the seed derived from (seed, r).
+
+  Args:
+    sampler / tokenizer / task / examples: as in `sample_turns`.
+    max_samples: N, the most answers sampled per query (paper: 64).
+    samples_per_round: answers per query per round.
+    max_new_tokens / temperature: sampling of an answer.
+    seed: randomness.
+  Returns:
+    (records, stats): one `FAILURE_FIELDS` record per failed query, in
+    query order; stats with 'queries', 'failed_queries', 'samples',
+    'correct_samples', 'sample_accuracy', 'first_sample_accuracy' and
+    'categories' (of the kept failed attempts).
+  """
+  if int(max_samples) < 1 or int(samples_per_round) < 1:
+    raise ValueError(f"max_samples and samples_per_round must be >= 1, got "
+                     f"{max_samples} and {samples_per_round}.")
+  n = len(examples)
+  drawn = [0] * n
+  correct = [0] * n
+  first_correct = [None] * n
+  failure: list[Optional[dict[str, Any]]] = [None] * n
+  active = list(range(n))
+  rnd = 0
+  while active:
+    k = min(int(samples_per_round), int(max_samples) - drawn[active[0]])
+    turns = sample_turns(sampler, tokenizer, task,
+                         [examples[i] for i in active], num_samples=k,
+                         max_new_tokens=max_new_tokens,
+                         temperature=temperature,
+                         seed=base.seed_for(seed, "r3-failures", task.name,
+                                            rnd) % (1 << 31))
+    for j, i in enumerate(active):
+      for s in range(k):
+        turn = turns[j * k + s]
+        answer, verdict = grade(task, examples[i], turn.text)
+        if first_correct[i] is None:
+          first_correct[i] = verdict.correct
+        if failure[i] is not None:
+          continue  # already failed earlier in this round
+        drawn[i] += 1
+        if verdict.correct:
+          correct[i] += 1
+          continue
+        failure[i] = {
+            "task": task.name, "example_id": examples[i].id,
+            "failure_id": f"{task.name}/{examples[i].id}",
+            "example": json.dumps(examples[i].to_dict(), ensure_ascii=False),
+            "prompt": task.prompt(examples[i]), "attempt": turn.text,
+            "attempt_tokens": list(turn.tokens),
+            "attempt_logprobs": list(turn.logprobs),
+            "answer": answer or "", "category": verdict.category,
+            "detail": verdict.detail, "sample_index": drawn[i] - 1}
+    active = [i for i in active
+              if failure[i] is None and drawn[i] < int(max_samples)]
+    rnd += 1
+  records = []
+  for i in range(n):
+    if failure[i] is not None:
+      records.append(dict(failure[i], num_samples=drawn[i],
+                          num_correct=correct[i]))
+  samples = sum(drawn)
+  stats = {
+      "queries": n, "failed_queries": len(records),
+      "kept_fraction": len(records) / n if n else 0.0,
+      "samples": samples, "correct_samples": sum(correct),
+      "sample_accuracy": sum(correct) / samples if samples else 0.0,
+      "first_sample_accuracy": (sum(bool(c) for c in first_correct) / n
+                                if n else 0.0),
+      "categories": dict(collections.Counter(r["category"] for r in records)),
+      "rounds": rnd}
+  return records, stats
+
+
+# ----------------------------------------------------------------------------
+# Writing and reading the TFDS dataset.
+
+
+def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
+                            overwrite: bool = False) -> str:
+  """Writes failure records as a TFDS ArrayRecord dataset.
+
+  Args:
+    records: a list of `FAILURE_FIELDS` records (split 'train') or a
+      mapping split -> records.
+    data_dir: the TFDS data dir; the dataset goes to data_dir/r3_failures/
+      1.0.0/.
+    shards: ArrayRecord files per split (at most one per record).
+    overwrite: replace an existing dataset.
+  Returns:
+    The dataset directory.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import failure_builder  # pylint: disable=g-import-not-at-top
+  if int(shards) < 1:
+    raise ValueError(f"shards must be >= 1, got {shards}.")
+  splits = failure_builder.as_splits(records)
+  data_dir = os.path.abspath(os.fspath(data_dir))
+  target = os.path.join(data_dir, NAME, VERSION)
+  if os.path.exists(target):
+    if not overwrite:
+      raise FileExistsError(f"A failure dataset already exists at {target}; "
+                            "pass overwrite=True to replace it.")
+    shutil.rmtree(target)
+  num_shards = min(int(shards), min(len(r) for r in splits.values()))
+  builder = failure_builder.R3Failures(records=splits, data_dir=data_dir,
+                                       file_format="array_record")
+  # pylint: disable-next=protected-access
+  with trajectories._importlib_resources_shim(), tempfile.TemporaryDirectory(
+      prefix="r3_tfds_") as downloads:
+    builder.download_and_prepare(
+        download_dir=downloads,
+        download_config=tfds.download.DownloadConfig(num_shards=num_shards))
+  return os.fspath(builder.data_dir)
+
+
+def _to_python(value: Any) -> Any:
+  if isinstance(value, bytes):
+    return value.decode("utf-8")
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  return value
+
+
+class FailureSource(collections.abc.Sequence):
+  """Random access to a split of a failure dataset, as Python dicts.
+
+  Pickles as its directory and split (for grain workers) and reopens lazily.
+
+  Args:
+    dataset_dir: the directory with dataset_info.json.
+    split: the split.
+  Raises:
+    FailureDataError: unreadable description, not a failure dataset, or a
+      missing / truncated shard (naming it).
+    ValueError: no such split.
+  """
+
+  def __init__(self, dataset_dir: str, split: str = DEFAULT_SPLIT):
+    self.dataset_dir = os.fspath(dataset_dir)
+    self.split = split
+    self._open(check=True)
+
+  def _open(self, check: bool) -> None:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
+    try:
+      builder = tfds.builder_from_directory(self.dataset_dir)
+      info = builder.info
+    except Exception as e:  # pylint: disable=broad-except
+      raise FailureDataError(f"Cannot read the dataset description in "
+                             f"{self.dataset_dir}: {type(e).__name__}: {e}"
+                             ) from e
+    missing = [k for k in FAILURE_FIELDS if k not in info.features]
+    if missing:
+      raise FailureDataError(f"The dataset in {self.dataset_dir} is not an "
+                             f"R3 failure dataset: its features lack "
+                             f"{missing}.")
+    if self.split not in info.splits:
+      raise ValueError(f"The dataset in {self.dataset_dir} has no split "
+                       f"{self.split!r}; it has {sorted(info.splits)}.")
+    split_info = info.splits[self.split]
+    self.shard_paths = [os.fspath(p) for p in split_info.filepaths]
+    self.shard_lengths = [int(x) for x in split_info.shard_lengths]
+    if check:
+      for path, count in zip(self.shard_paths, self.shard_lengths):
+        try:
+          trajectories.check_shard(path, count)
+        except trajectories.TrajectoryDataError as e:
+          raise FailureDataError(str(e)) from e
+    self._source = builder.as_data_source(split=self.split)
+    self._len = sum(self.shard_lengths)
+
+  def __getstate__(self) -> dict[str, Any]:
+    return {"dataset_dir": self.dataset_dir, "split": self.split}
+
+  def __setstate__(self, state: Mapping[str, Any]) -> None:
+    self.dataset_dir, self.split = state["dataset_dir"], state["split"]
+    self._open(check=False)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _read(self, index: int) -> dict[str, Any]:
+    if not -self._len <= index < self._len:
+      raise IndexError(f"Record {index} out of range: split {self.split!r} "
+                       f"of {self.dataset_dir} has {self._len} records.")
+    raw = self._source[index % self._len]
+    return {k: _to_python(v) for k, v in raw.items()}
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self._read(i) for i in range(*index.indices(self._len))]
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+      return self._read(int(index))
+    raise TypeError(f"Record indices must be integers or slices, not "
+                    f"{type(index).__name__}.")
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    return [self._read(int(i)) for i in indices]
+
+  def __repr__(self) -> str:
+    return (f"FailureSource({self.dataset_dir!r}, split={self.split!r}, "
+            f"records={self._len})")
+
+
+def open_failures(data_dir: str, split: str = DEFAULT_SPLIT,
+                  version: Optional[str] = None) -> FailureSource:
+  """Opens a split of a failure dataset (the dataset dir or its data dir)."""
+  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
+  try:
+    path = trajectories.find_dataset_dir(data_dir, NAME, version)
+  except FileNotFoundError as e:
+    raise FailureDataError(str(e).replace(
+        "swirl_jax.data.trajectories.prepare_dataset",
+        "swirl_jax.r3.failures.build_failure_dataset")) from e
+  return FailureSource(path, split)
+
+
+def _record_at(source, indices: Sequence[int], i: int) -> dict[str, Any]:
+  return source[int(indices[i])]
+
+
+def _element_at(batches, repeat_each: int, i: int):
+  return batches[i // repeat_each]
+
+
+def failures_dataset(workdir: str = "", process_index: int = 0,
+                     process_count: int = 1, seed: int = 0, *,
+                     data_dir: str, global_batch_size: int,
+                     by_task: bool = True, repeat_each: int = 1):
+  """Grain dataset of lists of failure records, for `train(dataset_fn=)`.
+
+  Each process reads its own slice; records are shuffled (seeded, anew
+  every epoch) and repeated forever; each element is a list of
+  `global_batch_size / process_count` record dicts, and the iterator's
+  state is checkpointable.
+
+  Args:
+    workdir: unused (the trainer passes it).
+    process_index / process_count / seed: as the trainer passes them.
+    data_dir: the failure dataset (`open_failures`).
+    global_batch_size: failed queries per step, all processes together.
+    by_task: every element holds records of one task, tasks taking turns
+      (element k: task k mod T, tasks in name order), so that a sampler
+      call sees one task and one batch size.
+    repeat_each: yield every element this many times in a row (R3's
+      `inner_updates`: the batch sampled at the start of a cycle comes from
+      the element of that cycle, and none is skipped).
+  """
+  del workdir
+  import functools  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import grain  # pylint: disable=g-import-not-at-top
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} is not "
+                     f"divisible by process_count={process_count}.")
+  if int(repeat_each) < 1:
+    raise ValueError(f"repeat_each must be >= 1, got {repeat_each}.")
+  source = open_failures(data_dir)
+  groups = {"all": list(range(len(source)))}
+  if by_task:
+    groups = collections.defaultdict(list)
+    for i in range(len(source)):
+      groups[source[i]["task"]].append(i)
+  per_group = []
+  for name in sorted(groups):
+    indices = groups[name][process_index::process_count]
+    if not indices:
+      raise ValueError(f"Process {process_index} of {process_count} has no "
+                       f"failure record of {name!r} in {data_dir}.")
+    ds = grain.MapDataset.range(len(indices)).map(
+        functools.partial(_record_at, source, indices))
+    per_group.append(ds.shuffle(seed=seed).repeat(None).batch(
+        global_batch_size // process_count, batch_fn=list))
+  batches = per_group[0] if len(per_group) == 1 else grain.MapDataset.mix(
+      per_group)
+  if int(repeat_each) > 1:
+    batches = grain.MapDataset.range(0, sys.maxsize).map(
+        functools.partial(_element_at, batches, int(repeat_each)))
+  return batches.to_iter_dataset()
+
+
+# ----------------------------------------------------------------------------
+# The stage.
+
+
+def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
+                          tasks: Sequence[str],
+                          task_kwargs: Optional[Mapping[str, Any]] = None,
+                          num_queries: int = 64, max_samples: int = 64,
+                          samples_per_round: int = 8,
+                          max_new_tokens: int = 64,
+                          temperature: float = 1.0, seed: int = 0,
+                          shards: int = 1, sampler: Any = None
+                          ) -> dict[str, Any]:
+  """Samples the model on training queries and stores the failed ones.
+
+  Writes out_dir/data (the TFDS dataset), out_dir/failures.jsonl (the same
+  records, readable) and out_dir/failure_statistics.json; returns the
+  statistics (per task, see `find_failures`, and 'total_failures').
+  Resumes: a finished dataset with its statistics is reused.
+
+  Args:
+    out_dir: the stage directory.
+    config / params / tokenizer: the policy.
+    tasks: task names; task_kwargs: per task, constructor arguments.
+    num_queries: training queries per task.
+    max_samples / samples_per_round / max_new_tokens / temperature: see
+      `find_failures`.
+    seed: query generation and sampling.
+    shards: ArrayRecord shards.
+    sampler: a sampler to use (default: a KV-cache `Sampler` on params).
+  """
+  from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
+  stats_path = os.path.join(out_dir, STATS_FILE)
+  data_dir = os.path.join(out_dir, "data")
+  if os.path.exists(stats_path):
+    try:
+      open_failures(data_dir)
+      with open(stats_path) as f:
+        return json.load(f)
+    except (FailureDataError, ValueError):
+      pass
+  if sampler is None:
+    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
+                      stop_tokens=(tokenizer.end_of_turn_id,
+                                   tokenizer.eos_id),
+                      prompt_bucket=64, batch_bucket=16)
+  task_kwargs = dict(task_kwargs or {})
+  records, stats = [], {}
+  for i, name in enumerate(tasks):
+    task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
+    examples = r3_tasks.generate_examples(task, num_queries,
+                                          seed=seed + 7919 * (i + 1),
+                                          split="train")
+    recs, task_stats = find_failures(
+        sampler, tokenizer, task, examples, max_samples=max_samples,
+        samples_per_round=samples_per_round, max_new_tokens=max_new_tokens,
+        temperature=temperature, seed=seed + i)
+    log.info("failures %s: %s", name, task_stats)
+    records.extend(recs)
+    stats[name] = task_stats
+  stats["total_failures"] = len(records)
+  if not records:
+    raise ValueError(f"The model solved every one of the {num_queries} "
+                     f"queries per task in all {max_samples} samples: no "
+                     "failure to train on. Use more queries or harder "
+                     "instances.")
+  os.makedirs(out_dir, exist_ok=True)
+  traj.save_jsonl(os.path.join(out_dir, "failures.jsonl"), records)
+  prepare_failure_dataset(records, data_dir, shards=shards, overwrite=True)
+  tmp = stats_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(stats, f, indent=2, sort_keys=True)
+  os.replace(tmp, stats_path)
+  return stats
+

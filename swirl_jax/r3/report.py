@@ -1,0 +1,252 @@
+"""The R3 report: accuracy tables with CIs, error analysis, training curve.
+
+`write_r3_report` writes workdir/report.json and workdir/report.md with
+PNG plots beside them:
+
+* accuracy@t1, accuracy@t2 and the retry success rate, vanilla vs trained,
+  per task and pooled over tasks ('all'), with 95% Wilson intervals
+  (`swirl_jax.evaluation.report.write_report` tables and bar plots);
+* the error analysis: per task, the share of each verifier category after
+  attempt 1 and after attempt 2, vanilla and trained (tables and
+  errors_<task>.png);
+* the GRPO reward per sampled batch (grpo_reward.png), the failure
+  dataset's statistics, one reflection episode per task, stage timings and
+  the machine load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Optional
+
+from swirl_jax.evaluation import metrics as metrics_lib
+from swirl_jax.evaluation import report as report_lib
+
+METHODS = ("vanilla", "trained")
+ACCURACY_TABLES = {"accuracy@t1": "accuracy_t1", "accuracy@t2": "accuracy_t2",
+                   "retry success": "retry_success"}
+
+
+def _pooled(summaries: Mapping[str, Mapping[str, Any]], key: str
+            ) -> dict[str, float]:
+  """Pooled proportion over tasks of a proportion_ci entry."""
+  k = sum(round(s[key]["value"] * s[key]["n"]) for s in summaries.values()
+          if s[key]["n"])
+  n = sum(s[key]["n"] for s in summaries.values())
+  return metrics_lib.proportion_ci(int(k), int(n))
+
+
+def accuracy_tables(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]
+                    ) -> dict[str, dict[str, dict[str, Any]]]:
+  """metric -> method -> task (and 'all') -> proportion_ci."""
+  tables = {}
+  for title, key in ACCURACY_TABLES.items():
+    tables[title] = {}
+    for method in METHODS:
+      if method not in evals:
+        continue
+      per_task = {t: s[key] for t, s in evals[method].items()}
+      per_task["all"] = _pooled(evals[method], key)
+      tables[title][method] = per_task
+  return tables
+
+
+def error_table(evals: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                task: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+  """(categories, column -> category -> share) for one task.
+
+  Columns: 'vanilla@1', 'vanilla@2', 'trained@1', 'trained@2'.
+  """
+  columns = {}
+  for method in METHODS:
+    if method not in evals or task not in evals[method]:
+      continue
+    s = evals[method][task]
+    n = max(s["n"], 1)
+    for t in (1, 2):
+      counts = s[f"categories_t{t}"]
+      columns[f"{method}@{t}"] = {c: v / n for c, v in counts.items()}
+  categories = sorted({c for col in columns.values() for c in col},
+                      key=lambda c: (c != "correct", c))
+  return categories, columns
+
+
+def _error_markdown(task: str, categories, columns, n) -> str:
+  lines = [f"### Error categories: {task} (share of {n} held-out queries)",
+           "", "| category | " + " | ".join(columns) + " |",
+           "|---|" + "---|" * len(columns)]
+  for c in categories:
+    cells = [f"{columns[col].get(c, 0.0):.3f}" for col in columns]
+    lines.append(f"| {c} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _error_plot(task: str, categories, columns, path: str) -> str:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(2 + 1.3 * len(categories), 3.2))
+  width = 0.8 / max(len(columns), 1)
+  for i, (col, shares) in enumerate(columns.items()):
+    x = np.arange(len(categories)) + (i - (len(columns) - 1) / 2) * width
+    ax.bar(x, [shares.get(c, 0.0) for c in categories], width, label=col)
+  ax.set_xticks(np.arange(len(categories)))
+  ax.set_xticklabels(categories, rotation=20, fontsize=8)
+  ax.set_ylim(0, 1)
+  ax.set_title(f"{task}: verdict after attempt 1 / 2")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def read_rollout_log(path: Optional[str]) -> list[dict[str, Any]]:
+  """The GRPO builder's per-batch statistics (last line per step wins)."""
+  if not path or not os.path.exists(path):
+    return []
+  by_step = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        by_step[row["step"]] = row
+  return [by_step[k] for k in sorted(by_step)]
+
+
+def _reward_plot(rows, path: str) -> str:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 3))
+  tasks = sorted({t for r in rows for t in r["reward_by_task"]})
+  for task in tasks:
+    pts = [(r["step"], r["reward_by_task"][task]) for r in rows
+           if task in r["reward_by_task"]]
+    xs, ys = zip(*pts)
+    ax.plot(xs, ys, ".", alpha=0.35)
+    k = max(1, len(ys) // 8)
+    smooth = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):
+                                                       i + 1])
+              for i in range(len(ys))]
+    ax.plot(xs, smooth, "-", label=f"{task} (moving mean of {k})")
+  ax.set_xlabel("GRPO step")
+  ax.set_ylabel("retry success of a reflection")
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _example_markdown(eval_dir: Optional[str], task: str) -> str:
+  path = os.path.join(eval_dir or "", f"{task}.jsonl")
+  if not eval_dir or not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  retried = [r for r in rows if r["reflection"]]
+  if not retried:
+    return ""
+  row = next((r for r in retried if r["correct2"]), retried[0])
+  return (f"**{task}** (query {row['id']}):\n\n"
+          f"- attempt 1 ({row['category1']}): `{row['attempt1'][:300]}`\n"
+          f"- reflection: `{row['reflection'][:300]}`\n"
+          f"- attempt 2 ({row['category2']}): `{row['attempt2'][:300]}`\n")
+
+
+def _fmt(r: Mapping[str, float]) -> str:
+  if math.isnan(r["value"]):
+    return "n/a"
+  return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+
+
+def write_r3_report(workdir: str,
+                    evals: Mapping[str, Mapping[str, Mapping[str, Any]]], *,
+                    failure_stats: Optional[Mapping[str, Any]] = None,
+                    rollout_log: Optional[str] = None,
+                    eval_dirs: Optional[Mapping[str, str]] = None,
+                    settings: Optional[Mapping[str, Any]] = None,
+                    timings: Optional[Mapping[str, Any]] = None,
+                    load: Optional[Mapping[str, Any]] = None,
+                    plots: bool = True) -> dict[str, Any]:
+  """Writes report.json / report.md / plots into `workdir`.
+
+  Args:
+    workdir: where to write.
+    evals: method ('vanilla', 'trained') -> task -> `evaluation.summarize`.
+    failure_stats: the failure stage's statistics.
+    rollout_log: the GRPO builder's JSONL log.
+    eval_dirs: method -> evaluation stage dir (for example episodes).
+    settings / timings / load: recorded as given.
+    plots: write PNGs.
+  Returns:
+    The report.json content.
+  """
+  tables = accuracy_tables(evals)
+  tasks = sorted({t for m in evals.values() for t in m})
+  errors = {t: error_table(evals, t) for t in tasks}
+  rollouts = read_rollout_log(rollout_log)
+  verdict = {}
+  for task in tasks + ["all"]:
+    t2 = tables["accuracy@t2"]
+    if "vanilla" in t2 and "trained" in t2:
+      v, tr = t2["vanilla"][task], t2["trained"][task]
+      verdict[task] = {
+          "vanilla_t2": v["value"], "trained_t2": tr["value"],
+          "difference": tr["value"] - v["value"],
+          "trained_above_vanilla": bool(tr["value"] > v["value"]),
+          "intervals_overlap": bool(tr["low"] <= v["high"] and
+                                    v["low"] <= tr["high"])}
+  extra = {
+      "second_attempt_comparison": verdict,
+      "error_categories": {t: cols for t, (_, cols) in errors.items()},
+      "failure_dataset": dict(failure_stats or {}),
+      "grpo_batches": {"count": len(rollouts),
+                       "first": rollouts[:1], "last": rollouts[-1:]},
+      "settings": dict(settings or {}), "timings_s": dict(timings or {}),
+      "load_average": dict(load or {})}
+  paths = report_lib.write_report(workdir, tables, extra=extra,
+                                  title="R3: reflect, retry, reward",
+                                  plots=plots)
+  parts = ["", "## Second attempt, trained vs vanilla", "",
+           "| task | vanilla@2 | trained@2 | difference | CIs overlap |",
+           "|---|---|---|---|---|"]
+  t2 = tables["accuracy@t2"]
+  for task, v in verdict.items():
+    parts.append(f"| {task} | {_fmt(t2['vanilla'][task])} | "
+                 f"{_fmt(t2['trained'][task])} | {v['difference']:+.3f} | "
+                 f"{'yes' if v['intervals_overlap'] else 'no'} |")
+  parts += ["", "## Error analysis", ""]
+  for task, (categories, columns) in errors.items():
+    n = next(iter(evals.values()))[task]["n"]
+    parts.append(_error_markdown(task, categories, columns, n))
+    if plots and columns:
+      png = _error_plot(task, categories, columns,
+                        os.path.join(workdir, f"errors_{task}.png"))
+      paths[f"errors_{task}"] = png
+      parts.append(f"![errors {task}]({os.path.basename(png)})\n")
+  if rollouts:
+    parts += ["## GRPO", "",
+              f"{len(rollouts)} sampled batches; mean retry reward "
+              f"{rollouts[0]['mean_reward']:.3f} (first) -> "
+              f"{rollouts[-1]['mean_reward']:.3f} (last).", ""]
+    if plots:
+      png = _reward_plot(rollouts, os.path.join(workdir, "grpo_reward.png"))
+      paths["grpo_reward"] = png
+      parts.append(f"![GRPO reward]({os.path.basename(png)})\n")
+  examples = [_example_markdown((eval_dirs or {}).get("trained"), t)
+              for t in tasks]
+  if any(examples):
+    parts += ["## Example reflections (trained model)", ""]
+    parts += [e for e in examples if e]
+  with open(paths["md"], "a") as f:
+    f.write("\n".join(parts) + "\n")
+  with open(paths["json"]) as f:
+    payload = json.load(f)
+  payload["files"] = {k: os.path.basename(v) for k, v in paths.items()}
+  return payload

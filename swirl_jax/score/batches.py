@@ -1,0 +1,431 @@
+"""SCoRe training batches: on-policy two-attempt episodes -> objective rows.
+
+    builder = TwoAttemptBatchBuilder(config, tokenizer, tasks,
+                                     ref_params=base_params, num_samples=2)
+    batch = builder(params, records, step)     # numpy arrays, [N, L]
+
+Used as `train(..., objective='score_stage1' | 'score_stage2',
+batch_fn=builder)`: before every step the trainer hands it the current
+params and the step's records ({'task', 'example'} dicts from
+`swirl_jax.score.data.examples_dataset`); it samples `num_samples` episodes
+per record with the rollout engine (y1 ~ pi(.|x), the task's correction
+instruction, y2 ~ pi(.|x, y1, p)), grades both attempts with the task's
+verifier and returns one row per episode:
+
+  'inputs', 'targets', 'positions', 'segment_ids'  [N, L]  the chat
+      [x, y1, p, y2] (`y2.context_ids + y2.tokens`), shifted for next-token
+      prediction, right-padded;
+  'attempt1_mask', 'attempt2_mask'  [N, L]  1.0 where the target is a
+      token of y1 / y2 (its <end_of_turn> included); 'loss_mask' their
+      union;
+  'reward1', 'reward2'  [N]  binary verifier rewards of each attempt
+      (discount 0: each attempt is pushed by its own reward);
+  'group_ids'  [N]  rows of the same record (and source) share an id, so
+      the objective's leave-one-out baseline is per prompt;
+  'ref_logprobs'  [N, L]  (when `ref_params` is given) the reference
+      model's log-probs of the targets, so the KL terms are to the base
+      model even when training starts from a Stage I checkpoint;
+  'beta2'  [N]  (with `adaptive_beta2`) Stage I's first-attempt KL
+      coefficient for this step.
+
+Options:
+* `base_first_attempts=k`: k more episodes per record whose first attempt
+  is sampled by the reference (base) model and whose second is the current
+  policy's (the paper's extra prompts for the second attempt). Their y1 is
+  off-policy, so its tokens get no loss (attempt1_mask 0); their r1 still
+  enters Stage II's shaping bonus.
+* `single_turn=True`: the single-turn training ablation: rows hold only y1
+  (attempt2_mask 0, reward2 0), so `score_stage2` reduces to single-attempt
+  REINFORCE with a beta1 KL.
+* `adaptive_beta2`: an `AdaptiveBeta2`; each step's beta2 follows the
+  first-attempt KL measured on that step's own episodes (see
+  `adaptive_beta2`), a pure function of the batch, so a resumed run repeats
+  it exactly.
+
+Sampling randomness derives from (seed, step, task): a resumed run draws the
+same episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+import gin
+import numpy as np
+
+from swirl_jax.rollout import trajectory as traj
+from swirl_jax.score import episodes as episodes_lib
+from swirl_jax.tasks import base as task_base
+
+
+# ----------------------------------------------------------------------------
+# Adaptive beta2.
+
+
+def adaptive_beta2(kl: float, beta2: float, target_kl: float,
+                   max_ratio: float = 10.0) -> float:
+  """Stage I's first-attempt KL coefficient for a measured KL.
+
+      beta2_t = beta2 * clip(kl / target_kl, 1 / max_ratio, max_ratio)
+
+  A proportional controller: while the first attempt stays within
+  `target_kl` of the base model the penalty relaxes (down to
+  beta2 / max_ratio); when it drifts past the target the penalty grows (up
+  to beta2 * max_ratio). It depends only on the current measurement, so it
+  needs no state across steps.
+
+  Args:
+    kl: measured mean per-token KL(pi || pi_ref) on first-attempt tokens.
+    beta2: the nominal coefficient (paper: 0.1 MATH, 0.25 MBPP).
+    target_kl: the KL at which beta2_t = beta2 (> 0).
+    max_ratio: bound of the multiplier (>= 1).
+  """
+  if target_kl <= 0:
+    raise ValueError(f"target_kl must be > 0, got {target_kl}.")
+  if max_ratio < 1:
+    raise ValueError(f"max_ratio must be >= 1, got {max_ratio}.")
+  if beta2 < 0:
+    raise ValueError(f"beta2 must be >= 0, got {beta2}.")
+  ratio = float(np.clip(max(kl, 0.0) / target_kl, 1.0 / max_ratio,
+                        max_ratio))
+  return float(beta2 * ratio)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class AdaptiveBeta2:
+  """Settings of `adaptive_beta2` (gin: @swirl_jax.score.batches.AdaptiveBeta2()).
+
+  Attributes:
+    beta2: nominal coefficient.
+    target_kl: per-token first-attempt KL (k3 estimate) at which beta2 is
+      used as is.
+    max_ratio: bound of the multiplier.
+  """
+
+  beta2: float = 0.1
+  target_kl: float = 0.02
+  max_ratio: float = 10.0
+
+  def __call__(self, kl: float) -> float:
+    return adaptive_beta2(kl, self.beta2, self.target_kl, self.max_ratio)
+
+
+def k3(logp: np.ndarray, ref_logp: np.ndarray) -> np.ndarray:
+  """Per-token k3 estimate of KL(pi || pi_ref) from sampled-token log-probs."""
+  delta = np.asarray(ref_logp, np.float64) - np.asarray(logp, np.float64)
+  return np.exp(delta) - delta - 1.0
+
+
+# ----------------------------------------------------------------------------
+# Rows.
+
+
+@dataclasses.dataclass
+class Row:
+  """One training sequence with its attempt spans (token positions).
+
+  Attributes:
+    tokens: the whole sequence, [T] ids (BOS first).
+    y1: (start, end) positions of y1's tokens in `tokens` (end exclusive),
+      or None when y1 carries no loss.
+    y2: (start, end) of y2's tokens, or None.
+    y1_logprobs / y2_logprobs: the sampler's log-probs of those tokens.
+    y1_reencoded: y1's span is the re-encoding of its text, not the sampled
+      ids (they differed: a non-canonical segmentation).
+  """
+
+  tokens: list[int]
+  y1: Optional[tuple[int, int]]
+  y2: Optional[tuple[int, int]]
+  y1_logprobs: Optional[list[float]] = None
+  y2_logprobs: Optional[list[float]] = None
+  y1_reencoded: bool = False
+
+
+def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
+                train_first: bool = True) -> Row:
+  """The sequence [x, y1, p, y2] of an episode and its attempt spans.
+
+  The sequence is `y2.context_ids + y2.tokens`: exactly what y2 was sampled
+  from, then y2. y1 lies in it right after `y1.context_ids` (the engine
+  builds the chat by appending turns). The engine re-encodes y1's text, so
+  where that differs from the sampled ids (a non-canonical segmentation, or
+  the role line's newline merged into the first piece, e.g. '\n```') the
+  re-encoded span (up to its <end_of_turn>) carries y1's loss and the row is
+  flagged `y1_reencoded` (its first-attempt KL is then not measured).
+
+  Args:
+    episode: a two-attempt episode.
+    end_of_turn_id: the <end_of_turn> id.
+    train_first: give y1's tokens a span (False: the base model's y1).
+  """
+  ctx1, ctx2 = list(episode.y1.context_ids), list(episode.y2.context_ids)
+  tokens = ctx2 + list(episode.y2.tokens)
+  y2 = (len(ctx2), len(tokens)) if episode.y2.tokens else None
+  y1, reencoded, logp1 = None, False, None
+  if train_first and episode.y1.tokens:
+    start = len(ctx1)
+    sampled = list(episode.y1.tokens)
+    if (ctx2[:start] == ctx1 and
+        ctx2[start:start + len(sampled)] == sampled):
+      y1, logp1 = (start, start + len(sampled)), list(episode.y1.logprobs)
+    else:
+      # The turn's text re-encoded differently, possibly merging the role
+      # line's newline into its first piece ('\n```'): y1 is the re-encoded
+      # span, from where the contexts part to its <end_of_turn>.
+      common = 0
+      while (common < min(len(ctx1), len(ctx2)) and
+             ctx1[common] == ctx2[common]):
+        common += 1
+      if common < start - 1:
+        raise ValueError(
+            f"Episode {episode.example_id}/{episode.sample_index}: the "
+            f"second attempt's context departs from the first attempt's at "
+            f"token {common} of {start}; was it built by appending turns?")
+      end = common
+      while end < len(ctx2) and ctx2[end] != end_of_turn_id:
+        end += 1
+      y1, reencoded = (common, min(end + 1, len(ctx2))), True
+  return Row(tokens, y1, y2, logp1, list(episode.y2.logprobs) or None,
+             reencoded)
+
+
+def first_attempt_row(turn: traj.ModelTurn) -> Row:
+  """The sequence [x, y1] of a single attempt, y1 spanned."""
+  tokens = list(turn.context_ids) + list(turn.tokens)
+  span = (len(turn.context_ids), len(tokens)) if turn.tokens else None
+  return Row(tokens, span, None, list(turn.logprobs) or None, None)
+
+
+def rows_to_batch(rows: Sequence[Row], seq_len: int
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Right-padded next-token arrays of rows.
+
+  Position p of a sequence is the target at index p - 1. A sequence longer
+  than seq_len + 1 keeps its first seq_len + 1 tokens (spans are clipped).
+
+  Args:
+    rows: the rows.
+    seq_len: L.
+  Returns:
+    (batch, policy_logprobs): batch with 'inputs', 'targets', 'positions',
+    'segment_ids' (int32 [N, L]), 'attempt1_mask', 'attempt2_mask',
+    'loss_mask' (float32 [N, L]); policy_logprobs [N, L] float32, the
+    sampler's log-probs at the target index of every sampled attempt token
+    (0 elsewhere and on re-encoded spans).
+  """
+  n = len(rows)
+  shape = (n, seq_len)
+  inputs = np.zeros(shape, np.int32)
+  targets = np.zeros(shape, np.int32)
+  positions = np.zeros(shape, np.int32)
+  segments = np.zeros(shape, np.int32)
+  m1 = np.zeros(shape, np.float32)
+  m2 = np.zeros(shape, np.float32)
+  logp = np.zeros(shape, np.float32)
+  for i, row in enumerate(rows):
+    seq = row.tokens[:seq_len + 1]
+    m = len(seq) - 1
+    if m < 1:
+      continue
+    inputs[i, :m] = seq[:-1]
+    targets[i, :m] = seq[1:]
+    positions[i, :m] = np.arange(m)
+    segments[i, :m] = 1
+    for span, mask, lp in ((row.y1, m1, row.y1_logprobs),
+                           (row.y2, m2, row.y2_logprobs)):
+      if span is None:
+        continue
+      lo, hi = max(span[0] - 1, 0), min(span[1] - 1, m)
+      if hi <= lo:
+        continue
+      mask[i, lo:hi] = 1.0
+      if lp is not None and len(lp) == span[1] - span[0]:
+        logp[i, lo:hi] = lp[:hi - lo]
+  batch = {"inputs": inputs, "targets": targets, "positions": positions,
+           "segment_ids": segments, "attempt1_mask": m1,
+           "attempt2_mask": m2, "loss_mask": np.maximum(m1, m2)}
+  return batch, logp
+
+
+# ----------------------------------------------------------------------------
+# The batch builder.
+
+
+class TwoAttemptBatchBuilder:
+  """Samples two-attempt episodes with the current policy; returns rows.
+
+  Args:
+    config: the policy's TransformerConfig.
+    tokenizer: swirl_jax.tokenizer.Tokenizer.
+    tasks: task name -> task (records name their task).
+    ref_params: the reference (base) model: its log-probs go into the batch
+      and it samples `base_first_attempts`. None: the trainer's reference.
+    num_samples: on-policy episodes per record (>= 2 for a per-prompt
+      baseline).
+    base_first_attempts: extra episodes per record with the base model's y1.
+    single_turn: sample and train first attempts only (ablation).
+    max_new_tokens: budget of one attempt.
+    temperature: sampling temperature (on-policy REINFORCE: 1.0).
+    seq_len: L; the engine keeps every episode within L + 1 tokens.
+    seed: base seed; step s of task t samples with seed (seed, s, t).
+    adaptive: an `AdaptiveBeta2` (needs ref_params), or None.
+    group_baseline: give the rows of one record a common group id (else
+      the baseline is over the whole batch).
+    instruction: the correction instruction (None: each task's).
+  """
+
+  def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
+               ref_params: Any = None, num_samples: int = 2,
+               base_first_attempts: int = 0, single_turn: bool = False,
+               max_new_tokens: int = 40, temperature: float = 1.0,
+               seq_len: int = 256, seed: int = 0,
+               adaptive: Optional[AdaptiveBeta2] = None,
+               group_baseline: bool = True,
+               instruction: Optional[str] = None):
+    from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
+    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    if int(num_samples) < 1:
+      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    if int(base_first_attempts) < 0:
+      raise ValueError(f"base_first_attempts must be >= 0, got "
+                       f"{base_first_attempts}.")
+    if (base_first_attempts or adaptive is not None) and ref_params is None:
+      raise ValueError("base_first_attempts and adaptive beta2 need "
+                       "ref_params (the base model).")
+    if single_turn and base_first_attempts:
+      raise ValueError("single_turn training has no second attempt; set "
+                       "base_first_attempts=0.")
+    if seq_len <= max_new_tokens:
+      raise ValueError(f"seq_len={seq_len} must exceed max_new_tokens="
+                       f"{max_new_tokens}.")
+    if not tasks:
+      raise ValueError("TwoAttemptBatchBuilder needs at least one task.")
+    self.config = config
+    self.tokenizer = tokenizer
+    self.tasks = dict(tasks)
+    self.ref_params = ref_params
+    self.num_samples = int(num_samples)
+    self.base_first_attempts = int(base_first_attempts)
+    self.single_turn = bool(single_turn)
+    self.seq_len = int(seq_len)
+    self.seed = int(seed)
+    self.adaptive = adaptive
+    self.group_baseline = bool(group_baseline)
+    self.instruction = instruction
+    stops = episodes_lib.stop_ids(tokenizer)
+    self.sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
+                           stop_tokens=stops, prompt_bucket=64,
+                           batch_bucket=8)
+    self.engine = RolloutEngine(
+        self.sampler, tokenizer, max_new_tokens=max_new_tokens,
+        temperature=temperature, max_context_tokens=self.seq_len + 1,
+        progress=False, tool_workers=4)
+    self.ref_sampler = None
+    if self.base_first_attempts:
+      self.ref_sampler = Sampler(config, ref_params, pad_id=tokenizer.pad_id,
+                                 stop_tokens=stops, prompt_bucket=64,
+                                 batch_bucket=8)
+    self._ref_fn = None
+    self.last_stats: dict[str, float] = {}
+    self.last_episodes: list[traj.TwoAttemptEpisode] = []
+
+  def _ref_logprobs(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    import jax  # pylint: disable=g-import-not-at-top
+    from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
+    from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
+    if self._ref_fn is None:
+      model = Transformer(self.config)
+      self._ref_fn = jax.jit(lambda p, b: target_logprobs(model, p, b))
+    keys = ("inputs", "targets", "positions", "segment_ids")
+    return np.asarray(self._ref_fn(self.ref_params,
+                                   {k: batch[k] for k in keys}), np.float32)
+
+  def _step_seed(self, step: int, task_name: str) -> int:
+    return task_base.seed_for(self.seed, "score-batch", int(step),
+                              task_name) % (1 << 31)
+
+  def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
+               step: int) -> dict[str, np.ndarray]:
+    if not records:
+      raise ValueError("TwoAttemptBatchBuilder got an empty batch of "
+                       "records.")
+    self.sampler.update_params(params)
+    eot = self.tokenizer.end_of_turn_id
+    by_task: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+      name = rec.get("task")
+      if name not in self.tasks:
+        raise KeyError(f"Record {i} names task {name!r}; the builder has "
+                       f"{sorted(self.tasks)}.")
+      by_task.setdefault(name, []).append(i)
+    # Per record: list of (row, reward1, reward2, group key).
+    slots: list[list[tuple[Row, float, float, tuple]]] = [
+        [] for _ in records]
+    episodes: list[traj.TwoAttemptEpisode] = []
+    reencoded = 0
+    for name, idx in sorted(by_task.items()):
+      task = self.tasks[name]
+      examples = [task_base.Example.from_dict(records[i]["example"])
+                  for i in idx]
+      seed = self._step_seed(step, name)
+      g = self.num_samples
+      if self.single_turn:
+        firsts = episodes_lib.first_attempts(self.engine, task, examples, g,
+                                             seed=seed)
+        for j, (_, turn, _, verdict) in enumerate(firsts):
+          slots[idx[j // g]].append((first_attempt_row(turn),
+                                     verdict.reward, 0.0, (idx[j // g], 0)))
+        continue
+      eps = self.engine.run_two_attempts(task, examples,
+                                         instruction=self.instruction,
+                                         num_samples=g, seed=seed)
+      episodes += eps
+      for j, ep in enumerate(eps):
+        row = episode_row(ep, eot)
+        reencoded += row.y1_reencoded
+        slots[idx[j // g]].append((row, ep.reward1, ep.reward2,
+                                   (idx[j // g], 0)))
+      k = self.base_first_attempts
+      if k:
+        firsts = episodes_lib.first_attempts(
+            self.engine, task, examples, k, seed=seed + 1,
+            sampler=self.ref_sampler)
+        extra = episodes_lib.two_attempts_from_first(
+            self.engine, task, firsts, seed=seed + 2,
+            instruction=self.instruction, sample_offset=g)
+        episodes += extra
+        for j, ep in enumerate(extra):
+          slots[idx[j // k]].append((episode_row(ep, eot, train_first=False),
+                                     ep.reward1, ep.reward2,
+                                     (idx[j // k], 1)))
+    flat = [s for per_record in slots for s in per_record]
+    rows = [s[0] for s in flat]
+    batch, policy_logp = rows_to_batch(rows, self.seq_len)
+    batch["reward1"] = np.array([s[1] for s in flat], np.float32)
+    batch["reward2"] = np.array([s[2] for s in flat], np.float32)
+    if self.group_baseline:
+      keys = {key: i for i, key in enumerate(dict.fromkeys(s[3]
+                                                           for s in flat))}
+      batch["group_ids"] = np.array([keys[s[3]] for s in flat], np.int32)
+    stats = {"reward1": float(batch["reward1"].mean()),
+             "reward2": float(batch["reward2"].mean()),
+             "rows": float(len(rows)), "y1_reencoded": float(reencoded)}
+    if self.ref_params is not None:
+      batch["ref_logprobs"] = self._ref_logprobs(batch)
+      on_policy = (batch["attempt1_mask"] > 0) & (policy_logp != 0)
+      if on_policy.any():
+        stats["kl1"] = float(np.mean(k3(policy_logp[on_policy],
+                                        batch["ref_logprobs"][on_policy])))
+      if self.adaptive is not None:
+        beta2 = self.adaptive(stats.get("kl1", 0.0))
+        batch["beta2"] = np.full((len(rows),), beta2, np.float32)
+        stats["beta2"] = beta2
+    self.last_stats = stats
+    self.last_episodes = episodes
+    return batch
+
+  def close(self) -> None:
+    self.engine.close()

@@ -1,0 +1,221 @@
+"""SCoRe data: direct-answer warm-start demonstrations, prompt datasets, SFT.
+
+* `direct_answer(task, answer)`: the model turn a perfect direct answer is
+  written as (math: SCoRe's 'Final Answer: The final answer is $X$. I hope
+  it is correct.'; code: one ```python block).
+* `wrong_answer(task, example, rng)`: a plausible wrong answer (math: the
+  gold value moved by a small offset; code: one integer constant of the
+  reference program changed), for imperfect demonstrations.
+* `score_demonstrations`: {'prompt', 'target'} SFT examples (gin
+  configurable): generated training problems of each task answered directly,
+  a `wrong_fraction` of them wrongly, so the warm-started model is
+  imperfect, as the base models SCoRe starts from are.
+* `corpus_texts`: what the tiny tokenizer is trained on (prompts, answers,
+  correction instructions).
+* `examples_dataset`: a grain dataset of lists of example dicts (the prompts
+  of on-policy RL; the trainer's `batch_fn` turns them into episodes).
+* `sft_dataset_fn`: a `train(dataset_fn=...)` for a fixed list of SFT
+  examples and a given tokenizer (warm start, STaR, Pair-SFT).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+import gin
+
+from swirl_jax.tasks import base as task_base
+from swirl_jax.tasks import code as code_task
+from swirl_jax.tasks import get_task
+from swirl_jax.tasks import math as math_task
+
+MATH = "math"
+CODE = "code"
+
+
+def task_kind(task: task_base.Task) -> str:
+  """'math' for MATH-style tasks, 'code' for code tasks; else ValueError."""
+  if isinstance(task, math_task.MathTask):
+    return MATH
+  if isinstance(task, code_task.CodeTask):
+    return CODE
+  raise ValueError(f"SCoRe supports MATH-style and code tasks; task "
+                   f"{task.name!r} ({type(task).__name__}) is neither.")
+
+
+def direct_answer(task: task_base.Task, answer: str,
+                  working: Optional[str] = None) -> str:
+  """The model turn that states `answer` directly in the task's format.
+
+  Math: SCoRe's final-answer sentence, after the one-line computation
+  `working.format(answer)` when a working template is given (e.g.
+  '$54 + 5 = {}$' of `math_small` problems).
+  """
+  if task_kind(task) == MATH:
+    final = (f"Final Answer: The final answer is ${answer}$. I hope it is "
+             "correct.")
+    return f"{working.format(answer)}. {final}" if working else final
+  code = answer if answer.endswith("\n") else answer + "\n"
+  return f"```python\n{code}```"
+
+
+_INT_RE = re.compile(r"(?<![\w.])\d+(?![\w.])")
+
+
+def wrong_answer(task: task_base.Task, example: task_base.Example,
+                 rng: random.Random) -> str:
+  """A plausible wrong answer to `example` (never equal to the gold one).
+
+  Math: an integer gold answer moved by +-1..3 (else a random integer).
+  Code: one integer literal of the reference program moved by +-1..3.
+  """
+  offsets = (-3, -2, -1, 1, 2, 3)
+  if task_kind(task) == MATH:
+    value = math_task.answer_value(example.answer)
+    if value is not None and value.denominator == 1:
+      return str(int(value) + rng.choice(offsets))
+    return str(rng.randint(-20, 20))
+  program = example.answer
+  spots = list(_INT_RE.finditer(program))
+  if not spots:
+    return program.rstrip("\n") + " + 1\n"
+  m = rng.choice(spots)
+  new = max(0, int(m.group(0)) + rng.choice(offsets))
+  if new == int(m.group(0)):
+    new += 4
+  return program[:m.start()] + str(new) + program[m.end():]
+
+
+@gin.configurable
+def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
+                         num_per_task: int = 600, seed: int = 0,
+                         wrong_fraction: float = 0.2,
+                         split: str = "train") -> list[dict[str, Any]]:
+  """Direct-answer SFT examples for the warm start, tasks interleaved.
+
+  A math demonstration is the problem's one-line computation (when its
+  metadata has a 'working' template) and SCoRe's final-answer sentence; a
+  code demonstration is the program in one ```python block.
+
+  Args:
+    tasks: registered MATH-style or code task names.
+    num_per_task: generated problems per task.
+    seed: problem generation and answer noise.
+    wrong_fraction: fraction of demonstrations answered wrongly (in [0, 1)).
+    split: the generator split the problems come from.
+  Returns:
+    list of {'prompt', 'target', 'task', 'id', 'correct'} dicts.
+  """
+  if not 0.0 <= wrong_fraction < 1.0:
+    raise ValueError(f"wrong_fraction must be in [0, 1), got "
+                     f"{wrong_fraction}.")
+  per_task = []
+  for i, name in enumerate(tasks):
+    task = get_task(name)
+    rng = random.Random(task_base.seed_for(seed, "score-demos", name))
+    rows = []
+    for ex in task.generate(num_per_task, seed=seed + i, split=split):
+      wrong = rng.random() < wrong_fraction
+      answer = wrong_answer(task, ex, rng) if wrong else ex.answer
+      rows.append({"prompt": task.prompt(ex),
+                   "target": direct_answer(task, answer,
+                                           ex.metadata.get("working")),
+                   "task": name,
+                   "id": ex.id, "correct": not wrong})
+    per_task.append(rows)
+  out = []
+  for j in range(max((len(r) for r in per_task), default=0)):
+    out.extend(rows[j] for rows in per_task if j < len(rows))
+  return out
+
+
+@gin.configurable
+def corpus_texts(tasks: Sequence[str] = ("math_small", "code_small"),
+                 num_per_task: int = 300, seed: int = 12345
+                 ) -> list[str]:
+  """Texts the experiment's tiny tokenizer is trained on.
+
+  Prompts and direct answers of generated problems of every task, plus the
+  tasks' correction instructions, so that the long instruction costs few
+  tokens.
+  """
+  texts = []
+  for name in tasks:
+    task = get_task(name)
+    texts += [task.correction_instruction or ""] * 20
+    for ex in task.generate(num_per_task, seed=seed, split="train"):
+      texts += [task.prompt(ex), direct_answer(task, ex.answer,
+                                               ex.metadata.get("working"))]
+  return [t for t in texts if t]
+
+
+def examples_dataset(examples: Sequence[Mapping[str, Any]], *,
+                     global_batch_size: int, seed: int,
+                     process_index: int = 0, process_count: int = 1):
+  """A grain dataset of lists of example dicts, reshuffled every epoch.
+
+  Repeats forever; each process reads its own slice and gets batches of
+  `global_batch_size / process_count` dicts. The iterator's state is
+  checkpointable (the trainer saves it).
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} is not "
+                     f"divisible by process_count={process_count}.")
+  if not examples:
+    raise ValueError("examples_dataset needs at least one example.")
+  ds = grain.MapDataset.source(list(examples))
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat(None)
+  return ds.to_iter_dataset().batch(global_batch_size // process_count,
+                                    batch_fn=list)
+
+
+def task_records(task_names: Sequence[str], num_per_task: int, seed: int,
+                 split: str = "train") -> list[dict[str, Any]]:
+  """Generated problems as {'task', 'example'} records, tasks interleaved.
+
+  'example' is `Example.to_dict()`; `TwoAttemptBatchBuilder` reads them.
+  """
+  per_task = [[{"task": name, "example": ex.to_dict()}
+               for ex in get_task(name).generate(num_per_task,
+                                                 seed=seed + i, split=split)]
+              for i, name in enumerate(task_names)]
+  out = []
+  for j in range(max((len(r) for r in per_task), default=0)):
+    out.extend(rows[j] for rows in per_task if j < len(rows))
+  return out
+
+
+def sft_dataset_fn(examples: Sequence[Mapping[str, Any]],
+                   tokenizer_path: str, *, seq_len: int,
+                   global_batch_size: int, pack: bool = True):
+  """A `train(dataset_fn=...)` over fixed SFT examples and a tokenizer.
+
+  Args:
+    examples: {'prompt', 'target'} or {'turns'} dicts.
+    tokenizer_path: the experiment's sentencepiece model.
+    seq_len / global_batch_size / pack: see `make_sft_dataset`.
+  """
+  examples = [dict(e) for e in examples]
+  if not examples:
+    raise ValueError("sft_dataset_fn got no examples.")
+
+  def dataset_fn(workdir: str, process_index: int, process_count: int,
+                 seed: int):
+    del workdir
+    from swirl_jax.data.pipeline import make_sft_dataset  # pylint: disable=g-import-not-at-top
+    from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+    return make_sft_dataset(
+        examples, Tokenizer(tokenizer_path), seq_len=seq_len,
+        global_batch_size=global_batch_size, seed=seed, pack=pack,
+        process_index=process_index, process_count=process_count)
+
+  return dataset_fn
+
+
+def prompt_only(record: Mapping[str, Any]) -> Optional[str]:
+  """The prompt text of an SFT record (None for multi-turn records)."""
+  return record.get("prompt")

@@ -1,0 +1,530 @@
+"""The SCoRe experiment: warm start, Stage I, Stage II, baselines, evaluation.
+
+    python -m swirl_jax.main \\
+        --gin_file=gin_configs/experiments/score_quickstart.gin \\
+        --workdir=runs/score_quickstart
+
+`score_experiment(workdir)` (bound as `swirl_jax.run.job`) chains resumable
+stages (`swirl_jax.stages`), each in its own directory of `workdir`:
+
+  tokenizer/      the experiment's tokenizer (gin `tokenizer_path_for`; the
+                  tiny one is trained on SCoRe prompts and answers).
+  warm_start/     SFT of the model on direct-answer demonstrations, a
+                  `wrong_fraction` of them wrong, stopped early
+                  (`warm_start_steps`; 0 skips it: the base is `init_from`).
+                  This is the base model pi_ref.
+  stage1/         SCoRe Stage I (objective 'score_stage1') from the base.
+  stage2/         SCoRe Stage II ('score_stage2') from the Stage I
+                  checkpoint; KL terms to the base model.
+  baseline_data/  two-attempt episodes of the base model on training
+                  problems (STaR and Pair-SFT data).
+  star/           STaR: SFT of the base on its own successful corrections
+                  (y1 wrong, y2 right), loss on y2 given (x, y1, p).
+  pair_sft/       Pair-SFT: SFT of the base on (x, wrong y, p) -> right y
+                  pairs of the base model's own samples.
+  <ablation>/     'no_stage1' (Stage II from the base), 'no_shaping'
+                  (Stage II without the bonus, from Stage I), 'single_turn'
+                  (single-attempt REINFORCE for stage1 + stage2 steps).
+  eval_<method>/  two-attempt evaluation on held-out problems (episodes
+                  jsonl, the five metrics per task).
+  scaling_<m>/    inference-time scaling samples and curves.
+  report.json, report.md, one bar plot per metric, inference_scaling.png.
+
+Methods reported: 'base' (the warm-started model prompted with the
+correction instruction), 'self_refine' (base prompted for feedback on its
+answer, then for the correction), 'star', 'pair_sft', 'score_stage1',
+'score' (Stage II) and the requested ablations.
+
+Learning rates, warmup, optimizer and objective settings come from gin,
+scoped by stage name: e.g. `stage1/swirl_jax.training.optimizer.
+learning_rate_schedule.peak_learning_rate`, `stage2/swirl_jax.objectives.
+score.score_stage2_loss.alpha`. Ablations run nested in the 'stage2' scope
+('stage2/no_shaping', ...), so they inherit Stage II's settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import gin
+import numpy as np
+
+from swirl_jax import stages
+from swirl_jax.evaluation import report as report_lib
+from swirl_jax.evaluation import self_correction as sc_eval
+from swirl_jax.rollout import trajectory as traj
+from swirl_jax.score import batches as batches_lib
+from swirl_jax.score import data as data_lib
+from swirl_jax.score import episodes as episodes_lib
+from swirl_jax.score import tasks as _tasks  # noqa: F401  (registers tasks)
+from swirl_jax.tasks import base as task_base
+from swirl_jax.tasks import get_task
+from swirl_jax.tasks import math as math_task
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("self_refine", "star", "pair_sft")
+ABLATIONS = ("no_stage1", "no_shaping", "single_turn")
+SCORE_OBJECTIVE_MODULE = "swirl_jax.objectives.score"
+
+
+def _check_subset(name: str, values: Sequence[str],
+                  allowed: Sequence[str]) -> tuple[str, ...]:
+  values = tuple(values)
+  bad = [v for v in values if v not in allowed]
+  if bad:
+    raise ValueError(f"{name} has unknown entries {bad}; choose from "
+                     f"{list(allowed)}.")
+  return values
+
+
+def _problems(task, name: str, n: int, seed: int, split: str,
+              files: Optional[Mapping[str, str]]) -> list[task_base.Example]:
+  """n problems of a task: loaded from files[name] if given, else generated."""
+  if files and name in files:
+    examples = task.load(files[name], split=split)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(examples))[:n]
+    return [examples[i] for i in sorted(order)]
+  return task.generate(n, seed=seed, split=split)
+
+
+def _vote_key(task):
+  if data_lib.task_kind(sc_eval.unwrap_task(task)) == data_lib.MATH:
+    return lambda a: sc_eval.answer_key(math_task.normalize_answer(a))
+  return sc_eval.answer_key
+
+
+class _Experiment:
+  """The state shared by the stages of one `score_experiment` call."""
+
+  def __init__(self, workdir: str, cfg: dict):
+    self.workdir = workdir
+    self.cfg = cfg
+    self.model_config = cfg["model_config"]
+    self.task_names = tuple(cfg["tasks"])
+    self.tasks = {name: sc_eval.CachingTask(get_task(name))
+                  for name in self.task_names}
+    for name, task in self.tasks.items():
+      data_lib.task_kind(task.wrapped)  # validates the task family
+      if not task.correction_instruction:
+        raise ValueError(f"Task {name!r} has no correction instruction.")
+    from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
+    from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+    self.tokenizer_path = sources.tokenizer_path_for(
+        workdir, corpus_fn=functools.partial(data_lib.corpus_texts,
+                                             self.task_names))
+    self.tokenizer = Tokenizer(self.tokenizer_path)
+    self._params: dict[Optional[str], Any] = {}
+
+  # -- models -----------------------------------------------------------------
+
+  def params(self, init_from: Optional[str]):
+    if init_from not in self._params:
+      self._params[init_from] = stages.load_policy(self.model_config,
+                                                   init_from,
+                                                   seed=self.cfg["seed"])
+    return self._params[init_from]
+
+  def stage_dir(self, name: str) -> str:
+    return stages.stage_dir(self.workdir, name)
+
+  # -- data -------------------------------------------------------------------
+
+  def problems(self, purpose: str, n: int) -> dict[str, list]:
+    """Per task: n problems for 'rl', 'baseline', 'eval' or 'scaling'."""
+    split, offset = {"rl": ("train", 0), "baseline": ("train", 100),
+                     "eval": ("test", 200), "scaling": ("test", 300)}[purpose]
+    files = self.cfg["eval_files" if split == "test" else "train_files"]
+    return {name: _problems(task.wrapped, name, n,
+                            self.cfg["seed"] + offset + i, split, files)
+            for i, (name, task) in enumerate(self.tasks.items())}
+
+  # -- stages -----------------------------------------------------------------
+
+  def warm_start(self) -> Optional[str]:
+    """The base model's source: the warm-start workdir, or init_from."""
+    cfg = self.cfg
+    if cfg["warm_start_steps"] <= 0:
+      return cfg["init_from"]
+    demos = data_lib.score_demonstrations(
+        tasks=self.task_names, num_per_task=cfg["warm_start_examples"],
+        seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"])
+    stages.train_stage(
+        self.workdir, "warm_start", model_config=self.model_config,
+        dataset_fn=data_lib.sft_dataset_fn(
+            demos, self.tokenizer_path, seq_len=cfg["sft_seq_len"],
+            global_batch_size=cfg["sft_batch_size"]),
+        objective="sft", train_steps=cfg["warm_start_steps"],
+        checkpoint_every=cfg["warm_start_steps"],
+        init_from=cfg["init_from"], seed=cfg["seed"])
+    return self.stage_dir("warm_start")
+
+  def rl_stage(self, name: str, *, objective: str, init_from: Optional[str],
+               base: Optional[str], steps: int, single_turn: bool = False,
+               adaptive: bool = False) -> dict:
+    """One on-policy SCoRe training stage (resumable)."""
+    if stages.stage_result(self.workdir, name) is not None:
+      return stages.run_stage(self.workdir, name, lambda d: {})
+    cfg = self.cfg
+    records = data_lib.task_records(
+        self.task_names, cfg["rl_problems_per_task"], seed=cfg["seed"])
+    builder = batches_lib.TwoAttemptBatchBuilder(
+        self.model_config, self.tokenizer, self.tasks,
+        ref_params=self.params(base),
+        num_samples=1 if single_turn and cfg["num_samples"] < 2
+        else cfg["num_samples"],
+        base_first_attempts=0 if single_turn else cfg["base_first_attempts"],
+        single_turn=single_turn, max_new_tokens=cfg["max_new_tokens"],
+        temperature=cfg["temperature"], seq_len=cfg["rl_seq_len"],
+        seed=cfg["seed"],
+        adaptive=cfg["adaptive_beta2"] if adaptive else None)
+
+    def dataset_fn(workdir, process_index, process_count, seed):
+      del workdir
+      return data_lib.examples_dataset(
+          records, global_batch_size=cfg["prompts_per_step"], seed=seed,
+          process_index=process_index, process_count=process_count)
+
+    try:
+      return stages.train_stage(
+          self.workdir, name, model_config=self.model_config,
+          dataset_fn=dataset_fn, objective=objective, train_steps=steps,
+          checkpoint_every=cfg["rl_checkpoint_every"], init_from=init_from,
+          batch_fn=builder, seed=cfg["seed"])
+    finally:
+      builder.close()
+
+  def baseline_data(self, base: Optional[str]) -> dict:
+    """Base-model episodes on training problems -> STaR / Pair-SFT data."""
+    cfg = self.cfg
+
+    def fn(directory: str) -> dict:
+      engine = self.engine(self.params(base), cfg["temperature"])
+      problems = self.problems("baseline", cfg["baseline_problems_per_task"])
+      episodes = []
+      with engine:
+        for i, (name, examples) in enumerate(problems.items()):
+          episodes += engine.run_two_attempts(
+              self.tasks[name], examples,
+              num_samples=cfg["baseline_samples"], seed=cfg["seed"] + 17 + i)
+      traj.save_jsonl(os.path.join(directory, "episodes.jsonl"), episodes)
+      star = star_examples(episodes)
+      pairs = pair_sft_examples(episodes, seed=cfg["seed"])
+      traj.save_jsonl(os.path.join(directory, "star.jsonl"), star)
+      traj.save_jsonl(os.path.join(directory, "pair_sft.jsonl"), pairs)
+      r1, r2 = sc_eval.episode_outcomes(episodes)
+      return {"episodes": len(episodes), "star_examples": len(star),
+              "pair_sft_examples": len(pairs),
+              "accuracy_t1": float(r1.mean()), "accuracy_t2": float(r2.mean())}
+
+    return stages.run_stage(self.workdir, "baseline_data", fn)
+
+  def sft_baseline(self, name: str, base: Optional[str]) -> Optional[str]:
+    """STaR or Pair-SFT training from the base; None if it has no data."""
+    cfg = self.cfg
+    path = os.path.join(self.stage_dir("baseline_data"), f"{name}.jsonl")
+    examples = traj.load_jsonl(path, dict)
+    if not examples:
+      log.warning("%s: no training examples in %s; not trained.", name, path)
+      return None
+    stages.train_stage(
+        self.workdir, name, model_config=self.model_config,
+        dataset_fn=data_lib.sft_dataset_fn(
+            [{"prompt": [tuple(t) for t in e["prompt"]],
+              "target": e["target"]} for e in examples],
+            self.tokenizer_path, seq_len=cfg["rl_seq_len"],
+            global_batch_size=cfg["sft_batch_size"]),
+        objective="sft", train_steps=cfg["baseline_sft_steps"],
+        checkpoint_every=cfg["baseline_sft_steps"], init_from=base,
+        seed=cfg["seed"])
+    return self.stage_dir(name)
+
+  def engine(self, params, temperature: float):
+    from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
+    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    sampler = Sampler(self.model_config, params,
+                      pad_id=self.tokenizer.pad_id,
+                      stop_tokens=episodes_lib.stop_ids(self.tokenizer),
+                      prompt_bucket=64, batch_bucket=8)
+    return RolloutEngine(sampler, self.tokenizer,
+                         max_new_tokens=self.cfg["max_new_tokens"],
+                         temperature=temperature,
+                         max_context_tokens=self.cfg["eval_context_tokens"],
+                         progress=False, tool_workers=4)
+
+  def evaluate(self, method: str, source: Optional[str]) -> dict:
+    """Two-attempt metrics of one method on the held-out problems."""
+    cfg = self.cfg
+
+    def fn(directory: str) -> dict:
+      engine = self.engine(self.params(source), cfg["eval_temperature"])
+      problems = self.problems("eval", cfg["eval_problems_per_task"])
+      episodes = []
+      with engine:
+        for i, (name, examples) in enumerate(problems.items()):
+          task = self.tasks[name]
+          seed = cfg["seed"] + 31 + i
+          if method == "self_refine":
+            episodes += episodes_lib.self_refine_episodes(engine, task,
+                                                          examples, seed=seed)
+          else:
+            episodes += engine.run_two_attempts(task, examples, seed=seed)
+      traj.save_jsonl(os.path.join(directory, "episodes.jsonl"), episodes)
+      return {"method": method, "source": source,
+              "metrics": sc_eval.metrics_by_task(episodes)}
+
+    return stages.run_stage(self.workdir, f"eval_{method}", fn)
+
+  def scaling(self, method: str, source: Optional[str]) -> dict:
+    """Inference-time scaling curves of one method, per task."""
+    cfg = self.cfg
+
+    def fn(directory: str) -> dict:
+      del directory
+      engine = self.engine(self.params(source), cfg["scaling_temperature"])
+      problems = self.problems("scaling", cfg["scaling_problems_per_task"])
+      curves = {}
+      with engine:
+        for i, (name, examples) in enumerate(problems.items()):
+          task = self.tasks[name]
+          parallel, sequential = sc_eval.sample_scaling_answers(
+              engine, task, examples, max(cfg["scaling_budgets"]),
+              seed=cfg["seed"] + 47 + i, key_fn=_vote_key(task))
+          curves[name] = sc_eval.scaling_curve(parallel, sequential,
+                                               cfg["scaling_budgets"])
+      return {"method": method, "curves": curves}
+
+    return stages.run_stage(self.workdir, f"scaling_{method}", fn)
+
+
+def star_examples(episodes: Sequence[traj.TwoAttemptEpisode]
+                  ) -> list[dict[str, Any]]:
+  """STaR data: successful corrections (y1 wrong, y2 right).
+
+  Returns:
+    {'prompt': [x, y1, p] turns, 'target': y2 text, 'task', 'example_id'}.
+  """
+  return [{"prompt": [list(t) for t in e.turns[:3]], "target": e.y2.text,
+           "task": e.task, "example_id": e.example_id}
+          for e in episodes if e.reward1 == 0.0 and e.reward2 == 1.0]
+
+
+def pair_sft_examples(episodes: Sequence[traj.TwoAttemptEpisode],
+                      seed: int = 0) -> list[dict[str, Any]]:
+  """Pair-SFT data: each wrong response paired with a right one.
+
+  Over all attempts (first and second) of a problem's episodes, every
+  distinct wrong response becomes [x, wrong, p] -> a right response of the
+  same problem (drawn at random when there are several).
+  """
+  rng = np.random.default_rng(seed)
+  by_problem: dict[tuple[str, str], list[traj.TwoAttemptEpisode]] = {}
+  for e in episodes:
+    by_problem.setdefault((e.task, e.example_id), []).append(e)
+  out = []
+  for (task, example_id), eps in by_problem.items():
+    attempts = [(t.text, r) for e in eps
+                for t, r in ((e.y1, e.reward1), (e.y2, e.reward2))]
+    right = sorted({text for text, r in attempts if r == 1.0})
+    wrong = sorted({text for text, r in attempts if r == 0.0 and text})
+    if not right:
+      continue
+    for text in wrong:
+      e = eps[0]
+      out.append({"prompt": [["user", e.prompt], ["model", text],
+                             ["user", e.instruction]],
+                  "target": right[int(rng.integers(len(right)))],
+                  "task": task, "example_id": example_id})
+  return out
+
+
+@gin.configurable(denylist=["workdir"])
+def score_experiment(
+    workdir: str,
+    model_config: Any = gin.REQUIRED,
+    tasks: Sequence[str] = ("math_small", "code_small"),
+    init_from: Optional[str] = None,
+    train_files: Optional[Mapping[str, str]] = None,
+    eval_files: Optional[Mapping[str, str]] = None,
+    seed: int = 0,
+    # Warm start.
+    warm_start_steps: int = 150,
+    warm_start_examples: int = 600,
+    wrong_fraction: float = 0.2,
+    sft_seq_len: int = 128,
+    sft_batch_size: int = 16,
+    # SCoRe.
+    stage1_steps: int = 40,
+    stage2_steps: int = 40,
+    rl_problems_per_task: int = 500,
+    prompts_per_step: int = 8,
+    num_samples: int = 2,
+    base_first_attempts: int = 0,
+    max_new_tokens: int = 40,
+    temperature: float = 1.0,
+    rl_seq_len: int = 256,
+    rl_checkpoint_every: int = 20,
+    adaptive_beta2: Optional[batches_lib.AdaptiveBeta2] = None,
+    # Baselines and ablations.
+    baselines: Sequence[str] = BASELINES,
+    baseline_problems_per_task: int = 200,
+    baseline_samples: int = 4,
+    baseline_sft_steps: int = 40,
+    ablations: Sequence[str] = (),
+    # Evaluation.
+    eval_problems_per_task: int = 100,
+    eval_temperature: float = 0.0,
+    eval_context_tokens: int = 512,
+    scaling_methods: Sequence[str] = ("base", "score"),
+    scaling_problems_per_task: int = 32,
+    scaling_budgets: Sequence[int] = (2, 4, 8, 16, 32),
+    scaling_temperature: float = 1.0,
+) -> dict[str, Any]:
+  """Runs (or resumes) the whole SCoRe experiment in `workdir`.
+
+  Args:
+    workdir: the experiment directory.
+    model_config: the TransformerConfig.
+    tasks: registered MATH-style / code task names.
+    init_from: the model to start from (None: random init, for the CPU
+      default; 'hf:DIR', 'kaggle:DIR' or a workdir).
+    train_files / eval_files: task name -> data file for `task.load`
+      (e.g. MATH train / MATH-500); tasks without one are generated.
+    seed: every seed of the experiment derives from it.
+    warm_start_steps: SFT steps of the warm start (0: no warm start; the
+      base is `init_from`).
+    warm_start_examples: demonstrations per task.
+    wrong_fraction: fraction of wrong demonstrations.
+    sft_seq_len / sft_batch_size: warm start (and baselines') batches.
+    stage1_steps / stage2_steps: SCoRe training steps (0 skips Stage I:
+      Stage II then starts from the base, like the 'no_stage1' ablation).
+    rl_problems_per_task: training problems per task for RL.
+    prompts_per_step: problems per RL step (rows: x num_samples).
+    num_samples: on-policy episodes per problem and step.
+    base_first_attempts: extra episodes per problem with the base model's
+      first attempt (the paper's extra second-attempt prompts).
+    max_new_tokens: budget of one attempt.
+    temperature: RL (and baseline data) sampling temperature.
+    rl_seq_len: RL row length (and STaR / Pair-SFT rows).
+    rl_checkpoint_every: RL checkpoint period.
+    adaptive_beta2: an `AdaptiveBeta2` for Stage I, or None (fixed beta2
+      from the objective's gin binding).
+    baselines: subset of ('self_refine', 'star', 'pair_sft').
+    baseline_problems_per_task / baseline_samples: STaR / Pair-SFT data.
+    baseline_sft_steps: STaR / Pair-SFT training steps.
+    ablations: subset of ('no_stage1', 'no_shaping', 'single_turn').
+    eval_problems_per_task: held-out problems per task.
+    eval_temperature: 0 for greedy two-attempt evaluation.
+    eval_context_tokens: context limit of evaluation episodes.
+    scaling_methods: methods whose inference-time scaling is measured.
+    scaling_problems_per_task / scaling_budgets / scaling_temperature: the
+      scaling experiment (budgets of 2K samples).
+  Returns:
+    {'report': paths, 'results': method -> task -> metrics}.
+  """
+  baselines = _check_subset("baselines", baselines, BASELINES)
+  ablations = _check_subset("ablations", ablations, ABLATIONS)
+  if stage2_steps < 1:
+    raise ValueError(f"stage2_steps must be >= 1, got {stage2_steps}.")
+  if stage1_steps < 0:
+    raise ValueError(f"stage1_steps must be >= 0, got {stage1_steps}.")
+  cfg = dict(locals())
+  cfg.pop("workdir")
+  start = time.time()
+  exp = _Experiment(workdir, cfg)
+  sources: dict[str, Optional[str]] = {}
+
+  base = exp.warm_start()
+  sources["base"] = base
+  if stage1_steps:
+    exp.rl_stage("stage1", objective="score_stage1", init_from=base,
+                 base=base, steps=stage1_steps,
+                 adaptive=adaptive_beta2 is not None)
+    sources["score_stage1"] = exp.stage_dir("stage1")
+  exp.rl_stage("stage2", objective="score_stage2",
+               init_from=sources.get("score_stage1", base), base=base,
+               steps=stage2_steps)
+  sources["score"] = exp.stage_dir("stage2")
+
+  if "self_refine" in baselines:
+    sources["self_refine"] = base
+  if {"star", "pair_sft"} & set(baselines):
+    exp.baseline_data(base)
+    for name in ("star", "pair_sft"):
+      if name in baselines:
+        trained = exp.sft_baseline(name, base)
+        if trained is not None:
+          sources[name] = trained
+
+  for name in ablations:
+    with gin.config_scope("stage2"):
+      if name == "no_stage1":
+        exp.rl_stage(name, objective="score_stage2", init_from=base,
+                     base=base, steps=stage2_steps)
+      elif name == "no_shaping":
+        with gin.unlock_config():
+          gin.bind_parameter(
+              f"stage2/{name}/{SCORE_OBJECTIVE_MODULE}."
+              "score_stage2_loss.reward_shaping", False)
+        exp.rl_stage(name, objective="score_stage2",
+                     init_from=sources.get("score_stage1", base), base=base,
+                     steps=stage2_steps)
+      else:  # single_turn
+        exp.rl_stage(name, objective="score_stage2", init_from=base,
+                     base=base, steps=stage1_steps + stage2_steps,
+                     single_turn=True)
+    sources[name] = exp.stage_dir(name)
+
+  order = ["base", "self_refine", "star", "pair_sft", "score_stage1", "score",
+           *ablations]
+  results, seconds = {}, {}
+  for method in order:
+    if method not in sources:
+      continue
+    r = exp.evaluate(method, sources[method])
+    results[method] = r["metrics"]
+  curves = {}
+  for method in scaling_methods:
+    if method in sources:
+      r = exp.scaling(method, sources[method])
+      for task_name, curve in r["curves"].items():
+        curves[f"{method}/{task_name}"] = curve
+  for name in sorted(os.listdir(workdir)):
+    done = stages.stage_result(workdir, name)
+    if done is not None and "seconds" in done:
+      seconds[name] = done["seconds"]
+  extra = {
+      "methods": {m: sources[m] for m in order if m in sources},
+      "missing_methods": [m for m in ("star", "pair_sft")
+                          if m in baselines and m not in sources],
+      "inference_scaling": curves,
+      "stage_seconds": seconds,
+      "this_call_seconds": round(time.time() - start, 1),
+      "config": {k: (v if isinstance(v, (int, float, str, bool, type(None),
+                                          list, tuple, dict)) else repr(v))
+                 for k, v in cfg.items()},
+  }
+  paths = report_lib.write_report(workdir, sc_eval.metric_tables(results),
+                                  extra=extra, title="SCoRe self-correction")
+  if curves:
+    paths["inference_scaling"] = sc_eval.plot_scaling(
+        curves, os.path.join(workdir, "inference_scaling.png"))
+  print(format_summary(results), flush=True)
+  return {"report": paths, "results": results}
+
+
+def format_summary(results: Mapping[str, Mapping[str, Mapping[str, dict]]]
+                   ) -> str:
+  """A plain-text table: method x task -> the five metrics (values)."""
+  lines = [f"{'method':14s} {'task':12s} " + " ".join(
+      f"{sc_eval.METRIC_TITLES[m]:>13s}" for m in sc_eval.METRICS)]
+  for method, per_task in results.items():
+    for task_name, metrics in per_task.items():
+      lines.append(f"{method:14s} {task_name:12s} " + " ".join(
+          f"{metrics[m]['value']:13.3f}" for m in sc_eval.METRICS))
+  return "\n".join(lines)

@@ -1,0 +1,300 @@
+"""The SWiRL experiment: every stage of the paper, chained and resumable.
+
+    python -m swirl_jax.main \\
+        --gin_file=gin_configs/experiments/quickstart.gin \\
+        --workdir=runs/quickstart
+
+`swirl_experiment(workdir)` runs, each stage in its own directory of the
+workdir (see swirl_jax/stages.py; a rerun skips finished stages and resumes
+a killed training stage from its checkpoint):
+
+  tokenizer/                  the experiment's tokenizer (tiny default:
+                              trained here on procedural tool-use text)
+  warm_start/                 SFT of a randomly initialised model on scripted
+                              demonstrations (CPU default only; at paper
+                              scale `init_from` names the imported Gemma)
+  synthesis_<task>/           stage 1 per training task: N trajectories per
+                              question, judged, filtered, TFDS shards in
+                              data/, filter_statistics.json
+  sft_<task>/                 baseline: SFT on the same filtered steps
+  swirl_<task>/               stage 2: step-wise RL (`stepwise_pg`) on the
+                              stored states, G actions per state scored by
+                              the judge
+  swirl_<task>_<filter>/      (compare_filters) stage 2 on the data another
+                              filter keeps, from the same trajectories
+  eval_<model>/               held-out multi-step accuracy and mean process
+                              label on every evaluation task
+  report.json, report.md, *.png
+
+One SWiRL model is trained per training task and evaluated on every task, so
+the table holds in-domain (trained and evaluated on the same task) and
+cross-task results (trained on multi-hop QA, evaluated on math, and the
+reverse), next to the base model and the SFT baseline.
+
+Training hyperparameters come from gin, scoped by stage, e.g.
+
+    warm_start/swirl_jax.training.trainer.train.train_steps = 300
+    swirl/swirl_jax.training.optimizer.learning_rate_schedule.peak_learning_rate = 1e-4
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import gin
+
+from swirl_jax import stages
+from swirl_jax.swirl import filters
+
+WARM_START = "warm_start"
+BASE = "base"
+
+
+def _states_dataset_fn(data_dir: str, states_per_step: int):
+  """A trainer dataset_fn serving lists of stored states (see synthesis)."""
+  from swirl_jax.swirl import synthesis  # pylint: disable=g-import-not-at-top
+
+  def dataset_fn(workdir, process_index, process_count, seed):
+    del workdir
+    return synthesis.states_dataset(
+        data_dir, global_batch_size=states_per_step, seed=seed,
+        process_index=process_index, process_count=process_count)
+  return dataset_fn
+
+
+def _steps_sft_dataset_fn(data_dir: str, tokenizer_path: str):
+  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
+  return functools.partial(trajectories.filtered_steps_sft_dataset,
+                           data_dir=data_dir, tokenizer_path=tokenizer_path)
+
+
+def _result_json(result: dict[str, Any]) -> dict[str, Any]:
+  """evaluate_policy's result without the trajectory objects."""
+  return {task: {k: v for k, v in r.items() if k != "trajectories"}
+          for task, r in result.items()}
+
+
+@gin.configurable(module="swirl_jax.swirl")
+def default_judge():
+  """The rule-based process judge (gin: bind `judge_fn` to another)."""
+  from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
+  return get_judge("rules")
+
+
+@gin.configurable(module="swirl_jax.swirl")
+def swirl_experiment(
+    workdir: str,
+    model_config: Any = gin.REQUIRED,
+    init_from: Optional[str] = None,
+    train_tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
+    eval_tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
+    judge_fn: Callable[[], Any] = default_judge,
+    filter_strategy: str = "process",
+    compare_filters: Sequence[str] = (),
+    questions_per_task: int = 100,
+    samples_per_question: int = 5,
+    max_steps: Optional[int] = None,
+    prompt_style: str = "full",
+    max_new_tokens: int = 64,
+    max_context_tokens: int = 1024,
+    synthesis_temperature: float = 1.0,
+    synthesis_shards: int = 1,
+    sft_baseline: bool = True,
+    actions_per_state: int = 4,
+    states_per_step: int = 8,
+    action_temperature: float = 1.0,
+    eval_questions: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+  """Runs the SWiRL experiment into `workdir`; returns the report payload.
+
+  Args:
+    workdir: experiment directory (one subdirectory per stage).
+    model_config: the policy's TransformerConfig.
+    init_from: the starting checkpoint ('hf:DIR', 'kaggle:DIR' or a
+      swirl_jax workdir). None: warm-start a randomly initialised model by
+      SFT on scripted demonstrations (`warm_start` stage; gin scope
+      'warm_start' for its steps and learning rate).
+    train_tasks: one SFT baseline and one SWiRL model per task.
+    eval_tasks: every model is evaluated on each (held-out questions).
+    judge_fn: builds the process judge (filtering, stage-2 reward and
+      evaluation); default the rule-based judge, at paper scale the model
+      judge (`swirl_jax.judges.model.model_judge`).
+    filter_strategy: the filter of the main SWiRL and SFT runs
+      (none | process | outcome | process_and_outcome; paper: process).
+    compare_filters: more filters to train SWiRL with on the same
+      trajectories (reported as 'SWiRL [task, filter]').
+    questions_per_task / samples_per_question: stage-1 size (paper: 5
+      samples per question).
+    max_steps: query limit of an episode; None: each task's own (paper: 10
+      for math, 5 for multi-hop QA).
+    prompt_style: 'full' (the paper's prompts) or 'compact' (one-line
+      prompts for the tiny CPU default).
+    max_new_tokens / max_context_tokens: per-action and per-episode budgets.
+    synthesis_temperature: stage-1 sampling temperature.
+    synthesis_shards: ArrayRecord shards of each stage-1 dataset.
+    sft_baseline: also train the SFT-on-filtered-steps baseline.
+    actions_per_state: G, actions sampled per state in stage 2.
+    states_per_step: states per stage-2 step (G rows each).
+    action_temperature: stage-2 sampling temperature.
+    eval_questions: held-out questions per evaluation task.
+    seed: base seed of every stage.
+
+  Returns:
+    The report payload (also in workdir/report.json).
+  """
+  from swirl_jax.swirl import evaluate, stepwise, synthesis  # pylint: disable=g-import-not-at-top
+  filters.check_filter(filter_strategy)
+  for f in compare_filters:
+    filters.check_filter(f)
+  for name, value in (("questions_per_task", questions_per_task),
+                      ("samples_per_question", samples_per_question),
+                      ("states_per_step", states_per_step),
+                      ("eval_questions", eval_questions)):
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f"swirl_experiment.{name} must be a positive int, "
+                       f"got {value!r}.")
+  if not train_tasks:
+    raise ValueError("swirl_experiment.train_tasks is empty.")
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = stages.experiment_tokenizer(workdir)
+  judge = judge_fn()
+
+  # The starting policy: an imported checkpoint, or the tiny warm start.
+  if init_from is None:
+    from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
+    stages.train_stage(
+        workdir, WARM_START, model_config=model_config,
+        dataset_fn=functools.partial(sources.sft_dataset,
+                                     tokenizer_path=tokenizer.path),
+        objective="sft")
+    init_from = stages.stage_dir(workdir, WARM_START)
+  base_params = stages.load_policy(model_config, init_from, seed)
+
+  common = dict(prompt_style=prompt_style, max_new_tokens=max_new_tokens,
+                max_context_tokens=max_context_tokens, max_steps=max_steps)
+  models: dict[str, str] = {BASE: init_from}  # label -> checkpoint
+  trained_on: dict[str, Optional[str]] = {BASE: None}
+  statistics: dict[str, Any] = {}
+  for i, task in enumerate(train_tasks):
+    synth = stages.run_stage(
+        workdir, f"synthesis_{task}", lambda d, task=task, i=i: (
+            synthesis.synthesize(
+                d, model_config, base_params, tokenizer, task_names=(task,),
+                num_questions=questions_per_task,
+                samples_per_question=samples_per_question,
+                filter_strategy=filter_strategy, judge=judge,
+                temperature=synthesis_temperature, seed=seed + 100 * i,
+                shards=synthesis_shards, **common)))
+    statistics[task] = synth
+    synth.pop("seconds", None)
+    synth_dir = stages.stage_dir(workdir, f"synthesis_{task}")
+    data_dirs = {filter_strategy: os.path.join(synth_dir, "data")}
+    for f in compare_filters:
+      if f != filter_strategy:
+        data_dirs[f] = os.path.join(synth_dir, f"data_{f}")
+        stages.run_stage(workdir, f"synthesis_{task}_{f}",
+                         lambda d, f=f, src=synth_dir, out=data_dirs[f]: (
+                             synthesis.refilter(src, out, f)))
+
+    if sft_baseline:
+      label = f"SFT [{task}]"
+      run = stages.train_stage(
+          workdir, f"sft_{task}", scope="sft", model_config=model_config,
+          dataset_fn=_steps_sft_dataset_fn(data_dirs[filter_strategy],
+                                           tokenizer.path),
+          objective="sft", init_from=init_from)
+      models[label], trained_on[label] = run["workdir"], task
+
+    for f, data_dir in data_dirs.items():
+      name = f"swirl_{task}" if f == filter_strategy else f"swirl_{task}_{f}"
+      label = (f"SWiRL [{task}]" if f == filter_strategy
+               else f"SWiRL [{task}, {f}]")
+      builder = stepwise.StepwiseBatchBuilder(
+          model_config, tokenizer, judge, num_samples=actions_per_state,
+          max_new_tokens=max_new_tokens, temperature=action_temperature,
+          seed=seed + 7)
+      run = stages.train_stage(
+          workdir, name, scope="swirl", model_config=model_config,
+          dataset_fn=_states_dataset_fn(data_dir, states_per_step),
+          objective="stepwise_pg", batch_fn=builder, init_from=init_from)
+      models[label], trained_on[label] = run["workdir"], task
+
+  results: dict[str, Any] = {}
+  for k, (label, ckpt) in enumerate(models.items()):
+    def evaluate_stage(d, ckpt=ckpt):
+      params = (base_params if ckpt == init_from
+                else stages.load_policy(model_config, ckpt, seed))
+      result = evaluate.evaluate_policy(
+          model_config, params, tokenizer, task_names=tuple(eval_tasks),
+          num_questions=eval_questions, judge=judge, seed=seed + 5000,
+          **common)
+      from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
+      for task, r in result.items():
+        save_jsonl(os.path.join(d, f"trajectories_{task}.jsonl"),
+                   r["trajectories"])
+      return {"tasks": _result_json(result)}
+    results[label] = stages.run_stage(
+        workdir, f"eval_{k}_{_slug(label)}", evaluate_stage)["tasks"]
+  return write_swirl_report(workdir, results, trained_on, statistics,
+                            models)
+
+
+def _slug(label: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
+
+
+def write_swirl_report(workdir: str, results: dict[str, Any],
+                       trained_on: dict[str, Optional[str]],
+                       statistics: dict[str, Any],
+                       models: dict[str, str]) -> dict[str, Any]:
+  """report.json / report.md / PNGs of the SWiRL experiment; prints a table."""
+  from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  accuracy = {m: {t: r[t]["accuracy"] for t in r} for m, r in results.items()}
+  process = {m: {t: r[t]["process_label"] for t in r}
+             for m, r in results.items()}
+  curves = {}
+  for key, ylabel in (("loss", "training loss"),
+                      ("mean_reward", "mean judge reward of sampled actions")):
+    series = {}
+    for label, ckpt in models.items():
+      rows = [r for r in metrics_lib.read_metrics(ckpt) if key in r]
+      if label != BASE and rows:
+        series[label] = ([r["step"] for r in rows], [r[key] for r in rows])
+    if series:
+      curves[key] = report.curve_plot(
+          series, f"learning curves: {ylabel}",
+          os.path.join(workdir, f"learning_curve_{key}.png"), ylabel=ylabel)
+  settings = {m: {t: ("base" if trained_on[m] is None else
+                      "in-domain" if trained_on[m] == t else "cross-task")
+                  for t in results[m]} for m in results}
+  filter_table = {
+      task: {f: s["kept_per_filter"][f] for f in filters.FILTERS}
+      for task, s in statistics.items()}
+  extra = {"trained_on": trained_on, "settings": settings,
+           "filter_statistics": filter_table,
+           "stage1_accuracy": {t: s.get("accuracy")
+                               for t, s in statistics.items()},
+           "stage1_process_label_rate": {
+               t: s.get("process_label_rate") for t, s in statistics.items()},
+           "learning_curves": {k: os.path.basename(v)
+                               for k, v in curves.items()},
+           "checkpoints": models}
+  paths = report.write_report(
+      workdir, {"accuracy": accuracy, "mean process label": process},
+      extra=extra, title="SWiRL: multi-step tool use, base vs SFT vs SWiRL")
+  with open(paths["md"], "a") as f:
+    for key, path in curves.items():
+      f.write(f"![learning curve {key}]({os.path.basename(path)})\n")
+  print(report.markdown_table(accuracy, "accuracy (95% interval)"))
+  print(report.markdown_table(process, "mean process label (95% interval)"))
+  print(f"report: {paths['md']} (and report.json, "
+        f"{', '.join(os.path.basename(p) for p in list(paths.values())[2:])}"
+        f"{', ' if curves else ''}"
+        f"{', '.join(os.path.basename(p) for p in curves.values())})")
+  return {"tables": {"accuracy": accuracy, "mean process label": process},
+          **extra}

@@ -1,0 +1,43 @@
+"""Smoke test of benchmarks/data_pipeline.py on a few records and batches."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(
+      f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_data_pipeline_benchmark_measures_both_sides(tmp_path):
+  bench = _load("data_pipeline")
+  records = bench.demonstration_records(num_per_task=3)
+  # Scripted episodes: every model turn is one record, the last an answer.
+  assert {r["task"] for r in records} == {"gsm8k", "hotpotqa"}
+  assert all(r["label"] == "GOOD" and r["outcome"] for r in records)
+  tools = [r for r in records if r["kind"] == "tool"]
+  assert tools and all(r["tool"] in bench.TOOL_TAGS and r["tool_input"]
+                       and r["tool_result"] for r in tools)
+  results = bench.run(workdir=str(tmp_path), num_per_task=3, seq=192,
+                      batch=2, batches=4, warmup=1, steps=2, threads=2,
+                      prefetch=8, model_overrides=dict(
+                          num_layers=1, attention_types=("global",)))
+  assert results["records"] == len(records)
+  assert set(results["pipeline"]) == {"pad", "pack"}
+  for mode in results["pipeline"].values():
+    assert mode["batches_per_s"] > 0
+    assert 0 < mode["supervised_per_row"] < mode["tokens_per_row"] <= 192
+    assert mode["ratio"] == pytest.approx(
+        mode["batches_per_s"] * results["train_step_s"])
+  assert results["train_steps_per_s"] == pytest.approx(
+      1 / results["train_step_s"])
+  text = bench.report(results)
+  assert "train step" in text and "pipeline (pack)" in text
+  assert "the train step" in text

@@ -1,0 +1,173 @@
+"""R3 tasks and scripted demonstrations: the fast Countdown generator, the
+compact prompts, corruptions of each error category, the SFT examples."""
+
+import json
+import random
+
+import pytest
+
+from swirl_jax.r3 import demonstrations as demos
+from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import countdown as countdown_lib
+from swirl_jax.tasks import function_calling as fc_lib
+from swirl_jax.tasks import prompts
+
+CD_KW = dict(min_numbers=3, max_numbers=3, min_value=1, max_value=10,
+             min_target=1, max_target=50)
+
+
+@pytest.fixture(scope="module")
+def countdown():
+  return r3_tasks.make_task("countdown", **CD_KW)
+
+
+@pytest.fixture(scope="module")
+def fc():
+  return r3_tasks.make_task("function_calling", num_distractors=2)
+
+
+@pytest.mark.parametrize("numbers, ops, text", [
+    ([6, 7, 4], ["-", "*"], "(6 - 7)*4"),
+    ([3, 6, 3], ["*", "+"], "3*6 + 3"),
+    ([8, 2, 4], ["/", "-"], "8/2 - 4"),
+    ([1, 2, 3, 4], ["+", "*", "-"], "(1 + 2)*3 - 4"),
+])
+def test_format_chain(numbers, ops, text):
+  assert r3_tasks.format_chain(numbers, ops) == text
+  # left-to-right evaluation equals the printed expression's value
+  value, used = countdown_lib.evaluate_equation(text)
+  acc = numbers[0]
+  for op, n in zip(ops, numbers[1:]):
+    acc = {"+": acc + n, "-": acc - n, "*": acc * n, "/": acc / n}[op]
+  assert value == acc and sorted(used) == sorted(numbers)
+
+
+def test_countdown_generator_valid_deterministic_and_split(countdown):
+  train = r3_tasks.generate_countdown(countdown, 200, seed=3, split="train")
+  again = r3_tasks.generate_countdown(countdown, 200, seed=3, split="train")
+  test = r3_tasks.generate_countdown(countdown, 100, seed=3, split="test")
+  assert [e.id for e in train] == [e.id for e in again]
+  assert len({e.id for e in train}) == 200
+  assert not {e.id for e in train} & {e.id for e in test}
+  for ex in train + test:
+    numbers, target = countdown.numbers_and_target(ex)
+    assert len(numbers) == 3 and all(1 <= n <= 10 for n in numbers)
+    assert 1 <= target <= 50
+    assert countdown.verify(ex, ex.answer).correct, ex
+  assert {e.split for e in test} == {"test"}
+  with pytest.raises(ValueError, match="instance space is too small"):
+    r3_tasks.generate_countdown(
+        r3_tasks.make_task("countdown", min_numbers=2, max_numbers=2,
+                           min_value=1, max_value=2, min_target=1,
+                           max_target=4), 50, split="train")
+
+
+def test_compact_prompts_keep_the_task(countdown):
+  cd = r3_tasks.make_task("countdown", prompt_style="compact", **CD_KW)
+  ex = r3_tasks.generate_examples(cd, 1, seed=0)[0]
+  numbers, target = cd.numbers_and_target(ex)
+  text = cd.prompt(ex)
+  assert text.startswith(f"Numbers: {' '.join(map(str, numbers))}. Target: "
+                         f"{target}.")
+  assert len(text) < len(countdown.prompt(ex)) / 2
+  assert cd.reflection_instruction == prompts.COUNTDOWN_REFLECTION_INSTRUCTION
+  assert cd.verify(ex, ex.answer).correct
+
+  compact = r3_tasks.make_task("function_calling", prompt_style="compact",
+                               num_distractors=2)
+  ex = compact.generate(1, seed=0)[0]
+  text = compact.prompt(ex)
+  for spec in ex.metadata["tools"]:
+    assert spec["name"] + "(" in text
+  assert ex.question in text and "<tool_call>" in text
+  assert compact.reflection_instruction == prompts.REFLECTION_INSTRUCTION
+  gold = demos.correct_answer(compact, ex)
+  assert compact.score(ex, gold).correct
+  with pytest.raises(ValueError, match="prompt_style"):
+    r3_tasks.make_task("countdown", prompt_style="tiny")
+  with pytest.raises(ValueError, match="no reflection_instruction"):
+    r3_tasks.make_task("gsm8k")
+
+
+def test_function_signature():
+  from swirl_jax.tools import functions as functions_lib
+  spec = functions_lib.as_specs([fc_lib.API_SPECS["get_weather"]])[
+      "get_weather"]
+  assert r3_tasks.function_signature(spec) == (
+      'get_weather(city: str, unit: str = "celsius")')
+
+
+@pytest.mark.parametrize("name, categories", [
+    ("countdown", demos.COUNTDOWN_ERRORS),
+    ("function_calling", demos.FUNCTION_CALLING_ERRORS)])
+def test_corruptions_have_the_requested_category(name, categories, countdown,
+                                                 fc):
+  task = countdown if name == "countdown" else fc
+  rng = random.Random(0)
+  examples = r3_tasks.generate_examples(task, 30, seed=1)
+  for category in categories:
+    made = 0
+    for ex in examples:
+      text = demos.corrupt_answer(task, ex, category, rng)
+      if text is not None:
+        assert task.score(ex, text).category == category
+        made += 1
+    assert made >= 25, (category, made)
+  with pytest.raises(ValueError, match="Unknown"):
+    demos.corrupt_answer(task, examples[0], "typo", rng)
+
+
+def test_demonstration_turns_and_supervision(countdown):
+  rng = random.Random(0)
+  ex = r3_tasks.generate_examples(countdown, 1, seed=0)[0]
+  first, reflection, retry = demos.demonstration(
+      countdown, ex, rng, first_attempt_accuracy=1.0, reflection_accuracy=1.0)
+  gold = f"<answer> {ex.answer} </answer>"
+  assert first["prompt"] == [("user", countdown.prompt(ex))]
+  assert first["target"] == gold
+  # The reflection sees the failed attempt and R3's instruction; the failed
+  # attempt is context only (never a target).
+  (u1, prompt), (m1, failed), (u2, instruction) = reflection["prompt"]
+  assert (u1, m1, u2) == ("user", "model", "user")
+  assert prompt == countdown.prompt(ex)
+  assert instruction == prompts.COUNTDOWN_REFLECTION_INSTRUCTION
+  assert not countdown.score(ex, failed).correct
+  assert ex.answer in reflection["target"]  # the plan (accuracy 1.0)
+  assert retry["prompt"][:3] == reflection["prompt"]
+  assert retry["prompt"][3:] == [("model", reflection["target"]),
+                                 ("user", prompts.RETRY_INSTRUCTION)]
+  assert retry["target"] == gold
+  with pytest.raises(ValueError, match="first_attempt_accuracy"):
+    demos.demonstration(countdown, ex, rng, first_attempt_accuracy=1.5)
+
+
+def test_demonstration_accuracies_and_diagnoses(fc):
+  rows = demos.r3_demonstrations(
+      tasks=("function_calling",), task_kwargs={
+          "function_calling": {"num_distractors": 2}},
+      num_per_task=200, seed=0, first_attempt_accuracy=0.3,
+      reflection_accuracy=0.7)
+  by_kind = {}
+  for r in rows:
+    by_kind.setdefault(r["kind"], []).append(r)
+  assert {k: len(v) for k, v in by_kind.items()} == {
+      "first_attempt": 200, "reflection": 200, "retry": 200}
+  examples = {e.id: e for e in fc.generate(200, seed=0)}
+  ok_first = sum(fc.score(examples[r["id"]], r["target"]).correct
+                 for r in by_kind["first_attempt"])
+  ok_retry = sum(fc.score(examples[r["id"]], r["target"]).correct
+                 for r in by_kind["retry"])
+  assert 0.2 < ok_first / 200 < 0.4 and 0.6 < ok_retry / 200 < 0.8
+  # The diagnosis names the real error of the failed attempt.
+  for r in by_kind["reflection"][:50]:
+    failed = r["prompt"][1][1]
+    verdict = fc.score(examples[r["id"]], failed)
+    if verdict.category == fc_lib.WRONG_TOOL:
+      assert "but the request needs" in r["target"]
+    elif verdict.category == fc_lib.FORMAT_ERROR:
+      assert "JSON" in r["target"]
+    else:
+      assert "wrong arguments" in r["target"]
+  texts = demos.corpus_texts(rows[:3])
+  assert rows[0]["target"] in texts
+  json.dumps(rows[:3])  # JSON-able
