@@ -10,9 +10,10 @@ from typing import Any, Callable
 import gin
 
 from swirl_jax import judges, models, sharding  # noqa: F401
-from swirl_jax.data import demonstrations, sources  # noqa: F401
+from swirl_jax.data import demonstrations, sources, trajectories  # noqa: F401
 from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
 from swirl_jax.r3 import experiment as r3_experiment  # noqa: F401
+from swirl_jax.score import experiment as score_experiment  # noqa: F401
 from swirl_jax.swirl import experiment as swirl_experiment  # noqa: F401
 from swirl_jax.training import optimizer, trainer  # noqa: F401
 

@@ -119,12 +119,29 @@ def experiment_tokenizer(workdir: str):
   return Tokenizer(sources.tokenizer_path_for(workdir))
 
 
-def load_policy(config, init_from: Optional[str], seed: int = 0):
+def policy_shardings(config, mesh=None, seed: int = 0):
+  """NamedShardings of the policy's params on `mesh` (None: the gin mesh).
+
+  The same logical-axis rules as training, so a 27B policy is loaded
+  FSDP-sharded over the slice, not onto one device.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax import sharding  # pylint: disable=g-import-not-at-top
+  from swirl_jax.models.transformer import _boxed_init  # pylint: disable=g-import-not-at-top
+  mesh = mesh if mesh is not None else sharding.make_mesh()
+  abstract = jax.eval_shape(lambda r: _boxed_init(config, r),
+                            jax.random.key(seed))
+  return sharding.boxed_shardings(abstract, mesh)
+
+
+def load_policy(config, init_from: Optional[str], seed: int = 0, mesh=None):
   """Params of a finished training stage's workdir, an import, or random.
 
   init_from: a training workdir, 'hf:DIR', 'kaggle:DIR' or None (random
   initialisation from `seed`; the untrained base of the CPU default).
+  The params are placed with `policy_shardings(config, mesh)`.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.training.trainer import load_initial_params  # pylint: disable=g-import-not-at-top
-  return load_initial_params(init_from, config, jax.random.key(seed), None)
+  return load_initial_params(init_from, config, jax.random.key(seed),
+                             policy_shardings(config, mesh, seed))

@@ -104,6 +104,23 @@ def test_layout_version_and_release_notes(prepared):
   assert raw[3]["action"] == RECORDS[3]["action"].encode()
 
 
+def test_fast_decoding_equals_tfds_decoding(tmp_path):
+  """The data source parses records itself; TFDS's decoder agrees."""
+  records = make_records(5)
+  records[1]["reward"] = 0.7  # not exact in float32
+  records[2]["context"] = ""
+  path = data.prepare_dataset(records, tmp_path)
+  source = data.open_data_source(tmp_path)
+  assert source._raw is not None  # pylint: disable=protected-access
+  generic = tfds.builder_from_directory(path).as_data_source(split="train")
+  for i in range(5):
+    assert source[i] == data._to_python(generic[i])  # pylint: disable=protected-access
+    assert all(type(source[i][k]) is t
+               for k, t in filters.RECORD_FIELDS.items())
+  assert source[1]["reward"] == float(np.float32(0.7))
+  assert source[2]["context"] == ""
+
+
 def test_reading_does_not_import_tensorflow(prepared):
   data_dir, _ = prepared
   script = textwrap.dedent(f"""

@@ -215,3 +215,20 @@ def test_errors():
   with pytest.raises(KeyError, match="'attempt2_mask'"):
     s1(params, {k: v for k, v in batch.items() if k != "attempt2_mask"},
        None, MODEL)
+
+
+def test_base_first_attempt_rows_train_only_the_second_attempt():
+  # Row 1's y1 came from the base model (an extra prompt for the second
+  # attempt): no loss on its y1 tokens, but its r1 still shapes R2.
+  params, batch = _batch()
+  m1 = np.asarray(batch["attempt1_mask"]).copy()
+  m1[1] = 0.0
+  extra = dict(batch, attempt1_mask=jnp.asarray(m1))
+  g = np.asarray(_grad("score_stage2", params, extra))
+  assert np.all(g[1][Y1[1]] == 0.0) and np.abs(g[1][Y2[1]]).max() > 0
+  assert np.abs(g[0][Y1[0]]).max() > 0
+  flipped = dict(extra, reward1=extra["reward1"].at[1].set(1.0))
+  g_flipped = np.asarray(_grad("score_stage2", params, flipped))
+  # r1 of row 1: 0 -> 1 lowers its shaped R2 from 11 to 1
+  assert np.abs(g_flipped[1][Y2[1]] - g[1][Y2[1]]).max() > 0
+  assert np.all(g_flipped[1][Y1[1]] == 0.0)

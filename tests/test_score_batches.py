@@ -83,20 +83,24 @@ def builder_parts(tiny_policy):
   task = get_task("math_small")
   examples = task.generate(3, seed=0, split="train")
   records = [{"task": "math_small", "example": e.to_dict()} for e in examples]
-  return config, params, tokenizer, task, records
+  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
+                    stop_tokens=episodes_lib.stop_ids(tokenizer),
+                    prompt_bucket=64, batch_bucket=8)
+  return config, params, tokenizer, task, records, sampler
 
 
 def test_builder_rows_prompts_and_rewards(builder_parts):
-  config, params, tokenizer, task, records = builder_parts
+  config, params, tokenizer, task, records, sampler = builder_parts
   builder = batches.TwoAttemptBatchBuilder(
       config, tokenizer, {"math_small": task}, ref_params=params,
-      num_samples=2, base_first_attempts=1, max_new_tokens=8, seq_len=192,
-      adaptive=batches.AdaptiveBeta2(0.1, 0.02))
+      num_samples=2, base_first_attempts=1, max_new_tokens=6, seq_len=640,
+      adaptive=batches.AdaptiveBeta2(0.1, 0.02), sampler=sampler)
   batch = builder(params, records, step=3)
   n = 3 * (2 + 1)
   for key in ("inputs", "targets", "positions", "segment_ids",
               "attempt1_mask", "attempt2_mask", "loss_mask", "ref_logprobs"):
-    assert batch[key].shape == (n, 192), key
+    assert batch[key].shape == (n, 640), key
   for key in ("reward1", "reward2", "group_ids", "beta2"):
     assert batch[key].shape == (n,), key
   assert not np.any((batch["attempt1_mask"] > 0) &
@@ -143,12 +147,12 @@ def test_builder_rows_prompts_and_rewards(builder_parts):
 
 
 def test_builder_single_turn_rows(builder_parts):
-  config, params, tokenizer, task, records = builder_parts
+  config, params, tokenizer, task, records, sampler = builder_parts
   builder = batches.TwoAttemptBatchBuilder(
       config, tokenizer, {"math_small": task}, num_samples=2,
-      single_turn=True, max_new_tokens=8, seq_len=128)
+      single_turn=True, max_new_tokens=6, seq_len=640, sampler=sampler)
   batch = builder(params, records[:2], step=0)
-  assert batch["inputs"].shape == (4, 128)
+  assert batch["inputs"].shape == (4, 640)
   assert np.all(batch["attempt2_mask"] == 0)
   assert np.all(batch["attempt1_mask"].sum(axis=1) > 0)
   assert np.all(batch["reward2"] == 0) and "ref_logprobs" not in batch
@@ -160,14 +164,11 @@ def test_builder_single_turn_rows(builder_parts):
 
 
 def test_self_refine_chat(builder_parts):
-  config, params, tokenizer, task, records = builder_parts
+  _, params, tokenizer, task, records, sampler = builder_parts
   from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-  sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
-                    stop_tokens=episodes_lib.stop_ids(tokenizer),
-                    prompt_bucket=64, batch_bucket=8)
+  sampler.update_params(params)
   engine = RolloutEngine(sampler, tokenizer, max_new_tokens=6,
-                         temperature=0.0, max_context_tokens=512,
+                         temperature=0.0, max_context_tokens=641,
                          progress=False)
   examples = [Example.from_dict(r["example"]) for r in records[:2]]
   eps = episodes_lib.self_refine_episodes(engine, task, examples, seed=1)

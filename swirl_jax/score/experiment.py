@@ -120,6 +120,19 @@ class _Experiment:
                                              self.task_names))
     self.tokenizer = Tokenizer(self.tokenizer_path)
     self._params: dict[Optional[str], Any] = {}
+    self._sampler = None
+
+  @property
+  def sampler(self):
+    """One sampler for every stage (its compiled programs are shared)."""
+    if self._sampler is None:
+      from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+      self._sampler = Sampler(self.model_config, None,
+                              pad_id=self.tokenizer.pad_id,
+                              stop_tokens=episodes_lib.stop_ids(
+                                  self.tokenizer),
+                              prompt_bucket=64, batch_bucket=8)
+    return self._sampler
 
   # -- models -----------------------------------------------------------------
 
@@ -182,7 +195,8 @@ class _Experiment:
         single_turn=single_turn, max_new_tokens=cfg["max_new_tokens"],
         temperature=cfg["temperature"], seq_len=cfg["rl_seq_len"],
         seed=cfg["seed"],
-        adaptive=cfg["adaptive_beta2"] if adaptive else None)
+        adaptive=cfg["adaptive_beta2"] if adaptive else None,
+        sampler=self.sampler)
 
     def dataset_fn(workdir, process_index, process_count, seed):
       del workdir
@@ -246,12 +260,8 @@ class _Experiment:
 
   def engine(self, params, temperature: float):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-    sampler = Sampler(self.model_config, params,
-                      pad_id=self.tokenizer.pad_id,
-                      stop_tokens=episodes_lib.stop_ids(self.tokenizer),
-                      prompt_bucket=64, batch_bucket=8)
-    return RolloutEngine(sampler, self.tokenizer,
+    self.sampler.update_params(params)
+    return RolloutEngine(self.sampler, self.tokenizer,
                          max_new_tokens=self.cfg["max_new_tokens"],
                          temperature=temperature,
                          max_context_tokens=self.cfg["eval_context_tokens"],
@@ -514,8 +524,57 @@ def score_experiment(
   if curves:
     paths["inference_scaling"] = sc_eval.plot_scaling(
         curves, os.path.join(workdir, "inference_scaling.png"))
+  learning = plot_learning_curves(
+      workdir, ["stage1", "stage2", *ablations],
+      os.path.join(workdir, "learning_curves.png"))
+  if learning:
+    paths["learning_curves"] = learning
+  with open(paths["md"], "a") as f:
+    for key, title in (("inference_scaling", "Inference-time scaling: K "
+                        "samples + one self-correction each vs 2K parallel "
+                        "samples, majority vote"),
+                       ("learning_curves", "Training rewards")):
+      if key in paths:
+        f.write(f"\n### {title}\n\n![{key}]({os.path.basename(paths[key])})"
+                "\n")
   print(format_summary(results), flush=True)
   return {"report": paths, "results": results}
+
+
+def plot_learning_curves(workdir: str, stage_names: Sequence[str],
+                         path: str) -> Optional[str]:
+  """reward1 / reward2 of the training batches per step of RL stages (PNG).
+
+  Returns the path, or None when no stage has logged metrics.
+  """
+  from swirl_jax.training.metrics import read_metrics  # pylint: disable=g-import-not-at-top
+  curves = {}
+  for name in stage_names:
+    directory = stages.stage_dir(workdir, name)
+    if os.path.exists(os.path.join(directory, "metrics.jsonl")):
+      rows = [r for r in read_metrics(directory) if "reward2" in r]
+      if rows:
+        curves[name] = rows
+  if not curves:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 3.4))
+  for i, (name, rows) in enumerate(curves.items()):
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r.get("reward1", float("nan")) for r in rows], "--",
+            color=f"C{i}", label=f"{name}: reward t1")
+    ax.plot(steps, [r["reward2"] for r in rows], "-", color=f"C{i}",
+            label=f"{name}: reward t2")
+  ax.set_xlabel("step")
+  ax.set_ylabel("mean reward of the batch")
+  ax.set_title("SCoRe training rewards (sampled at the RL temperature)")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 def format_summary(results: Mapping[str, Mapping[str, Mapping[str, dict]]]

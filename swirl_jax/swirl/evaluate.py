@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from swirl_jax.evaluation.metrics import mean_ci, proportion_ci
 from swirl_jax.swirl import filters
-from swirl_jax.swirl.synthesis import tools_for
+from swirl_jax.swirl.synthesis import task_examples, tools_for
 
 
 def evaluate_policy(config, params, tokenizer, *,
@@ -25,9 +25,13 @@ def evaluate_policy(config, params, tokenizer, *,
                     num_questions: int = 64, judge=None,
                     prompt_style: str = "full", max_new_tokens: int = 64,
                     max_context_tokens: int = 1024,
-                    max_steps: Optional[int] = None, seed: int = 0
+                    max_steps: Optional[int] = None, seed: int = 0,
+                    data_paths: Optional[dict[str, str]] = None
                     ) -> dict[str, dict[str, Any]]:
   """{task: {'accuracy': result, 'process_label': result, 'trajectories'}}.
+
+  data_paths: task name -> real dataset read with `task.load` (test split);
+  tasks without one are generated.
 
   A result is {'value', 'low', 'high', 'n'}; 'trajectories' are the
   generated Trajectory objects (for reports and notebooks).
@@ -43,7 +47,9 @@ def evaluate_policy(config, params, tokenizer, *,
   out = {}
   for i, name in enumerate(task_names):
     task = get_task(name, prompt_style=prompt_style)
-    examples = task.generate(num_questions, seed=seed + i, split="test")
+    examples = task_examples(task, num_questions, seed=seed + i,
+                             split="test",
+                             data_path=(data_paths or {}).get(name))
     with RolloutEngine(sampler, tokenizer, tools_for(task, examples),
                        max_new_tokens=max_new_tokens, temperature=0.0,
                        max_context_tokens=max_context_tokens,

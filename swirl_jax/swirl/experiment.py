@@ -93,7 +93,7 @@ def swirl_experiment(
     judge_fn: Callable[[], Any] = default_judge,
     filter_strategy: str = "process",
     compare_filters: Sequence[str] = (),
-    questions_per_task: int = 100,
+    questions_per_task: Optional[int] = 100,
     samples_per_question: int = 5,
     max_steps: Optional[int] = None,
     prompt_style: str = "full",
@@ -105,7 +105,8 @@ def swirl_experiment(
     actions_per_state: int = 4,
     states_per_step: int = 8,
     action_temperature: float = 1.0,
-    eval_questions: int = 64,
+    eval_questions: Optional[int] = 64,
+    data_paths: Optional[dict[str, str]] = None,
     seed: int = 0,
 ) -> dict[str, Any]:
   """Runs the SWiRL experiment into `workdir`; returns the report payload.
@@ -127,7 +128,8 @@ def swirl_experiment(
     compare_filters: more filters to train SWiRL with on the same
       trajectories (reported as 'SWiRL [task, filter]').
     questions_per_task / samples_per_question: stage-1 size (paper: 5
-      samples per question).
+      samples per question; questions_per_task None: the whole train split
+      of a real dataset).
     max_steps: query limit of an episode; None: each task's own (paper: 10
       for math, 5 for multi-hop QA).
     prompt_style: 'full' (the paper's prompts) or 'compact' (one-line
@@ -139,7 +141,10 @@ def swirl_experiment(
     actions_per_state: G, actions sampled per state in stage 2.
     states_per_step: states per stage-2 step (G rows each).
     action_temperature: stage-2 sampling temperature.
-    eval_questions: held-out questions per evaluation task.
+    eval_questions: held-out questions per evaluation task (None: the
+      whole test split of a real dataset).
+    data_paths: task name -> real dataset in its published format (e.g.
+      {'gsm8k': '/data/gsm8k'}); tasks without one are generated.
     seed: base seed of every stage.
 
   Returns:
@@ -150,12 +155,16 @@ def swirl_experiment(
   for f in compare_filters:
     filters.check_filter(f)
   for name, value in (("questions_per_task", questions_per_task),
+                      ("eval_questions", eval_questions),
                       ("samples_per_question", samples_per_question),
                       ("states_per_step", states_per_step),
-                      ("eval_questions", eval_questions)):
-    if not isinstance(value, int) or value <= 0:
-      raise ValueError(f"swirl_experiment.{name} must be a positive int, "
-                       f"got {value!r}.")
+                      ("actions_per_state", actions_per_state)):
+    optional = name in ("questions_per_task", "eval_questions")
+    if (value is None and optional) or (
+        isinstance(value, int) and not isinstance(value, bool) and value > 0):
+      continue
+    raise ValueError(f"swirl_experiment.{name} must be a positive int"
+                     f"{' or None' if optional else ''}, got {value!r}.")
   if not train_tasks:
     raise ValueError("swirl_experiment.train_tasks is empty.")
   workdir = os.path.abspath(workdir)
@@ -175,10 +184,12 @@ def swirl_experiment(
   base_params = stages.load_policy(model_config, init_from, seed)
 
   common = dict(prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                max_context_tokens=max_context_tokens, max_steps=max_steps)
+                max_context_tokens=max_context_tokens, max_steps=max_steps,
+                data_paths=dict(data_paths or {}))
   models: dict[str, str] = {BASE: init_from}  # label -> checkpoint
   trained_on: dict[str, Optional[str]] = {BASE: None}
   statistics: dict[str, Any] = {}
+  skipped: dict[str, str] = {}
   for i, task in enumerate(train_tasks):
     synth = stages.run_stage(
         workdir, f"synthesis_{task}", lambda d, task=task, i=i: (
@@ -195,10 +206,17 @@ def swirl_experiment(
     data_dirs = {filter_strategy: os.path.join(synth_dir, "data")}
     for f in compare_filters:
       if f != filter_strategy:
-        data_dirs[f] = os.path.join(synth_dir, f"data_{f}")
-        stages.run_stage(workdir, f"synthesis_{task}_{f}",
-                         lambda d, f=f, src=synth_dir, out=data_dirs[f]: (
-                             synthesis.refilter(src, out, f)))
+        out = os.path.join(synth_dir, f"data_{f}")
+        refiltered = stages.run_stage(
+            workdir, f"synthesis_{task}_{f}",
+            lambda d, f=f, src=synth_dir, out=out: synthesis.refilter(
+                src, out, f, shards=synthesis_shards))
+        if refiltered.get("kept_nothing"):
+          print(f"[synthesis_{task}_{f}] the {f!r} filter kept no "
+                "trajectory: no SWiRL run for it.", flush=True)
+          skipped[f"SWiRL [{task}, {f}]"] = "the filter kept no trajectory"
+        else:
+          data_dirs[f] = out
 
     if sft_baseline:
       label = f"SFT [{task}]"
@@ -240,7 +258,7 @@ def swirl_experiment(
     results[label] = stages.run_stage(
         workdir, f"eval_{k}_{_slug(label)}", evaluate_stage)["tasks"]
   return write_swirl_report(workdir, results, trained_on, statistics,
-                            models)
+                            models, skipped)
 
 
 def _slug(label: str) -> str:
@@ -250,7 +268,9 @@ def _slug(label: str) -> str:
 def write_swirl_report(workdir: str, results: dict[str, Any],
                        trained_on: dict[str, Optional[str]],
                        statistics: dict[str, Any],
-                       models: dict[str, str]) -> dict[str, Any]:
+                       models: dict[str, str],
+                       skipped: Optional[dict[str, str]] = None
+                       ) -> dict[str, Any]:
   """report.json / report.md / PNGs of the SWiRL experiment; prints a table."""
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
@@ -283,7 +303,7 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
                t: s.get("process_label_rate") for t, s in statistics.items()},
            "learning_curves": {k: os.path.basename(v)
                                for k, v in curves.items()},
-           "checkpoints": models}
+           "checkpoints": models, "skipped": dict(skipped or {})}
   paths = report.write_report(
       workdir, {"accuracy": accuracy, "mean process label": process},
       extra=extra, title="SWiRL: multi-step tool use, base vs SFT vs SWiRL")

@@ -43,6 +43,23 @@ def tools_for(task, examples) -> dict[str, Any]:
   return tools
 
 
+def task_examples(task, n: Optional[int], *, seed: int, split: str,
+                  data_path: Optional[str] = None) -> list:
+  """`n` questions of `split`: read from `data_path` when given (the real
+  dataset in its published format, `task.load`; a seeded sample of `n` of
+  them, or all when n is None), else generated procedurally."""
+  if data_path:
+    examples = task.load(data_path, split=split)
+    if n is not None and n < len(examples):
+      import random  # pylint: disable=g-import-not-at-top
+      examples = random.Random(seed).sample(examples, n)
+    return list(examples)
+  if n is None:
+    raise ValueError(f"Task {task.name!r} is procedural here: give a number "
+                     "of questions or a data path.")
+  return task.generate(n, seed=seed, split=split)
+
+
 def synthesize(workdir: str, config, params, tokenizer, *,
                task_names: Sequence[str] = ("gsm8k",),
                num_questions: int = 100, samples_per_question: int = 5,
@@ -50,10 +67,14 @@ def synthesize(workdir: str, config, params, tokenizer, *,
                prompt_style: str = "full", max_new_tokens: int = 64,
                temperature: float = 1.0, max_context_tokens: int = 1024,
                max_steps: Optional[int] = None, seed: int = 0,
-               shards: int = 1) -> dict[str, Any]:
+               shards: int = 1,
+               data_paths: Optional[dict[str, str]] = None
+               ) -> dict[str, Any]:
   """Runs stage 1 into `workdir`; returns the filtering statistics.
 
   `max_steps` overrides the tasks' query limits (paper: 10 math, 5 QA).
+  `data_paths` maps task names to real datasets (see `task_examples`);
+  other tasks are generated.
 
   Resumes: if workdir/data already holds the dataset, nothing is redone.
   """
@@ -81,7 +102,9 @@ def synthesize(workdir: str, config, params, tokenizer, *,
   trajs = []
   for i, name in enumerate(task_names):
     task = get_task(name, prompt_style=prompt_style)
-    examples = task.generate(num_questions, seed=seed + i, split="train")
+    examples = task_examples(task, num_questions, seed=seed + i,
+                             split="train",
+                             data_path=(data_paths or {}).get(name))
     with RolloutEngine(sampler, tokenizer, tools_for(task, examples),
                        max_new_tokens=max_new_tokens, temperature=temperature,
                        max_context_tokens=max_context_tokens) as engine:
@@ -92,54 +115,16 @@ def synthesize(workdir: str, config, params, tokenizer, *,
   labels = filters.judge_trajectories(trajs, judge)
   os.makedirs(workdir, exist_ok=True)
   save_jsonl(os.path.join(workdir, "trajectories.jsonl"), trajs)
-  save_labels(os.path.join(workdir, LABELS_FILE), labels)
-  stats = write_filtered(trajs, labels, filter_strategy, data_dir,
-                         shards=shards)
-  filters.write_statistics(workdir, stats)
-  return stats
-
-
-LABELS_FILE = "labels.jsonl"
-
-
-def save_labels(path: str, labels) -> None:
-  """One JSON line per trajectory: its steps' judge results, in order."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for ls in labels:
-      f.write(json.dumps([dataclasses.asdict(l) for l in ls]) + "\n")
-  os.replace(tmp, path)
-
-
-def load_labels(path: str):
-  """The judge results `save_labels` wrote."""
-  import json  # pylint: disable=g-import-not-at-top
-  from swirl_jax.judges.base import JudgeResult  # pylint: disable=g-import-not-at-top
-  with open(path) as f:
-    return [[JudgeResult(**d) for d in json.loads(line)]
-            for line in f if line.strip()]
-
-
-def write_filtered(trajs, labels, filter_strategy: str, data_dir: str, *,
-                   shards: int = 1) -> dict[str, Any]:
-  """Writes the sub-trajectories `filter_strategy` keeps; returns statistics.
-
-  Raises ValueError when the filter keeps nothing (no dataset is written).
-  """
-  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
-  kept = filters.filter_trajectories(trajs, labels, filter_strategy)
-  stats = filters.filter_statistics(trajs, labels, kept, filter_strategy)
-  kept_ids = {id(t) for t in kept}
-  records = [rec for t, ls in zip(trajs, labels) if id(t) in kept_ids
-             for rec in filters.sub_trajectories(t, ls)]
+  traj_data.save_labels(os.path.join(workdir, traj_data.LABELS_FILENAME),
+                        trajs, labels)
+  records, stats = traj_data.records_from_run(trajs, labels, filter_strategy)
   if not records:
     raise ValueError(
         f"The {filter_strategy!r} filter kept no trajectory of {len(trajs)} "
         f"(kept per filter: {stats.get('kept_per_filter')}); train the "
         "policy longer, sample more, or use a looser filter.")
   traj_data.prepare_dataset(records, data_dir, shards=shards, overwrite=True)
+  filters.write_statistics(workdir, stats)
   return stats
 
 
@@ -147,15 +132,22 @@ def refilter(synthesis_dir: str, data_dir: str, filter_strategy: str, *,
              shards: int = 1) -> dict[str, Any]:
   """Rebuilds a dataset with another filter from a finished stage-1 run.
 
-  Reads synthesis_dir/trajectories.jsonl and labels.jsonl (no sampling, no
-  judging), so filters are compared on exactly the same trajectories.
+  Reads synthesis_dir/trajectories.jsonl and its labels.jsonl (no sampling,
+  no judging), so filters are compared on exactly the same trajectories.
+  Returns the filter statistics, with 'kept_nothing': True (and no dataset
+  written) when the filter keeps no trajectory.
   """
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
   from swirl_jax.rollout import load_jsonl  # pylint: disable=g-import-not-at-top
   filters.check_filter(filter_strategy)
   trajs = load_jsonl(os.path.join(synthesis_dir, "trajectories.jsonl"))
-  labels = load_labels(os.path.join(synthesis_dir, LABELS_FILE))
-  return write_filtered(trajs, labels, filter_strategy, data_dir,
-                        shards=shards)
+  labels = traj_data.load_labels(
+      os.path.join(synthesis_dir, traj_data.LABELS_FILENAME), trajs)
+  records, stats = traj_data.records_from_run(trajs, labels, filter_strategy)
+  if not records:
+    return {**stats, "kept_nothing": True}
+  traj_data.prepare_dataset(records, data_dir, shards=shards, overwrite=True)
+  return stats
 
 
 def states_dataset(data_dir: str, *, global_batch_size: int, seed: int,

@@ -1,0 +1,187 @@
+"""The chained SCoRe experiment: a toy-size run (report files, resume), the
+STaR / Pair-SFT data builders, and the paper-scale TPU gin files built with
+shapes only."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import gin
+import pytest
+
+from swirl_jax import gin_utils, registry, stages
+from swirl_jax.rollout import trajectory as traj
+from swirl_jax.score import experiment
+from swirl_jax.tasks.base import Verdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXP = "swirl_jax.score.experiment.score_experiment"
+
+TOY_BINDINGS = [
+    f"{EXP}.tasks = ('math_small',)",
+    f"{EXP}.warm_start_steps = 2",
+    f"{EXP}.warm_start_examples = 16",
+    f"{EXP}.sft_batch_size = 4",
+    f"{EXP}.stage1_steps = 2",
+    f"{EXP}.stage2_steps = 2",
+    f"{EXP}.rl_problems_per_task = 4",
+    f"{EXP}.prompts_per_step = 2",
+    f"{EXP}.num_samples = 2",
+    f"{EXP}.max_new_tokens = 6",
+    f"{EXP}.rl_seq_len = 200",
+    f"{EXP}.baseline_problems_per_task = 2",
+    f"{EXP}.baseline_samples = 2",
+    f"{EXP}.baseline_sft_steps = 2",
+    f"{EXP}.ablations = ('no_shaping',)",
+    f"{EXP}.eval_problems_per_task = 3",
+    f"{EXP}.eval_context_tokens = 200",
+    f"{EXP}.scaling_problems_per_task = 2",
+    f"{EXP}.scaling_budgets = (2, 4)",
+    "swirl_jax.score.data.corpus_texts.num_per_task = 30",
+]
+
+
+@pytest.fixture
+def toy_config():
+  gin.clear_config()
+  gin_utils.parse(["gin_configs/experiments/score_quickstart.gin"],
+                  TOY_BINDINGS)
+  yield
+  gin.clear_config()
+
+
+def test_toy_experiment_writes_report_and_resumes(tmp_path, toy_config,
+                                                 capsys):
+  workdir = str(tmp_path / "exp")
+  out = registry.run(workdir)
+  results = out["results"]
+  methods = ["base", "self_refine", "score_stage1", "score", "no_shaping"]
+  assert [m for m in results if m in methods] == methods
+  for method in methods:
+    assert results[method]["math_small"]["accuracy_t1"]["n"] == 3
+  with open(os.path.join(workdir, "report.json")) as f:
+    report = json.load(f)
+  assert set(report["tables"]) == {"Accuracy@t1", "Accuracy@t2",
+                                   "Delta(t1,t2)", "Delta_i->c",
+                                   "Delta_c->i"}
+  assert report["tables"]["Delta(t1,t2)"]["score"]["math_small"] == (
+      results["score"]["math_small"]["delta"])
+  curve = report["inference_scaling"]["score/math_small"]
+  assert curve["budgets"] == [2, 4] and len(curve["sequential"]) == 2
+  for name in ("report.md", "Accuracy@t1.png", "Delta(t1,t2).png",
+               "inference_scaling.png"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  # STaR / Pair-SFT have data only when the base corrects itself.
+  data = stages.stage_result(workdir, "baseline_data")
+  for name in ("star", "pair_sft"):
+    assert (name in results) == (data[f"{name}_examples"] > 0)
+  # The ablation ran Stage II without the shaping bonus.
+  with open(os.path.join(workdir, "no_shaping", "config.gin")) as f:
+    assert "reward_shaping = False" in f.read()
+  for row in map(json.loads, open(os.path.join(workdir, "no_shaping",
+                                               "metrics.jsonl"))):
+    assert row["shaped_reward2"] == pytest.approx(row["reward2"])
+  rows = [json.loads(line) for line in
+          open(os.path.join(workdir, "stage2", "metrics.jsonl"))]
+  assert rows[-1]["step"] == 2 and "shaped_reward2" in rows[-1]
+  # A rerun reuses every finished stage and reports the same numbers.
+  capsys.readouterr()
+  again = registry.run(workdir)
+  printed = capsys.readouterr().out
+  assert "running in" not in printed
+  assert printed.count("finished earlier") >= 10
+  assert again["results"] == results
+
+
+def test_bad_values_name_the_argument(tmp_path, toy_config):
+  with pytest.raises(ValueError, match="ablations.*'no_kl'"):
+    experiment.score_experiment(str(tmp_path), ablations=("no_kl",))
+  with pytest.raises(ValueError, match="stage2_steps"):
+    experiment.score_experiment(str(tmp_path), stage2_steps=0)
+  assert not os.listdir(tmp_path)
+
+
+def _ep(example_id, y1, r1, y2, r2):
+  turn = lambda text: traj.ModelTurn(text, [1], [0.0], [2])  # noqa: E731
+  return traj.TwoAttemptEpisode(
+      task="math_small", example_id=example_id, question="q", gold="1",
+      sample_index=0, prompt=f"x{example_id}", instruction="p",
+      y1=turn(y1), y2=turn(y2), answer1=None, answer2=None,
+      verdict1=Verdict(bool(r1), "x"), verdict2=Verdict(bool(r2), "x"))
+
+
+def test_star_and_pair_sft_data():
+  eps = [_ep("a", "w1", 0, "r1", 1), _ep("a", "r1", 1, "w2", 0),
+         _ep("b", "w3", 0, "w4", 0), _ep("c", "r5", 1, "r5", 1)]
+  star = experiment.star_examples(eps)
+  assert star == [{"prompt": [["user", "xa"], ["model", "w1"],
+                              ["user", "p"]],
+                   "target": "r1", "task": "math_small", "example_id": "a"}]
+  pairs = experiment.pair_sft_examples(eps)
+  # problem a: wrong w1, w2 -> right r1; b has no right answer; c no wrong
+  assert [(p["prompt"][1][1], p["target"]) for p in pairs] == [
+      ("w1", "r1"), ("w2", "r1")]
+  assert all(p["prompt"][2] == ["user", "p"] for p in pairs)
+
+
+_PAPER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import gin, jax, numpy as np
+    from swirl_jax import gin_utils, models, registry
+    gin_utils.parse([sys.argv[1]], [
+        "CHECKPOINT = 'kaggle:/mnt/gemma2-9b'",
+        "TOKENIZER = '/mnt/gemma2-9b/tokenizer.model'",
+        "TRAIN_DATA = '/mnt/data/train'", "EVAL_DATA = '/mnt/data/test'"])
+    exp = 'swirl_jax.score.experiment.score_experiment.'
+    def q(name):
+      v = gin.query_parameter(exp + name)
+      if isinstance(v, gin.config.ConfigurableReference) and v.evaluate:
+        return v.scoped_configurable_fn()
+      return v
+    config = q('model_config')
+    abstract = jax.eval_shape(
+        lambda r: models.init_params(config, r), jax.random.key(0))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+    scoped = lambda scope, name: gin.query_parameter(scope + '/' + name)
+    lr = 'swirl_jax.training.optimizer.learning_rate_schedule.peak_learning_rate'
+    out = {'params': count, 'layers': config.num_layers,
+           'tasks': list(q('tasks')), 'init_from': q('init_from'),
+           'warm_start_steps': q('warm_start_steps'),
+           'steps': q('stage1_steps') + q('stage2_steps'),
+           'batch': q('prompts_per_step') * q('num_samples'),
+           'temperature': q('temperature'),
+           'ablations': list(q('ablations')),
+           'lr1': scoped('stage1', lr), 'lr2': scoped('stage2', lr),
+           'alpha': gin.query_parameter(
+               'swirl_jax.objectives.score.score_stage2_loss.alpha'),
+           'beta1': gin.query_parameter(
+               'swirl_jax.objectives.score.score_stage2_loss.beta1'),
+           'beta2': gin.query_parameter(
+               'swirl_jax.objectives.score.score_stage1_loss.beta2')}
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("name,task,lr,steps,batch,beta2", [
+    ("score_math_gemma2_9b_tpu.gin", "math", 5e-6, 3000, 512, 0.1),
+    ("score_mbpp_gemma2_9b_tpu.gin", "mbpp", 1e-5, 1500, 128, 0.25)])
+def test_paper_scale_configs_build_with_shapes_only(name, task, lr, steps,
+                                                    batch, beta2):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+      [sys.executable, "-c", _PAPER_SCRIPT,
+       os.path.join("gin_configs", "experiments", name)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert 9.0e9 < got["params"] < 9.5e9 and got["layers"] == 42  # Gemma 2 9B
+  assert got["tasks"] == [task]
+  assert got["init_from"] == "kaggle:/mnt/gemma2-9b"
+  assert got["warm_start_steps"] == 0
+  assert got["steps"] == steps and got["batch"] == batch
+  assert got["lr1"] == got["lr2"] == lr
+  assert got["temperature"] == 1.0
+  assert (got["alpha"], got["beta1"], got["beta2"]) == (10.0, 0.01, beta2)
+  assert got["ablations"] == ["no_stage1", "no_shaping", "single_turn"]
