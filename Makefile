@@ -16,7 +16,7 @@ $(STAMP): setup.py constraints.txt
 venv: $(STAMP)
 
 quickstart: $(STAMP)
-	$(PY) -m swirl_jax.quickstart --workdir=runs/quickstart
+	$(PY) -m swirl_jax.main --gin_file=gin_configs/experiments/quickstart.gin --workdir=runs/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

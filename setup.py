@@ -43,6 +43,10 @@ TEST = [
     "pytest==9.2.0",
     "torch==2.13.0",
     "transformers==5.23.0",
+    # notebooks/ are executed by tests/test_notebooks.py
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setup(

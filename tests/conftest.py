@@ -17,3 +17,49 @@ def tiny_policy(tmp_path_factory):
   tokenizer = Tokenizer(train_sentencepiece(texts, path, vocab_size=1024))
   config = models.get_config("tiny")
   return config, models.init_params(config, jax.random.key(0)), tokenizer
+
+
+# A toy-size SWiRL experiment (tests/test_swirl_experiment.py, notebooks):
+# gin bindings on top of gin_configs/experiments/quickstart.gin.
+SWIRL_TOY_BINDINGS = [
+    "warm_start/swirl_jax.training.trainer.train.train_steps = 3",
+    "sft/swirl_jax.training.trainer.train.train_steps = 2",
+    "swirl/swirl_jax.training.trainer.train.train_steps = 2",
+    "swirl_jax.training.trainer.train.async_checkpoints = False",
+    "swirl_jax.data.demonstrations.tool_use_demonstrations.num_per_task = 40",
+    "warm_start/swirl_jax.data.sources.sft_dataset.seq_len = 256",
+    "sft/swirl_jax.data.trajectories.filtered_steps_sft_dataset.seq_len = 256",
+    "swirl_jax.swirl.swirl_experiment.train_tasks = ('hotpotqa',)",
+    "swirl_jax.swirl.swirl_experiment.eval_tasks = ('hotpotqa', 'gsm8k')",
+    "swirl_jax.swirl.swirl_experiment.filter_strategy = 'none'",
+    "swirl_jax.swirl.swirl_experiment.compare_filters = ('none', 'process')",
+    "swirl_jax.swirl.swirl_experiment.questions_per_task = 3",
+    "swirl_jax.swirl.swirl_experiment.samples_per_question = 2",
+    "swirl_jax.swirl.swirl_experiment.eval_questions = 2",
+    "swirl_jax.swirl.swirl_experiment.states_per_step = 2",
+    "swirl_jax.swirl.swirl_experiment.actions_per_state = 2",
+    "swirl_jax.swirl.swirl_experiment.max_steps = 1",
+    "swirl_jax.swirl.swirl_experiment.max_new_tokens = 16",
+    "swirl_jax.swirl.swirl_experiment.max_context_tokens = 320",
+]
+
+
+@pytest.fixture(scope="session")
+def swirl_toy_bindings():
+  return list(SWIRL_TOY_BINDINGS)
+
+
+@pytest.fixture(scope="session")
+def swirl_toy_run(tmp_path_factory):
+  """(workdir, report payload) of one toy SWiRL experiment per session."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("swirl_toy") / "exp")
+  gin.clear_config()
+  gin_utils.parse(["gin_configs/experiments/quickstart.gin"],
+                  SWIRL_TOY_BINDINGS)
+  try:
+    payload = registry.run(workdir)
+  finally:
+    gin.clear_config()
+  return workdir, payload

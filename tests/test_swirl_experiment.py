@@ -18,41 +18,18 @@ from swirl_jax import gin_utils, registry, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TOY_BINDINGS = [
-    "warm_start/swirl_jax.training.trainer.train.train_steps = 3",
-    "sft/swirl_jax.training.trainer.train.train_steps = 2",
-    "swirl/swirl_jax.training.trainer.train.train_steps = 2",
-    "swirl_jax.training.trainer.train.async_checkpoints = False",
-    "swirl_jax.data.demonstrations.tool_use_demonstrations.num_per_task = 40",
-    "warm_start/swirl_jax.data.sources.sft_dataset.seq_len = 256",
-    "sft/swirl_jax.data.trajectories.filtered_steps_sft_dataset.seq_len = 256",
-    "swirl_jax.swirl.swirl_experiment.train_tasks = ('hotpotqa',)",
-    "swirl_jax.swirl.swirl_experiment.eval_tasks = ('hotpotqa', 'gsm8k')",
-    "swirl_jax.swirl.swirl_experiment.filter_strategy = 'none'",
-    "swirl_jax.swirl.swirl_experiment.compare_filters = ('none', 'process')",
-    "swirl_jax.swirl.swirl_experiment.questions_per_task = 3",
-    "swirl_jax.swirl.swirl_experiment.samples_per_question = 2",
-    "swirl_jax.swirl.swirl_experiment.eval_questions = 2",
-    "swirl_jax.swirl.swirl_experiment.states_per_step = 2",
-    "swirl_jax.swirl.swirl_experiment.actions_per_state = 2",
-    "swirl_jax.swirl.swirl_experiment.max_steps = 1",
-    "swirl_jax.swirl.swirl_experiment.max_new_tokens = 16",
-    "swirl_jax.swirl.swirl_experiment.max_context_tokens = 320",
-]
-
-
 @pytest.fixture
-def toy_config():
+def toy_config(swirl_toy_bindings):
   gin.clear_config()
-  gin_utils.parse(["gin_configs/experiments/quickstart.gin"], TOY_BINDINGS)
+  gin_utils.parse(["gin_configs/experiments/quickstart.gin"],
+                  swirl_toy_bindings)
   yield
   gin.clear_config()
 
 
-def test_toy_experiment_writes_report_and_resumes(tmp_path, toy_config,
+def test_toy_experiment_writes_report_and_resumes(swirl_toy_run, toy_config,
                                                  capsys):
-  workdir = str(tmp_path / "exp")
-  payload = registry.run(workdir)
+  workdir, payload = swirl_toy_run
   acc = payload["tables"]["accuracy"]
   assert set(acc) == {"base", "SFT [hotpotqa]", "SWiRL [hotpotqa]"}
   for method in acc:
