@@ -77,6 +77,17 @@ def test_calculation_may_use_earlier_results_and_constants():
   assert bad.label == base.BAD and "875" in bad.explanation
 
 
+@pytest.mark.parametrize("expr,why", [
+    ("1", "combines no quantities"), ("3500", "combines no quantities"),
+    ("10*10", "only constants"), ("1+1", "only constants")])
+def test_calculation_that_computes_nothing_is_bad(expr, why):
+  # Stage-2 RL learned to emit '<math_exp> 1 </math_exp>' while a lone
+  # allowed constant counted as GOOD.
+  r = _math([], f"I compute. <math_exp> {expr} </math_exp>")
+  assert (r.label, r.reward) == (base.BAD, 0.0), r
+  assert why in r.explanation
+
+
 def test_calculation_with_an_invented_number_is_bad():
   r = _math([], "<math_exp> 3500*37/100 </math_exp>")
   assert (r.label, r.reward) == (base.BAD, 0.0)

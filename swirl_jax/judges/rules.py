@@ -19,7 +19,12 @@ gathered:
   conversions 7 (days a week), 12 (months a year, a dozen), 24 (hours a
   day), 52 (weeks a year), 60 (minutes an hour) and 365 (days a year). A
   number in the question written as a word ('three', 'dozen', 'twice',
-  'half', ...) counts as that number, and 'N%' also gives N / 100.
+  'half', ...) counts as that number, and 'N%' also gives N / 100. The
+  expression must combine at least two numbers, at least one of them from
+  the question or an earlier result: a lone number or constants alone
+  compute nothing the question needs (stage-2 RL on the tiny default
+  otherwise learns to emit `<math_exp> 1 </math_exp>`, which the looser rule
+  called GOOD).
 * Search calls (`<search_query>`): the query names an entity of the question
   or of an earlier result: some word of the query, compared
   case-insensitively, is a capitalised word of the question or of an earlier
@@ -308,6 +313,15 @@ class RuleProcessJudge(base.Judge):
           False, f"the expression {expr!r} uses {', '.join(invented)}, which "
           "appear(s) neither in the question nor in earlier tool results and "
           f"is not an allowed constant ({_show(self.constants)}).")
+    literals = expression_numbers(expr)
+    if len(literals) < 2:
+      return base.JudgeResult.of(
+          False, f"the expression {expr!r} combines no quantities, so it "
+          "computes nothing the question needs.")
+    if not any(_literal_value(l) in allowed for l in literals):
+      return base.JudgeResult.of(
+          False, f"the expression {expr!r} uses only constants, none of the "
+          "question's quantities or earlier results.")
     return base.JudgeResult.of(
         True, f"the expression {expr!r} uses only numbers from the question, "
         f"earlier results or allowed constants, and evaluates to {result}.")
