@@ -73,6 +73,29 @@ def test_demonstrations_mix_right_and_wrong_answers():
   assert 0.15 < 1 - sum(graded) / len(graded) < 0.45
   with pytest.raises(ValueError, match="wrong_fraction"):
     data.score_demonstrations(wrong_fraction=1.0)
+  with pytest.raises(ValueError, match="second_turn_fraction"):
+    data.score_demonstrations(second_turn_fraction=1.5)
+
+
+def test_two_turn_demonstrations_are_chats_with_the_instruction():
+  task = get_task("math_small")
+  demos = data.score_demonstrations(("math_small",), num_per_task=200,
+                                    seed=1, wrong_fraction=0.5,
+                                    second_turn_fraction=0.5)
+  two = [d for d in demos if isinstance(d["prompt"], list)]
+  assert 60 < len(two) < 140
+  examples = {e.id: e for e in task.generate(200, seed=1)}
+  first_right = []
+  for d in two:
+    (r1, x), (r2, y1), (r3, p) = d["prompt"]
+    ex = examples[d["id"]]
+    assert (r1, r2, r3) == ("user", "model", "user")
+    assert x == task.prompt(ex) and p == prompts.MATH_CORRECTION_INSTRUCTION
+    assert task.score(ex, d["target"]).correct == d["correct"]
+    first_right.append(task.score(ex, y1).correct)
+  # the second answer's correctness does not follow the first's
+  both = sum(a and d["correct"] for a, d in zip(first_right, two))
+  assert 0 < both < sum(first_right)
   with pytest.raises(ValueError, match="neither"):
     data.task_kind(get_task("gsm8k"))
 

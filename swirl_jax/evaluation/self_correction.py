@@ -1,4 +1,4 @@
-"""Self-correction evaluation (SCoRe): two-attempt metrics and test-time scaling.
+"""Self-correction evaluation (SCoRe): two-attempt metrics, test-time scaling.
 
 Metrics of N problems, each answered by a first attempt y1 and, after the
 self-correction instruction, a second attempt y2 with binary outcomes
@@ -303,6 +303,7 @@ def plot_scaling(curves: Mapping[str, Mapping[str, Any]], path: str,
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  names = {"sequential": "K + self-correction", "parallel": "2K parallel"}
   for i, (label, curve) in enumerate(curves.items()):
     color = f"C{i}"
     for mode, style in (("sequential", "-o"), ("parallel", "--s")):
@@ -312,7 +313,7 @@ def plot_scaling(curves: Mapping[str, Mapping[str, Any]], path: str,
       ax.errorbar(curve["budgets"], vals, yerr=[lo, hi], fmt=style,
                   color=color, capsize=2, markersize=4,
                   alpha=1.0 if mode == "sequential" else 0.7,
-                  label=f"{label}: {'K + self-correction' if mode == 'sequential' else '2K parallel'}")
+                  label=f"{label}: {names[mode]}")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("samples per problem (2K)")
   ax.set_ylabel("majority-vote accuracy")

@@ -96,7 +96,7 @@ def adaptive_beta2(kl: float, beta2: float, target_kl: float,
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class AdaptiveBeta2:
-  """Settings of `adaptive_beta2` (gin: @swirl_jax.score.batches.AdaptiveBeta2()).
+  """Settings of `adaptive_beta2`; gin: @swirl_jax.score.batches.AdaptiveBeta2()
 
   Attributes:
     beta2: nominal coefficient.

@@ -92,37 +92,62 @@ def wrong_answer(task: task_base.Task, example: task_base.Example,
 def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
                          num_per_task: int = 600, seed: int = 0,
                          wrong_fraction: float = 0.2,
+                         second_turn_fraction: float = 0.0,
                          split: str = "train") -> list[dict[str, Any]]:
   """Direct-answer SFT examples for the warm start, tasks interleaved.
 
   A math demonstration is the problem's one-line computation (when its
   metadata has a 'working' template) and SCoRe's final-answer sentence; a
-  code demonstration is the program in one ```python block.
+  code demonstration is the program in one ```python block. Each answer is
+  wrong with probability `wrong_fraction` (`wrong_answer`).
+
+  A `second_turn_fraction` of the examples are two-turn: the chat [x, y1,
+  the task's correction instruction] as the prompt and a second answer y2
+  as the target, y1 and y2 each drawn as above, independently. They teach
+  the model the format of a second attempt, not to correct: whether y2 is
+  right does not depend on y1 (an instruction-following base model that
+  cannot self-correct, as in the paper). The prompt is a list of turns, so
+  it is encoded as one chat, exactly as the rollout engine encodes it.
 
   Args:
     tasks: registered MATH-style or code task names.
     num_per_task: generated problems per task.
     seed: problem generation and answer noise.
-    wrong_fraction: fraction of demonstrations answered wrongly (in [0, 1)).
+    wrong_fraction: probability that an answer is wrong (in [0, 1)).
+    second_turn_fraction: fraction of two-turn examples (in [0, 1]).
     split: the generator split the problems come from.
   Returns:
-    list of {'prompt', 'target', 'task', 'id', 'correct'} dicts.
+    list of {'prompt', 'target', 'task', 'id', 'correct'} dicts ('prompt'
+    a string, or a list of (role, text) turns for two-turn examples;
+    'correct' is the target's correctness).
   """
   if not 0.0 <= wrong_fraction < 1.0:
     raise ValueError(f"wrong_fraction must be in [0, 1), got "
                      f"{wrong_fraction}.")
+  if not 0.0 <= second_turn_fraction <= 1.0:
+    raise ValueError(f"second_turn_fraction must be in [0, 1], got "
+                     f"{second_turn_fraction}.")
   per_task = []
   for i, name in enumerate(tasks):
     task = get_task(name)
     rng = random.Random(task_base.seed_for(seed, "score-demos", name))
-    rows = []
-    for ex in task.generate(num_per_task, seed=seed + i, split=split):
+
+    def draw(ex):
       wrong = rng.random() < wrong_fraction
       answer = wrong_answer(task, ex, rng) if wrong else ex.answer
-      rows.append({"prompt": task.prompt(ex),
-                   "target": direct_answer(task, answer,
-                                           ex.metadata.get("working")),
-                   "task": name,
+      return direct_answer(task, answer, ex.metadata.get("working")), wrong
+
+    rows = []
+    for ex in task.generate(num_per_task, seed=seed + i, split=split):
+      two_turn = rng.random() < second_turn_fraction
+      prompt: Any = task.prompt(ex)
+      target, wrong = draw(ex)
+      if two_turn:
+        second, wrong = draw(ex)
+        prompt = [("user", prompt), ("model", target),
+                  ("user", task.correction_instruction)]
+        target = second
+      rows.append({"prompt": prompt, "target": target, "task": name,
                    "id": ex.id, "correct": not wrong})
     per_task.append(rows)
   out = []

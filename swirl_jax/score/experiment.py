@@ -10,7 +10,10 @@ stages (`swirl_jax.stages`), each in its own directory of `workdir`:
   tokenizer/      the experiment's tokenizer (gin `tokenizer_path_for`; the
                   tiny one is trained on SCoRe prompts and answers).
   warm_start/     SFT of the model on direct-answer demonstrations, a
-                  `wrong_fraction` of them wrong, stopped early
+                  `wrong_fraction` of them wrong and a
+                  `second_turn_fraction` of them second answers after the
+                  correction instruction (independent of the first),
+                  stopped early
                   (`warm_start_steps`; 0 skips it: the base is `init_from`).
                   This is the base model pi_ref.
   stage1/         SCoRe Stage I (objective 'score_stage1') from the base.
@@ -44,7 +47,9 @@ score.score_stage2_loss.alpha`. Ablations run nested in the 'stage2' scope
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import logging
 import os
 import time
@@ -136,12 +141,15 @@ class _Experiment:
 
   # -- models -----------------------------------------------------------------
 
-  def params(self, init_from: Optional[str]):
-    if init_from not in self._params:
-      self._params[init_from] = stages.load_policy(self.model_config,
-                                                   init_from,
-                                                   seed=self.cfg["seed"])
-    return self._params[init_from]
+  def params(self, init_from: Optional[str], keep: bool = False):
+    """A model's params; kept in memory only with `keep` (the base)."""
+    if init_from in self._params:
+      return self._params[init_from]
+    params = stages.load_policy(self.model_config, init_from,
+                                seed=self.cfg["seed"])
+    if keep:
+      self._params[init_from] = params
+    return params
 
   def stage_dir(self, name: str) -> str:
     return stages.stage_dir(self.workdir, name)
@@ -166,7 +174,8 @@ class _Experiment:
       return cfg["init_from"]
     demos = data_lib.score_demonstrations(
         tasks=self.task_names, num_per_task=cfg["warm_start_examples"],
-        seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"])
+        seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"],
+        second_turn_fraction=cfg["second_turn_fraction"])
     stages.train_stage(
         self.workdir, "warm_start", model_config=self.model_config,
         dataset_fn=data_lib.sft_dataset_fn(
@@ -184,11 +193,14 @@ class _Experiment:
     if stages.stage_result(self.workdir, name) is not None:
       return stages.run_stage(self.workdir, name, lambda d: {})
     cfg = self.cfg
-    records = data_lib.task_records(
-        self.task_names, cfg["rl_problems_per_task"], seed=cfg["seed"])
+    problems = self.problems("rl", cfg["rl_problems_per_task"])
+    per_task = [[{"task": name, "example": ex.to_dict()} for ex in examples]
+                for name, examples in problems.items()]
+    records = [r for row in itertools.zip_longest(*per_task) for r in row
+               if r is not None]  # tasks interleaved
     builder = batches_lib.TwoAttemptBatchBuilder(
         self.model_config, self.tokenizer, self.tasks,
-        ref_params=self.params(base),
+        ref_params=self.params(base, keep=True),
         num_samples=1 if single_turn and cfg["num_samples"] < 2
         else cfg["num_samples"],
         base_first_attempts=0 if single_turn else cfg["base_first_attempts"],
@@ -312,6 +324,23 @@ class _Experiment:
     return stages.run_stage(self.workdir, f"scaling_{method}", fn)
 
 
+@contextlib.contextmanager
+def ablation_scope(name: str):
+  """The gin scope an ablation trains in: 'stage2', plus its own switch.
+
+  Inside, `train_stage(workdir, name)` runs in the scope 'stage2/<name>',
+  so the ablation inherits Stage II's bindings; 'no_shaping' also binds
+  'stage2/no_shaping/...score_stage2_loss.reward_shaping = False'.
+  """
+  _check_subset("ablations", (name,), ABLATIONS)
+  if name == "no_shaping":
+    with gin.unlock_config():
+      gin.bind_parameter(f"stage2/{name}/{SCORE_OBJECTIVE_MODULE}."
+                         "score_stage2_loss.reward_shaping", False)
+  with gin.config_scope("stage2"):
+    yield
+
+
 def star_examples(episodes: Sequence[traj.TwoAttemptEpisode]
                   ) -> list[dict[str, Any]]:
   """STaR data: successful corrections (y1 wrong, y2 right).
@@ -366,6 +395,7 @@ def score_experiment(
     warm_start_steps: int = 150,
     warm_start_examples: int = 600,
     wrong_fraction: float = 0.2,
+    second_turn_fraction: float = 0.3,
     sft_seq_len: int = 128,
     sft_batch_size: int = 16,
     # SCoRe.
@@ -410,6 +440,9 @@ def score_experiment(
       base is `init_from`).
     warm_start_examples: demonstrations per task.
     wrong_fraction: fraction of wrong demonstrations.
+    second_turn_fraction: fraction of two-turn demonstrations (a second
+      answer after the correction instruction, independent of the first;
+      see `score_demonstrations`).
     sft_seq_len / sft_batch_size: warm start (and baselines') batches.
     stage1_steps / stage2_steps: SCoRe training steps (0 skips Stage I:
       Stage II then starts from the base, like the 'no_stage1' ablation).
@@ -472,15 +505,11 @@ def score_experiment(
           sources[name] = trained
 
   for name in ablations:
-    with gin.config_scope("stage2"):
+    with ablation_scope(name):
       if name == "no_stage1":
         exp.rl_stage(name, objective="score_stage2", init_from=base,
                      base=base, steps=stage2_steps)
       elif name == "no_shaping":
-        with gin.unlock_config():
-          gin.bind_parameter(
-              f"stage2/{name}/{SCORE_OBJECTIVE_MODULE}."
-              "score_stage2_loss.reward_shaping", False)
         exp.rl_stage(name, objective="score_stage2",
                      init_from=sources.get("score_stage1", base), base=base,
                      steps=stage2_steps)

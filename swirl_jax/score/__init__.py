@@ -1,0 +1,19 @@
+"""SCoRe (arXiv 2409.12917): training LLMs to self-correct with two-attempt RL.
+
+Modules:
+  tasks       'math_small' and 'code_small': SCoRe's MATH / code tasks with
+              problems and prompts sized for the tiny CPU model.
+  data        direct-answer warm-start demonstrations (imperfect), the
+              tokenizer corpus, the RL prompt dataset, SFT dataset functions.
+  episodes    two-attempt episodes beyond `RolloutEngine.run_two_attempts`:
+              base-model first attempts, single attempts, Self-Refine.
+  batches     `TwoAttemptBatchBuilder` (the trainer's batch_fn: on-policy
+              episodes -> `score_stage1` / `score_stage2` rows) and the
+              adaptive beta2 controller.
+  experiment  `score_experiment`: warm start -> Stage I -> Stage II ->
+              baselines (Self-Refine, STaR, Pair-SFT) -> ablations ->
+              evaluation -> report, every stage resumable.
+
+The objectives are `swirl_jax.objectives.score`; the metrics and the
+inference-time scaling evaluation are `swirl_jax.evaluation.self_correction`.
+"""
