@@ -272,8 +272,9 @@ def model_judge(checkpoint: str = gin.REQUIRED, model_config: Any = gin.REQUIRED
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   from swirl_jax.training.trainer import load_initial_params  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer(tokenizer_path)
+  from swirl_jax.stages import policy_shardings  # pylint: disable=g-import-not-at-top
   params = load_initial_params(checkpoint, model_config, jax.random.key(0),
-                               None)
+                               policy_shardings(model_config))
   sampler = Sampler(model_config, params, pad_id=tokenizer.pad_id,
                     stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
                     prompt_bucket=prompt_bucket, batch_bucket=batch_bucket)

@@ -20,6 +20,13 @@ from swirl_jax.swirl import filters
 from swirl_jax.swirl.synthesis import task_examples, tools_for
 
 
+def _label_ci(rewards):
+  """Wilson interval for GOOD/BAD (0/1) labels, t interval for graded ones."""
+  if all(r in (0.0, 1.0) for r in rewards):
+    return proportion_ci(int(sum(rewards)), len(rewards))
+  return mean_ci(rewards)
+
+
 def evaluate_policy(config, params, tokenizer, *,
                     task_names: Sequence[str] = ("gsm8k", "hotpotqa"),
                     num_questions: int = 64, judge=None,
@@ -59,7 +66,7 @@ def evaluate_policy(config, params, tokenizer, *,
     step_rewards = [l.reward for ls in labels for l in ls]
     out[name] = {
         "accuracy": proportion_ci(sum(t.correct for t in trajs), len(trajs)),
-        "process_label": mean_ci(step_rewards),
+        "process_label": _label_ci(step_rewards),
         "trajectories": trajs,
     }
   return out

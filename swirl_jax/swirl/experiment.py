@@ -234,7 +234,7 @@ def swirl_experiment(
       builder = stepwise.StepwiseBatchBuilder(
           model_config, tokenizer, judge, num_samples=actions_per_state,
           max_new_tokens=max_new_tokens, temperature=action_temperature,
-          seed=seed + 7)
+          seq_len=max_context_tokens, seed=seed + 7)
       run = stages.train_stage(
           workdir, name, scope="swirl", model_config=model_config,
           dataset_fn=_states_dataset_fn(data_dir, states_per_step),
@@ -272,6 +272,7 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
                        skipped: Optional[dict[str, str]] = None
                        ) -> dict[str, Any]:
   """report.json / report.md / PNGs of the SWiRL experiment; prints a table."""
+  import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   accuracy = {m: {t: r[t]["accuracy"] for t in r} for m, r in results.items()}
@@ -285,7 +286,7 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
       rows = [r for r in metrics_lib.read_metrics(ckpt) if key in r]
       if label != BASE and rows:
         series[label] = ([r["step"] for r in rows], [r[key] for r in rows])
-    if series:
+    if series and jax.process_index() == 0:
       curves[key] = report.curve_plot(
           series, f"learning curves: {ylabel}",
           os.path.join(workdir, f"learning_curve_{key}.png"), ylabel=ylabel)
@@ -304,6 +305,10 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
            "learning_curves": {k: os.path.basename(v)
                                for k, v in curves.items()},
            "checkpoints": models, "skipped": dict(skipped or {})}
+  payload = {"tables": {"accuracy": accuracy, "mean process label": process},
+             **extra}
+  if jax.process_index() != 0:  # one writer on a pod
+    return payload
   paths = report.write_report(
       workdir, {"accuracy": accuracy, "mean process label": process},
       extra=extra, title="SWiRL: multi-step tool use, base vs SFT vs SWiRL")
@@ -316,5 +321,4 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
         f"{', '.join(os.path.basename(p) for p in list(paths.values())[2:])}"
         f"{', ' if curves else ''}"
         f"{', '.join(os.path.basename(p) for p in curves.values())})")
-  return {"tables": {"accuracy": accuracy, "mean process label": process},
-          **extra}
+  return payload
