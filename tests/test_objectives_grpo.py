@@ -266,3 +266,72 @@ def test_objective_errors(bigram):
     fn(params, no_mask, None, model)
   with pytest.raises(ValueError, match="clip_epsilon must be in"):
     fn(params, batch, None, model, clip_epsilon=-0.1)
+
+
+def test_group_advantages_by_hand_with_zero_std_guard():
+  # Groups: {1, 0, 0} -> mean 1/3, std sqrt(2)/3; {1, 1} (std 0) -> 0;
+  # {0, 1} -> -1, +1; a group of one row -> 0.
+  rewards = jnp.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+  groups = jnp.array([0, 0, 0, 1, 1, 2, 2, 3])
+  adv = np.asarray(group_advantages(rewards, groups))
+  s = math.sqrt(2.0) / 3.0
+  np.testing.assert_allclose(adv[:3], [(2 / 3) / s, -(1 / 3) / s,
+                                       -(1 / 3) / s], rtol=1e-5)
+  np.testing.assert_array_equal(adv[3:5], [0.0, 0.0])
+  np.testing.assert_allclose(adv[5:7], [-1.0, 1.0], rtol=1e-6)
+  assert adv[7] == 0.0 and np.all(np.isfinite(adv))
+
+
+def test_default_kl_coefficient_is_r3s(bigram):
+  """The registered objective adds 0.001 * KL by default (R3's value)."""
+  model, params, ref_params = bigram
+  batch = _batch(model, params, ref_params)
+  fn = get_objective("grpo").loss_fn
+  loss, metrics = jax.jit(lambda p, x: fn(p, x, None, model))(params, batch)
+  loss0, _ = jax.jit(lambda p, x: fn(p, x, None, model, beta=0.0))(params,
+                                                                    batch)
+  assert float(metrics["kl"]) > 0
+  assert float(loss) == pytest.approx(
+      float(loss0) + 0.001 * float(metrics["kl"]), rel=1e-6, abs=1e-9)
+
+
+def test_inner_updates_move_the_ratio_until_the_clip_stops_them():
+  """Several SGD updates on one batch with fixed old log-probs (GRPO's mu
+  inner updates): the first has ratio 1 and nothing clipped; the ratio then
+  leaves [1 - eps, 1 + eps] in the direction of the advantage, and once
+  every action token is clipped the gradient is exactly zero."""
+  rng = np.random.default_rng(3)
+  b, length = 2, 6
+  model = Bigram()
+  # Distinct inputs: every position has its own row of logits.
+  inputs = (np.arange(b * length).reshape(b, length) + 4).astype(np.int32)
+  batch = dict(
+      inputs=inputs,
+      targets=rng.integers(4, VOCAB, (b, length)).astype(np.int32),
+      segment_ids=np.ones((b, length), np.int32),
+      positions=np.tile(np.arange(length), (b, 1)).astype(np.int32),
+      action_mask=np.array([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0]],
+                           np.float32),
+      advantages=np.array([1.0, -1.0], np.float32))
+  batch = jax.tree.map(jnp.asarray, batch)
+  params = {"table": jnp.asarray(0.1 * rng.standard_normal((VOCAB, VOCAB)),
+                                 jnp.float32)}
+  (old,) = _logprobs(model, (params,), batch)
+  batch["old_logprobs"] = old
+  fn = jax.jit(jax.value_and_grad(
+      lambda p, x: get_objective("grpo").loss_fn(p, x, None, model,
+                                                 beta=0.0), has_aux=True))
+  mask = np.asarray(batch["action_mask"]) > 0
+  (_, m), _ = fn(params, batch)
+  assert float(m["ratio_mean"]) == pytest.approx(1.0, abs=1e-6)
+  assert float(m["clip_fraction"]) == 0.0
+  for _ in range(200):
+    (_, m), grads = fn(params, batch)
+    if float(m["clip_fraction"]) == 1.0:
+      break
+    params = jax.tree.map(lambda p, g: p - 2.0 * g, params, grads)
+  assert float(m["clip_fraction"]) == 1.0
+  assert not np.any(np.asarray(grads["table"]))  # exactly zero
+  (logp,) = _logprobs(model, (params,), batch)
+  ratio = np.exp(np.asarray(logp) - np.asarray(old))
+  assert np.all(ratio[0][mask[0]] > 1.2) and np.all(ratio[1][mask[1]] < 0.8)

@@ -35,6 +35,7 @@ class ReflectPolicy:
     self.tok = tokenizer
     self.gold = gold_by_prompt
     self.prompts = []  # decoded prompts, per call
+    self.temperatures = []  # per call
     self.params = []
 
   def update_params(self, params):
@@ -42,9 +43,10 @@ class ReflectPolicy:
 
   def generate(self, prompts_, max_new_tokens, temperature=0.0, top_k=None,
                top_p=None, stop_tokens=None, seed=0):
-    del max_new_tokens, temperature, top_k, top_p, seed
+    del max_new_tokens, top_k, top_p, seed
     eot = self.tok.end_of_turn_id
     assert eot in stop_tokens
+    self.temperatures.append(temperature)
     texts = [self.tok.decode(p) for p in prompts_]
     self.prompts.append(texts)
     seen, out = {}, []
@@ -109,9 +111,10 @@ def _builder(setup, policy, **kw):
 def test_reflection_episode_prompts_as_specified(setup):
   tokenizer, task, examples, records, gold, _ = setup
   policy = ReflectPolicy(tokenizer, gold)
-  builder = _builder(setup, policy)
+  builder = _builder(setup, policy, temperature=0.9, retry_temperature=0.0)
   eps = builder.episodes(params="p0", records=records, seed=0)
   assert policy.params == ["p0"]
+  assert policy.temperatures == [0.9, 0.0]  # reflections, then retries
   assert len(eps) == 8 and [e.group_index for e in eps] == [0] * 4 + [1] * 4
   reflect_call, retry_call = policy.prompts
   for ep, ex in zip(eps[::4], examples):
@@ -269,3 +272,41 @@ def test_bad_arguments(setup):
     _builder(setup, policy, old_logprobs="ref")
   with pytest.raises(ValueError, match="inner_updates"):
     _builder(setup, policy, inner_updates=0)
+
+
+def test_groups_with_a_learning_signal_are_kept_first(setup):
+  tokenizer, _, _, records, gold, _ = setup
+  builder = _builder(setup, ReflectPolicy(tokenizer, gold), num_reflections=2)
+  rewards = np.array([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # 4 groups of 2
+  assert builder.select_groups(rewards, 1) == [1]
+  assert builder.select_groups(rewards, 2) == [1, 3]
+  assert builder.select_groups(rewards, 3) == [0, 1, 3]  # then the rest
+  with pytest.raises(ValueError, match="pool of 4"):
+    builder.select_groups(rewards, 5)
+  # A pool of 2 records, batches of 1 group (G=4, both with signal here):
+  # the batch holds the first.
+  pooled = _builder(setup, ReflectPolicy(tokenizer, gold), queries_per_step=1)
+  batch = pooled("p", records, 0)
+  assert batch["inputs"].shape[0] == 4
+  np.testing.assert_array_equal(batch["group_ids"], [0] * 4)
+  assert pooled.last_stats["pool"] == 2 and pooled.last_stats["queries"] == 1
+  assert pooled.last_stats["batch_groups_with_signal"] == 1.0
+  with pytest.raises(ValueError, match="queries_per_step=3"):
+    _builder(setup, ReflectPolicy(tokenizer, gold),
+             queries_per_step=3)("p", records, 0)
+
+
+def test_rows_are_padded_to_the_batch_length_bucket(setup):
+  tokenizer, _, _, records, gold, config = setup
+  builder = batches.ReflectionBatchBuilder(
+      config, tokenizer, task_kwargs={"countdown": CD_KW}, seq_len=512,
+      max_new_tokens=32, sampler=ReflectPolicy(tokenizer, gold),
+      num_reflections=4)
+  eps = builder.episodes("p", records, 0)
+  longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens)
+                for e in eps) - 1
+  length = builder.row_length(eps)
+  assert length % 64 == 0 and longest <= length < longest + 64
+  assert builder("p", records, 0)["inputs"].shape == (8, length)
+  builder.length_bucket = None
+  assert builder.row_length(eps) == 512

@@ -106,7 +106,8 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
   fc = r3_tasks.make_task("function_calling", prompt_style="compact")
   fc_examples = fc.generate(3, seed=1)
   answers = dict(answers)
-  answers.update({fc.prompt(ex): ['<tool_call>[{"name": </tool_call>'] for ex in fc_examples})
+  broken = '<tool_call>[{"name": </tool_call>'
+  answers.update({fc.prompt(ex): [broken] for ex in fc_examples})
   policy = KnownPolicy(tokenizer, answers)
   cd_records, _ = failures.find_failures(policy, tokenizer, task, examples,
                                          max_samples=4, samples_per_round=4)

@@ -3,6 +3,7 @@ compact prompts, corruptions of each error category, the SFT examples."""
 
 import json
 import random
+import re
 
 import pytest
 
@@ -40,6 +41,13 @@ def test_format_chain(numbers, ops, text):
   for op, n in zip(ops, numbers[1:]):
     acc = {"+": acc + n, "-": acc - n, "*": acc * n, "/": acc / n}[op]
   assert value == acc and sorted(used) == sorted(numbers)
+
+
+def test_countdown_shuffle_false_shows_the_solution_order():
+  task = r3_tasks.make_task("countdown", shuffle=False, **CD_KW)
+  for ex in r3_tasks.generate_countdown(task, 50, seed=0):
+    numbers, _ = task.numbers_and_target(ex)
+    assert [int(n) for n in re.findall(r"\d+", ex.answer)] == numbers
 
 
 def test_countdown_generator_valid_deterministic_and_split(countdown):
@@ -117,26 +125,27 @@ def test_corruptions_have_the_requested_category(name, categories, countdown,
     demos.corrupt_answer(task, examples[0], "typo", rng)
 
 
-def test_demonstration_turns_and_supervision(countdown):
+def test_demonstration_episodes(countdown):
   rng = random.Random(0)
   ex = r3_tasks.generate_examples(countdown, 1, seed=0)[0]
-  first, reflection, retry = demos.demonstration(
-      countdown, ex, rng, first_attempt_accuracy=1.0, reflection_accuracy=1.0)
   gold = f"<answer> {ex.answer} </answer>"
-  assert first["prompt"] == [("user", countdown.prompt(ex))]
-  assert first["target"] == gold
-  # The reflection sees the failed attempt and R3's instruction; the failed
-  # attempt is context only (never a target).
-  (u1, prompt), (m1, failed), (u2, instruction) = reflection["prompt"]
-  assert (u1, m1, u2) == ("user", "model", "user")
+  correct = demos.demonstration(countdown, ex, rng, first_attempt_accuracy=1.0)
+  assert correct["kind"] == "correct"
+  assert correct["turns"] == [("user", countdown.prompt(ex)), ("model", gold)]
+  episode = demos.demonstration(countdown, ex, rng, first_attempt_accuracy=0.0,
+                                reflection_accuracy=1.0)
+  assert episode["kind"] == "reflection"
+  roles = [r for r, _ in episode["turns"]]
+  assert roles == ["user", "model"] * 3
+  (_, prompt), (_, failed), (_, instruction), (_, reflection), (
+      _, retry_instruction), (_, retry) = episode["turns"]
+  # The episode of the rollout engine: R3's reflection instruction after
+  # the failed answer, then the retry instruction.
   assert prompt == countdown.prompt(ex)
-  assert instruction == prompts.COUNTDOWN_REFLECTION_INSTRUCTION
   assert not countdown.score(ex, failed).correct
-  assert ex.answer in reflection["target"]  # the plan (accuracy 1.0)
-  assert retry["prompt"][:3] == reflection["prompt"]
-  assert retry["prompt"][3:] == [("model", reflection["target"]),
-                                 ("user", prompts.RETRY_INSTRUCTION)]
-  assert retry["target"] == gold
+  assert instruction == prompts.COUNTDOWN_REFLECTION_INSTRUCTION
+  assert retry_instruction == prompts.RETRY_INSTRUCTION
+  assert ex.answer in reflection and retry == gold  # accuracy 1.0 plan
   with pytest.raises(ValueError, match="first_attempt_accuracy"):
     demos.demonstration(countdown, ex, rng, first_attempt_accuracy=1.5)
 
@@ -145,29 +154,29 @@ def test_demonstration_accuracies_and_diagnoses(fc):
   rows = demos.r3_demonstrations(
       tasks=("function_calling",), task_kwargs={
           "function_calling": {"num_distractors": 2}},
-      num_per_task=200, seed=0, first_attempt_accuracy=0.3,
+      num_per_task=300, seed=0, first_attempt_accuracy=0.3,
       reflection_accuracy=0.7)
-  by_kind = {}
+  examples = {e.id: e for e in fc.generate(300, seed=0)}
+  kinds = [r["kind"] for r in rows]
+  assert 0.2 < kinds.count("correct") / 300 < 0.4
+  episodes = [r for r in rows if r["kind"] == "reflection"]
+  ok_retry = sum(fc.score(examples[r["id"]], r["turns"][5][1]).correct
+                 for r in episodes)
+  assert 0.6 < ok_retry / len(episodes) < 0.8
   for r in rows:
-    by_kind.setdefault(r["kind"], []).append(r)
-  assert {k: len(v) for k, v in by_kind.items()} == {
-      "first_attempt": 200, "reflection": 200, "retry": 200}
-  examples = {e.id: e for e in fc.generate(200, seed=0)}
-  ok_first = sum(fc.score(examples[r["id"]], r["target"]).correct
-                 for r in by_kind["first_attempt"])
-  ok_retry = sum(fc.score(examples[r["id"]], r["target"]).correct
-                 for r in by_kind["retry"])
-  assert 0.2 < ok_first / 200 < 0.4 and 0.6 < ok_retry / 200 < 0.8
+    if r["kind"] == "correct":
+      assert fc.score(examples[r["id"]], r["turns"][1][1]).correct
   # The diagnosis names the real error of the failed attempt.
-  for r in by_kind["reflection"][:50]:
-    failed = r["prompt"][1][1]
+  for r in episodes[:60]:
+    failed, reflection = r["turns"][1][1], r["turns"][3][1]
     verdict = fc.score(examples[r["id"]], failed)
+    assert not verdict.correct
     if verdict.category == fc_lib.WRONG_TOOL:
-      assert "but the request needs" in r["target"]
+      assert "but the request needs" in reflection
     elif verdict.category == fc_lib.FORMAT_ERROR:
-      assert "JSON" in r["target"]
+      assert "JSON" in reflection
     else:
-      assert "wrong arguments" in r["target"]
+      assert "wrong arguments" in reflection
   texts = demos.corpus_texts(rows[:3])
-  assert rows[0]["target"] in texts
+  assert rows[0]["turns"][-1][1] in texts
   json.dumps(rows[:3])  # JSON-able

@@ -24,7 +24,11 @@ def target_logprobs(model, params, batch, return_logits: bool = False):
   logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
                        segment_attention_mask(batch["segment_ids"]))
   logp = jax.nn.log_softmax(logits, axis=-1)
-  out = jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+  # A select-and-sum, not take_along_axis: the same values, but its gradient
+  # is an elementwise select that fuses, where take_along_axis's is a
+  # scatter (about a third of a tiny model's backward pass on XLA:CPU).
+  hit = jnp.arange(logp.shape[-1]) == batch["targets"][..., None]
+  out = jnp.sum(jnp.where(hit, logp, 0.0), axis=-1)
   if return_logits:
     return out, logits
   return out

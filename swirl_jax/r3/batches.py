@@ -16,6 +16,16 @@ never do.
                                      inner_updates=2, cache_dir=...)
     train(..., objective='grpo', batch_fn=builder)
 
+Groups with a learning signal (`queries_per_step`): a group whose G
+retries all succeed or all fail has advantages 0 and teaches nothing (only
+the KL term and Adam's momentum would move the policy). With a pool of
+records larger than `queries_per_step` (the dataset's batch), every record
+of the pool gets its G reflections, and the batch keeps `queries_per_step`
+groups, those with unequal rewards first (in pool order), then the others
+(DAPO's "dynamic sampling", by oversampling instead of resampling, so the
+cost of a step is fixed). A pool of exactly `queries_per_step` records
+keeps every group: plain GRPO.
+
 Several GRPO updates per batch (`inner_updates` = mu): the batch is sampled
 at steps 0, mu, 2 mu, ... with the params of that step, and reused for the
 next mu - 1 steps; its 'old_logprobs' are those of the sampling policy, so
@@ -34,6 +44,14 @@ distribution at every sampled id) or from a training-style forward pass of
 the current params (`'recompute'`, fused in one jitted call with the
 reference pass). With `reference_params`, 'ref_logprobs' are computed once
 per sampled batch here instead of at every inner update by the train step.
+
+Retries are sampled at `retry_temperature` (greedy in the CPU default): the
+retry is not trained, and decoding it greedily makes a reflection's reward
+depend on the reflection, not on sampling noise in the retry. Rows are
+right-padded to the batch's longest row rounded up to `length_bucket`
+(at most `seq_len`), so a batch of short Countdown episodes does not pay for
+the length of function-calling ones (the train step compiles once per
+length).
 """
 
 from __future__ import annotations
@@ -54,8 +72,6 @@ from swirl_jax.tasks import base
 log = logging.getLogger(__name__)
 
 OLD_LOGPROB_SOURCES = ("sampler", "recompute")
-ROW_KEYS = ("inputs", "targets", "positions", "segment_ids", "action_mask",
-            "loss_mask", "old_logprobs")
 
 
 def reflection_rows(episodes: Sequence[Any], seq_len: int
@@ -132,6 +148,39 @@ def group_advantages(rewards: np.ndarray, group_size: int,
       mask=valid))
 
 
+class TurnTemperatures:
+  """A sampler whose i-th `generate` call uses temperatures[i].
+
+  The rollout engine samples every turn at its one temperature; this
+  adapter gives each call of an episode batch its own (the last value
+  repeats). `reset()` before each batch.
+
+  Args:
+    sampler: the wrapped sampler.
+    temperatures: per call.
+  """
+
+  def __init__(self, sampler: Any, temperatures: Sequence[float]):
+    if not temperatures or min(temperatures) < 0:
+      raise ValueError(f"temperatures must be >= 0, got {temperatures}.")
+    self.sampler = sampler
+    self.temperatures = tuple(float(t) for t in temperatures)
+    self.calls = 0
+
+  def reset(self) -> None:
+    self.calls = 0
+
+  def update_params(self, params: Any) -> None:
+    self.sampler.update_params(params)
+
+  def generate(self, prompts_, max_new_tokens, temperature=None, **kwargs):
+    del temperature  # replaced by this call's
+    t = self.temperatures[min(self.calls, len(self.temperatures) - 1)]
+    self.calls += 1
+    return self.sampler.generate(prompts_, max_new_tokens, temperature=t,
+                                 **kwargs)
+
+
 class ReflectionBatchBuilder:
   """`batch_fn` of the trainer for R3 (see the module docstring).
 
@@ -140,10 +189,19 @@ class ReflectionBatchBuilder:
     tokenizer: swirl_jax.tokenizer.Tokenizer.
     task_kwargs: per task name, constructor arguments (`r3.tasks.make_task`).
     num_reflections: G, reflections per failed query (>= 2).
+    queries_per_step: groups in a training batch (None: every record
+      given); records beyond it form the pool the groups with a learning
+      signal are chosen from.
     inner_updates: mu, GRPO updates per sampled batch.
     max_new_tokens: budget of a reflection and of a retry.
-    temperature / top_p: sampling of reflections and retries.
-    seq_len: L of the training rows (context + reflection).
+    temperature / top_p: sampling of the reflections.
+    retry_temperature: sampling of the retries (None: `temperature`). The
+      retry carries no gradient; decoding it greedily (0.0) makes its
+      reward measure the reflection rather than the noise of sampling the
+      retry.
+    seq_len: the longest training row (context + reflection).
+    length_bucket: rows are padded to the batch's longest, rounded up to a
+      multiple of this (None: always seq_len).
     max_context_tokens: the longest chat the rollout engine may build
       (default: the model's max_seq_len).
     seed: base seed; the batch of step s is sampled with (seed, s).
@@ -158,9 +216,13 @@ class ReflectionBatchBuilder:
 
   def __init__(self, config, tokenizer, *,
                task_kwargs: Optional[Mapping[str, Any]] = None,
-               num_reflections: int = 4, inner_updates: int = 1,
+               num_reflections: int = 4,
+               queries_per_step: Optional[int] = None,
+               inner_updates: int = 1,
                max_new_tokens: int = 64, temperature: float = 1.0,
+               retry_temperature: Optional[float] = None,
                top_p: Optional[float] = None, seq_len: int = 256,
+               length_bucket: Optional[int] = 64,
                max_context_tokens: Optional[int] = None, seed: int = 0,
                cache_dir: Optional[str] = None,
                reference_params: Any = None, old_logprobs: str = "sampler",
@@ -170,6 +232,9 @@ class ReflectionBatchBuilder:
                        f"got {num_reflections}.")
     if int(inner_updates) < 1:
       raise ValueError(f"inner_updates must be >= 1, got {inner_updates}.")
+    if queries_per_step is not None and int(queries_per_step) < 1:
+      raise ValueError(f"queries_per_step must be >= 1 or None, got "
+                       f"{queries_per_step}.")
     if old_logprobs not in OLD_LOGPROB_SOURCES:
       raise ValueError(f"old_logprobs must be one of "
                        f"{list(OLD_LOGPROB_SOURCES)}, got {old_logprobs!r}.")
@@ -180,11 +245,17 @@ class ReflectionBatchBuilder:
     self.tokenizer = tokenizer
     self.task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
     self.num_reflections = int(num_reflections)
+    self.queries_per_step = (None if queries_per_step is None
+                             else int(queries_per_step))
     self.inner_updates = int(inner_updates)
     self.max_new_tokens = int(max_new_tokens)
     self.temperature = float(temperature)
+    self.retry_temperature = (self.temperature if retry_temperature is None
+                              else float(retry_temperature))
     self.top_p = top_p
     self.seq_len = int(seq_len)
+    self.length_bucket = None if length_bucket is None else int(
+        length_bucket)
     self.max_context_tokens = int(max_context_tokens or config.max_seq_len)
     self.seed = int(seed)
     self.cache_dir = cache_dir
@@ -192,11 +263,13 @@ class ReflectionBatchBuilder:
     self.old_logprobs = old_logprobs
     self.log_path = log_path
     if sampler is None:
-      from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-      sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
-                        stop_tokens=failures_lib.stop_ids(tokenizer),
-                        prompt_bucket=64, batch_bucket=self.num_reflections)
+      sampler = failures_lib.make_sampler(
+          config, tokenizer, batch_bucket=self.num_reflections)
     self.sampler = sampler
+    # Reflections, then retries: the two sampler calls of a
+    # run_reflect_retry with given first attempts.
+    self._turn_sampler = TurnTemperatures(
+        sampler, (self.temperature, self.retry_temperature))
     self._engines: dict[str, Any] = {}
     self._tasks: dict[str, base.Task] = {}
     self._logprob_fn = None
@@ -215,7 +288,7 @@ class ReflectionBatchBuilder:
     if name not in self._engines:
       from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
       self._engines[name] = RolloutEngine(
-          self.sampler, self.tokenizer, max_new_tokens=self.max_new_tokens,
+          self._turn_sampler, self.tokenizer, max_new_tokens=self.max_new_tokens,
           temperature=self.temperature, top_p=self.top_p,
           max_context_tokens=self.max_context_tokens, progress=False,
           tool_workers=1)
@@ -282,9 +355,13 @@ class ReflectionBatchBuilder:
       task = self._task(name)
       examples = [failures_lib.example_of(records[i]) for i in idx]
       firsts = [failures_lib.attempt_of(records[i]) for i in idx]
+      self._turn_sampler.reset()
       eps = self._engine(name).run_reflect_retry(
           task, examples, num_reflections=self.num_reflections,
           first_attempts=firsts, seed=base.seed_for(seed, "task", t))
+      if self._turn_sampler.calls != 2:
+        raise RuntimeError(f"Expected 2 sampler calls (reflections, "
+                           f"retries), saw {self._turn_sampler.calls}.")
       if len(eps) != len(idx) * self.num_reflections:
         correct = [records[i]["failure_id"] for i in idx if not any(
             e.example_id == records[i]["example_id"] for e in eps)]
@@ -296,24 +373,61 @@ class ReflectionBatchBuilder:
         out[i] = eps[j * g:(j + 1) * g]
     return [e for group in out for e in group]
 
+  def row_length(self, episodes: Sequence[Any]) -> int:
+    """L of a batch: its longest row, rounded up to `length_bucket`."""
+    if self.length_bucket is None:
+      return self.seq_len
+    longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens) - 1
+                  for e in episodes)
+    bucket = self.length_bucket
+    return min(self.seq_len, max(bucket, -(-longest // bucket) * bucket))
+
+  def select_groups(self, rewards: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` groups: unequal rewards first, in pool order.
+
+    Args:
+      rewards: [P * G] rewards of P groups (record-major).
+      count: groups to keep (<= P).
+    Returns:
+      Sorted group indices.
+    """
+    flat = np.asarray(rewards).reshape(-1, self.num_reflections)
+    if count > flat.shape[0]:
+      raise ValueError(f"Cannot keep {count} groups of a pool of "
+                       f"{flat.shape[0]} records.")
+    signal = flat.std(axis=1) > 0
+    order = ([i for i in range(len(flat)) if signal[i]] +
+             [i for i in range(len(flat)) if not signal[i]])
+    return sorted(order[:count])
+
   def sample(self, params: Any, records: Sequence[Mapping[str, Any]],
              step: int) -> dict[str, np.ndarray]:
     """Samples and scores a fresh batch for `records` at `step`."""
     if not records:
       raise ValueError("ReflectionBatchBuilder got an empty list of "
                        "failure records.")
+    keep = len(records) if self.queries_per_step is None else (
+        self.queries_per_step)
+    if keep > len(records):
+      raise ValueError(f"queries_per_step={keep} but the dataset gave only "
+                       f"{len(records)} records; its batch is the pool and "
+                       "must be at least queries_per_step.")
     start = time.perf_counter()
     seed = base.seed_for(self.seed, "r3-grpo", int(step))
     eps = self.episodes(params, records, seed)
     gen_s = time.perf_counter() - start
     g = self.num_reflections
+    pool_rewards = np.array([e.reward for e in eps], np.float32)
+    chosen = self.select_groups(pool_rewards, keep)
+    eps = [e for i in chosen for e in eps[i * g:(i + 1) * g]]
+    kept_records = [records[i] for i in chosen]
     rewards = np.array([e.reward for e in eps], np.float32)
-    batch = reflection_rows(eps, self.seq_len)
+    batch = reflection_rows(eps, self.row_length(eps))
     fits = batch.pop("fits")
     # Rows that carry no gradient also leave the group statistics alone.
     batch["advantages"] = group_advantages(rewards, g, valid=fits)
     batch["rewards"] = rewards
-    batch["group_ids"] = np.repeat(np.arange(len(records), dtype=np.int32), g)
+    batch["group_ids"] = np.repeat(np.arange(keep, dtype=np.int32), g)
     start = time.perf_counter()
     params_list = []
     if self.old_logprobs == "recompute":
@@ -330,8 +444,8 @@ class ReflectionBatchBuilder:
         batch["ref_logprobs"] = np.where(mask, logps.pop(0), 0.0).astype(
             np.float32)
     logprob_s = time.perf_counter() - start
-    self.last_stats = self._stats(step, records, eps, rewards, fits, gen_s,
-                                  logprob_s)
+    self.last_stats = self._stats(step, records, pool_rewards, kept_records,
+                                  eps, rewards, fits, gen_s, logprob_s)
     if self.log_path:
       os.makedirs(os.path.dirname(os.path.abspath(self.log_path)),
                   exist_ok=True)
@@ -339,17 +453,24 @@ class ReflectionBatchBuilder:
         f.write(json.dumps(self.last_stats) + "\n")
     return batch
 
-  def _stats(self, step, records, eps, rewards, fits, gen_s, logprob_s):
+  def _stats(self, step, pool, pool_rewards, records, eps, rewards, fits,
+             gen_s, logprob_s):
     g = self.num_reflections
     per_task: dict[str, list[float]] = collections.defaultdict(list)
-    for rec, i in zip(records, range(0, len(eps), g)):
-      per_task[rec["task"]].extend(rewards[i:i + g].tolist())
-    flat = rewards.reshape(-1, g)
+    for rec, i in zip(pool, range(0, len(pool_rewards), g)):
+      per_task[rec["task"]].extend(pool_rewards[i:i + g].tolist())
     return {
-        "step": int(step), "queries": len(records), "rows": len(eps),
-        "mean_reward": float(rewards.mean()),
+        "step": int(step), "pool": len(pool), "queries": len(records),
+        "rows": len(eps),
+        # Pool statistics: the policy's retry success before selection.
+        "mean_reward": float(pool_rewards.mean()),
         "reward_by_task": {k: float(np.mean(v)) for k, v in per_task.items()},
-        "groups_with_signal": float(np.mean(flat.std(axis=1) > 0)),
+        "groups_with_signal": float(np.mean(
+            pool_rewards.reshape(-1, g).std(axis=1) > 0)),
+        # The training batch.
+        "batch_mean_reward": float(rewards.mean()),
+        "batch_groups_with_signal": float(np.mean(
+            rewards.reshape(-1, g).std(axis=1) > 0)),
         "rows_fitting": float(fits.mean()),
         "mean_reflection_tokens": float(np.mean(
             [len(e.reflection.tokens) for e in eps])),

@@ -3,24 +3,26 @@
 A small model has to learn the format of the R3 episode before RL can
 improve its reflections: answer, and after a failure reflect and retry. For
 generated Countdown and function-calling instances we know a correct answer,
-so we script the episode, with errors on purpose (the paper starts from
+so we script whole episodes, with errors on purpose (the paper starts from
 instruction-tuned models that fail often; a warm start that imitated perfect
-answers would leave RL nothing to do):
+answers would leave RL nothing to do). Per instance, one episode:
 
-* first attempt: the correct answer with probability
-  `first_attempt_accuracy`, otherwise a corrupted one of a random error
-  category (Countdown: invalid equation / wrong numbers / missed target;
-  function calling: format error / wrong tool / wrong arguments), checked
-  with the task's verifier to have that category;
-* reflection on a corrupted attempt: a diagnosis of its real error (from the
-  verifier's verdict) and a plan, the correct answer with probability
-  `reflection_accuracy`, else another corrupted answer;
-* retry: the plan's answer.
+* with probability `first_attempt_accuracy`: the correct answer, and
+  nothing more;
+* otherwise a failed episode, as the rollout engine builds it: a corrupted
+  answer of a random error category (Countdown: invalid equation / wrong
+  numbers / missed target; function calling: format error / wrong tool /
+  wrong arguments; checked with the task's verifier to have that category),
+  the task's reflection instruction, a reflection (a diagnosis of the real
+  error, from the verifier's verdict, and a plan: the correct answer with
+  probability `reflection_accuracy`, else another corrupted one), the retry
+  instruction, and the retry (the plan's answer).
 
-Every instance gives three SFT examples, each supervising one model turn:
-the first attempt; the reflection (context: prompt, failed attempt,
-reflection instruction); and the retry (context: up to the retry
-instruction). Failed first attempts are never supervised.
+Every model turn of an episode is supervised (`{'turns': ...}`, tokenised
+by `swirl_jax.data.sft.tokenize_multiturn`): the wrong first answers are
+part of the imitated behaviour, so the warm-started model fails about as
+often as its demonstrations. One sequence per episode also keeps the SFT
+cost low (no context is encoded twice).
 
     examples = r3_demonstrations(tasks=..., num_per_task=1500, seed=0)
     texts = corpus_texts(examples)   # to train the tokenizer
@@ -44,7 +46,6 @@ from swirl_jax.tasks import function_calling as fc_lib
 from swirl_jax.tasks import prompts
 from swirl_jax.tools import functions as functions_lib
 
-Turns = list[tuple[str, str]]
 
 COUNTDOWN_ERRORS = (countdown_lib.INVALID_EQUATION, countdown_lib.WRONG_NUMBERS,
                     countdown_lib.MISSED_TARGET)
@@ -136,7 +137,8 @@ def _fc_candidate(category: str, example: base.Example,
     text = json.dumps(calls)
     choice = rng.randrange(3)
     if choice == 0:  # unbalanced JSON
-      return answer_text(r3_tasks.FUNCTION_CALLING, text[:-1 - rng.randrange(2)])
+      return answer_text(r3_tasks.FUNCTION_CALLING,
+                         text[:-1 - rng.randrange(2)])
     if choice == 1:  # a Python-style call, not JSON
       c = calls[0]
       args = ", ".join(f"{k}={v!r}" for k, v in c["arguments"].items())
@@ -277,12 +279,13 @@ def plan(task: base.Task, example: base.Example, answer: str) -> str:
 
 def demonstration(task: base.Task, example: base.Example, rng: random.Random,
                   first_attempt_accuracy: float = 0.5,
-                  reflection_accuracy: float = 0.5) -> list[dict[str, Any]]:
-  """The three SFT examples of one instance (see the module docstring).
+                  reflection_accuracy: float = 0.5) -> dict[str, Any]:
+  """One scripted episode of an instance (see the module docstring).
 
   Returns:
-    [{'prompt': turns, 'target': text, 'task', 'id', 'kind'}] with kind
-    'first_attempt', 'reflection' and 'retry'.
+    {'turns': [(role, text), ...], 'task', 'id', 'kind'} with kind
+    'correct' ([user, model]) or 'reflection' (six turns: prompt, failed
+    answer, reflection instruction, reflection, retry instruction, retry).
   """
   for name, p in (("first_attempt_accuracy", first_attempt_accuracy),
                   ("reflection_accuracy", reflection_accuracy)):
@@ -290,25 +293,19 @@ def demonstration(task: base.Task, example: base.Example, rng: random.Random,
       raise ValueError(f"{name} must be in [0, 1], got {p!r}.")
   prompt = task.prompt(example)
   gold = correct_answer(task, example)
-  first = gold if rng.random() < first_attempt_accuracy else (
-      random_wrong_answer(task, example, rng)[0])
+  meta = {"task": task.name, "id": example.id}
+  if rng.random() < first_attempt_accuracy:
+    return dict(meta, kind="correct",
+                turns=[("user", prompt), ("model", gold)])
   failed, verdict = random_wrong_answer(task, example, rng)
   proposal = gold if rng.random() < reflection_accuracy else (
       random_wrong_answer(task, example, rng)[0])
   reflection = (f"{diagnosis(task, example, failed, verdict)} "
                 f"{plan(task, example, proposal)}")
-  context: Turns = [("user", prompt), ("model", failed),
-                    ("user", task.reflection_instruction)]
-  meta = {"task": task.name, "id": example.id}
-  return [
-      dict(meta, kind="first_attempt", prompt=[("user", prompt)],
-           target=first),
-      dict(meta, kind="reflection", prompt=list(context), target=reflection),
-      dict(meta, kind="retry",
-           prompt=context + [("model", reflection),
-                             ("user", prompts.RETRY_INSTRUCTION)],
-           target=proposal),
-  ]
+  return dict(meta, kind="reflection", turns=[
+      ("user", prompt), ("model", failed),
+      ("user", task.reflection_instruction), ("model", reflection),
+      ("user", prompts.RETRY_INSTRUCTION), ("model", proposal)])
 
 
 @gin.configurable
@@ -326,13 +323,14 @@ def r3_demonstrations(tasks: Sequence[str] = r3_tasks.R3_TASKS,
     tasks: task names (R3: 'countdown', 'function_calling').
     task_kwargs: per task, constructor arguments (e.g. {'countdown':
       {'min_numbers': 3, 'max_numbers': 3}}).
-    num_per_task: instances per task (3 examples each).
+    num_per_task: instances (episodes) per task.
     seed: instance and corruption randomness.
     split: the instances' split.
-    first_attempt_accuracy: share of first attempts that are correct.
+    first_attempt_accuracy: share of episodes whose first answer is
+      correct.
     reflection_accuracy: share of reflections whose plan is correct.
   Returns:
-    list of {'prompt', 'target', 'task', 'id', 'kind'} dicts
+    list of {'turns', 'task', 'id', 'kind'} dicts
     (`swirl_jax.data.sft.tokenize_example` format).
   """
   task_kwargs = dict(task_kwargs or {})
@@ -343,7 +341,7 @@ def r3_demonstrations(tasks: Sequence[str] = r3_tasks.R3_TASKS,
     rows = []
     for ex in r3_tasks.generate_examples(task, num_per_task, seed=seed + i,
                                          split=split):
-      rows.extend(demonstration(task, ex, rng, first_attempt_accuracy,
+      rows.append(demonstration(task, ex, rng, first_attempt_accuracy,
                                 reflection_accuracy))
     per_task.append(rows)
   out = []
@@ -354,11 +352,7 @@ def r3_demonstrations(tasks: Sequence[str] = r3_tasks.R3_TASKS,
 
 def corpus_texts(examples: Sequence[Mapping[str, Any]]) -> list[str]:
   """Every turn's text of the examples (to train a tokenizer on)."""
-  texts = []
-  for ex in examples:
-    texts.extend(text for _, text in ex["prompt"])
-    texts.append(ex["target"])
-  return texts
+  return [text for ex in examples for _, text in ex["turns"]]
 
 
 @gin.configurable

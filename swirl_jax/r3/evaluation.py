@@ -19,6 +19,7 @@ directly.
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any, Mapping, Sequence
 
 from swirl_jax.evaluation import metrics as metrics_lib
@@ -111,6 +112,35 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   }
 
 
+def paired_comparison(rows_a: Sequence[Mapping[str, Any]],
+                      rows_b: Sequence[Mapping[str, Any]],
+                      key: str = "correct2") -> dict[str, Any]:
+  """Two models on the same queries: who is right where (McNemar).
+
+  Args:
+    rows_a / rows_b: `evaluate_task` rows of models A and B, with the same
+      query ids (in any order).
+    key: 'correct1' or 'correct2'.
+  Returns:
+    {'n', 'both', 'neither', 'a_only', 'b_only', 'p_value'}: the counts of
+    queries each model alone gets right and the exact two-sided binomial
+    (sign) test p-value of a_only vs b_only (1.0 when both are 0).
+  """
+  a = {r["id"]: bool(r[key]) for r in rows_a}
+  b = {r["id"]: bool(r[key]) for r in rows_b}
+  if set(a) != set(b):
+    raise ValueError(f"The two evaluations cover different queries "
+                     f"({len(set(a) ^ set(b))} ids differ).")
+  a_only = sum(a[i] and not b[i] for i in a)
+  b_only = sum(b[i] and not a[i] for i in a)
+  k, n = min(a_only, b_only), a_only + b_only
+  tail = sum(math.comb(n, j) for j in range(k + 1)) / 2.0 ** n if n else 0.5
+  return {"n": len(a), "both": sum(a[i] and b[i] for i in a),
+          "neither": sum(not a[i] and not b[i] for i in a),
+          "a_only": a_only, "b_only": b_only,
+          "p_value": min(1.0, 2.0 * tail)}
+
+
 def evaluate_model(config, params, tokenizer, examples_by_task: Mapping[
     str, tuple[base.Task, Sequence[base.Example]]], *,
                    max_new_tokens: int = 64, temperature: float = 0.0,
@@ -118,12 +148,8 @@ def evaluate_model(config, params, tokenizer, examples_by_task: Mapping[
                    ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
   """`evaluate_task` and `summarize` for every task; (summaries, rows)."""
   if sampler is None:
-    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-    sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
-                      stop_tokens=failures_lib.stop_ids(tokenizer),
-                      prompt_bucket=64, batch_bucket=16)
-  else:
-    sampler.update_params(params)
+    sampler = failures_lib.make_sampler(config, tokenizer)
+  sampler.update_params(params)
   summaries, rows = {}, {}
   for name, (task, examples) in examples_by_task.items():
     rows[name] = evaluate_task(

@@ -83,8 +83,8 @@ def _held_out(tasks: Sequence[str], task_kwargs: Mapping[str, Any], n: int,
 
 def evaluate_stage(workdir: str, stage: str, config, tokenizer,
                    init_from: Optional[str], held_out, *,
-                   max_new_tokens: int, temperature: float, seed: int
-                   ) -> dict:
+                   max_new_tokens: int, temperature: float, seed: int,
+                   sampler=None) -> dict:
   """Runs (or reuses) one evaluation stage; returns its summaries."""
   from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
   from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
@@ -93,7 +93,7 @@ def evaluate_stage(workdir: str, stage: str, config, tokenizer,
     params = stages.load_policy(config, init_from)
     summaries, rows = evaluation.evaluate_model(
         config, params, tokenizer, held_out, max_new_tokens=max_new_tokens,
-        temperature=temperature, seed=seed)
+        temperature=temperature, seed=seed, sampler=sampler)
     for task_name, task_rows in rows.items():
       save_jsonl(os.path.join(directory, f"{task_name}.jsonl"), task_rows)
     return {"summaries": summaries, "init_from": init_from or "random"}
@@ -119,6 +119,7 @@ def r3_experiment(workdir: str, *,
                   samples_per_round: int = 8,
                   grpo_steps: int = 100,
                   queries_per_step: int = 8,
+                  query_pool: Optional[int] = None,
                   num_reflections: int = 4,
                   inner_updates: int = 1,
                   grpo_seq_len: int = 320,
@@ -126,6 +127,7 @@ def r3_experiment(workdir: str, *,
                   reference_in_batch: bool = True,
                   max_new_tokens: int = 64,
                   temperature: float = 1.0,
+                  retry_temperature: Optional[float] = 0.0,
                   eval_queries_per_task: int = 200,
                   eval_temperature: float = 0.0,
                   seed: int = 0) -> dict:
@@ -150,7 +152,11 @@ def r3_experiment(workdir: str, *,
     max_samples_per_query: N, answers sampled per query at most (paper 64).
     samples_per_round: answers per query per sampler call.
     grpo_steps: GRPO updates.
-    queries_per_step: failed queries per sampled batch.
+    queries_per_step: failed queries (groups of G reflections) per training
+      batch.
+    query_pool: failed queries sampled per batch (>= queries_per_step;
+      None: queries_per_step); the batch keeps the groups whose rewards
+      differ first (`r3.batches`).
     num_reflections: G, reflections per failed query.
     inner_updates: mu, GRPO updates per sampled batch.
     grpo_seq_len: length of a GRPO training row (context + reflection).
@@ -158,7 +164,11 @@ def r3_experiment(workdir: str, *,
     reference_in_batch: compute the reference log-probs once per sampled
       batch (else the train step does, at every update).
     max_new_tokens: budget of an answer, a reflection, a retry.
-    temperature: sampling temperature of the failure search and GRPO.
+    temperature: sampling temperature of the failure search and of the
+      GRPO reflections.
+    retry_temperature: of the GRPO retries (None: `temperature`; 0:
+      greedy, so that a reflection's reward does not depend on sampling
+      noise in a turn that is not trained).
     eval_queries_per_task: held-out test queries per task.
     eval_temperature: sampling temperature of the evaluation (0: greedy).
     seed: the experiment's seed.
@@ -170,6 +180,7 @@ def r3_experiment(workdir: str, *,
   from swirl_jax.r3 import report as report_lib  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   started, load_start = time.time(), _load_avg()
+  cpu_start = time.process_time()
   workdir = os.path.abspath(workdir)
   tasks = tuple(tasks)
   task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
@@ -179,6 +190,10 @@ def r3_experiment(workdir: str, *,
                      f"tasks={list(tasks)}.")
   for name in tasks:  # fail on a bad task before any stage runs
     r3_tasks.make_task(name, **task_kwargs.get(name, {}))
+  query_pool = queries_per_step if query_pool is None else int(query_pool)
+  if query_pool < queries_per_step:
+    raise ValueError(f"query_pool={query_pool} must be >= "
+                     f"queries_per_step={queries_per_step}.")
 
   # 1. Tokenizer.
   tokenizer_path = sources.tokenizer_path_for(
@@ -203,6 +218,10 @@ def r3_experiment(workdir: str, *,
   else:
     vanilla = init_from
 
+  # One sampler for the failure search and both evaluations: the shapes
+  # they share compile once.
+  sampler = failures_lib.make_sampler(model_config, tokenizer)
+
   # 3. Failure dataset of the vanilla model.
   failure_dir = stages.stage_dir(workdir, "failures")
   failure_stats = stages.run_stage(
@@ -213,7 +232,7 @@ def r3_experiment(workdir: str, *,
           max_samples=max_samples_per_query,
           samples_per_round=samples_per_round,
           max_new_tokens=max_new_tokens, temperature=temperature,
-          seed=seed))
+          seed=seed, sampler=sampler))
 
   # 4. GRPO on reflections.
   grpo_dir = stages.stage_dir(workdir, "grpo")
@@ -222,9 +241,10 @@ def r3_experiment(workdir: str, *,
                  if reference_in_batch else None)
     builder = batches_lib.ReflectionBatchBuilder(
         model_config, tokenizer, task_kwargs=task_kwargs,
-        num_reflections=num_reflections, inner_updates=inner_updates,
+        num_reflections=num_reflections, queries_per_step=queries_per_step,
+        inner_updates=inner_updates,
         max_new_tokens=max_new_tokens, temperature=temperature,
-        seq_len=grpo_seq_len, seed=seed,
+        retry_temperature=retry_temperature, seq_len=grpo_seq_len, seed=seed,
         cache_dir=os.path.join(grpo_dir, "rollouts"),
         reference_params=reference, old_logprobs=old_logprobs,
         log_path=os.path.join(grpo_dir, "rollouts.jsonl"))
@@ -234,8 +254,7 @@ def r3_experiment(workdir: str, *,
         batch_fn=builder, dataset_fn=functools.partial(
             failures_lib.failures_dataset,
             data_dir=os.path.join(failure_dir, "data"),
-            global_batch_size=queries_per_step,
-            repeat_each=inner_updates))
+            global_batch_size=query_pool, repeat_each=inner_updates))
 
   # 5. Evaluation of both models on the same held-out queries.
   held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed)
@@ -244,25 +263,42 @@ def r3_experiment(workdir: str, *,
     evals[label] = evaluate_stage(
         workdir, EVAL_STAGES[label], model_config, tokenizer, source,
         held_out, max_new_tokens=max_new_tokens,
-        temperature=eval_temperature, seed=seed)["summaries"]
+        temperature=eval_temperature, seed=seed,
+        sampler=sampler)["summaries"]
 
   # 6. Report.
+  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
+  paired, rows_all = {}, {"vanilla": [], "trained": []}
+  for name in tasks:
+    rows = {label: read_eval_rows(stages.stage_dir(workdir, stage), name)
+            for label, stage in EVAL_STAGES.items()}
+    paired[name] = evaluation.paired_comparison(rows["vanilla"],
+                                                rows["trained"])
+    for label in rows_all:
+      rows_all[label] += [dict(r, id=f"{name}/{r['id']}")
+                          for r in rows[label]]
+  paired["all"] = evaluation.paired_comparison(rows_all["vanilla"],
+                                               rows_all["trained"])
   timings = {name: (stages.stage_result(workdir, name) or {}).get("seconds")
              for name in ("sft", "failures", "grpo", *EVAL_STAGES.values())}
   return report_lib.write_r3_report(
       workdir, evals, failure_stats=failure_stats,
-      rollout_log=os.path.join(grpo_dir, "rollouts.jsonl"),
+      rollout_log=os.path.join(grpo_dir, "rollouts.jsonl"), paired=paired,
       eval_dirs={label: stages.stage_dir(workdir, stage)
                  for label, stage in EVAL_STAGES.items()},
       settings={"tasks": list(tasks), "task_kwargs": task_kwargs,
                 "sft_steps": sft_steps, "grpo_steps": grpo_steps,
                 "queries_per_step": queries_per_step,
+                "query_pool": query_pool,
                 "num_reflections": num_reflections,
                 "inner_updates": inner_updates,
+                "temperature": temperature,
+                "retry_temperature": retry_temperature,
                 "max_samples_per_query": max_samples_per_query,
                 "eval_queries_per_task": eval_queries_per_task,
                 "eval_temperature": eval_temperature, "seed": seed},
-      timings=dict(timings, this_run=round(time.time() - started, 1)),
+      timings=dict(timings, this_run=round(time.time() - started, 1),
+                   this_run_cpu=round(time.process_time() - cpu_start, 1)),
       load={"start": load_start, "end": _load_avg()})
 
 

@@ -102,6 +102,19 @@ def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
 # Sampling.
 
 
+def make_sampler(config, tokenizer, params: Any = None, batch_bucket: int = 16):
+  """A KV-cache `Sampler` stopping at end_of_turn / eos.
+
+  Prompt lengths and budgets are bucketed by 64 and batch sizes by
+  `batch_bucket`, so that the few shapes of an experiment compile once;
+  share one sampler between stages (`update_params`) to reuse them.
+  """
+  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  return Sampler(config, params, pad_id=tokenizer.pad_id,
+                 stop_tokens=stop_ids(tokenizer), prompt_bucket=64,
+                 batch_bucket=batch_bucket)
+
+
 def stop_ids(tokenizer) -> list[int]:
   """The ids that end a model turn (end_of_turn, eos)."""
   return sorted({int(t) for t in (tokenizer.end_of_turn_id, tokenizer.eos_id)
@@ -491,7 +504,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
       `find_failures`.
     seed: query generation and sampling.
     shards: ArrayRecord shards.
-    sampler: a sampler to use (default: a KV-cache `Sampler` on params).
+    sampler: the sampler to use (default: `make_sampler`); it gets
+      `params` through `update_params`.
   """
   from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
   stats_path = os.path.join(out_dir, STATS_FILE)
@@ -504,11 +518,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
     except (FailureDataError, ValueError):
       pass
   if sampler is None:
-    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-    sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
-                      stop_tokens=(tokenizer.end_of_turn_id,
-                                   tokenizer.eos_id),
-                      prompt_bucket=64, batch_bucket=16)
+    sampler = make_sampler(config, tokenizer)
+  sampler.update_params(params)
   task_kwargs = dict(task_kwargs or {})
   records, stats = [], {}
   for i, name in enumerate(tasks):

@@ -170,6 +170,7 @@ def write_r3_report(workdir: str,
                     failure_stats: Optional[Mapping[str, Any]] = None,
                     rollout_log: Optional[str] = None,
                     eval_dirs: Optional[Mapping[str, str]] = None,
+                    paired: Optional[Mapping[str, Any]] = None,
                     settings: Optional[Mapping[str, Any]] = None,
                     timings: Optional[Mapping[str, Any]] = None,
                     load: Optional[Mapping[str, Any]] = None,
@@ -182,6 +183,8 @@ def write_r3_report(workdir: str,
     failure_stats: the failure stage's statistics.
     rollout_log: the GRPO builder's JSONL log.
     eval_dirs: method -> evaluation stage dir (for example episodes).
+    paired: task -> `evaluation.paired_comparison` of vanilla (a) and
+      trained (b) at attempt 2.
     settings / timings / load: recorded as given.
     plots: write PNGs.
   Returns:
@@ -204,6 +207,7 @@ def write_r3_report(workdir: str,
                                     v["low"] <= tr["high"])}
   extra = {
       "second_attempt_comparison": verdict,
+      "second_attempt_paired": dict(paired or {}),
       "error_categories": {t: cols for t, (_, cols) in errors.items()},
       "failure_dataset": dict(failure_stats or {}),
       "grpo_batches": {"count": len(rollouts),
@@ -221,6 +225,15 @@ def write_r3_report(workdir: str,
     parts.append(f"| {task} | {_fmt(t2['vanilla'][task])} | "
                  f"{_fmt(t2['trained'][task])} | {v['difference']:+.3f} | "
                  f"{'yes' if v['intervals_overlap'] else 'no'} |")
+  if paired:
+    parts += ["", "Paired on the same queries (attempt 2): queries only the "
+              "vanilla / only the trained model gets right, and the exact "
+              "sign-test p-value.", "",
+              "| task | both | neither | vanilla only | trained only | p |",
+              "|---|---|---|---|---|---|"]
+    for task, p in paired.items():
+      parts.append(f"| {task} | {p['both']} | {p['neither']} | "
+                   f"{p['a_only']} | {p['b_only']} | {p['p_value']:.3f} |")
   parts += ["", "## Error analysis", ""]
   for task, (categories, columns) in errors.items():
     n = next(iter(evals.values()))[task]["n"]
@@ -249,4 +262,8 @@ def write_r3_report(workdir: str,
   with open(paths["json"]) as f:
     payload = json.load(f)
   payload["files"] = {k: os.path.basename(v) for k, v in paths.items()}
+  tmp = paths["json"] + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, paths["json"])
   return payload

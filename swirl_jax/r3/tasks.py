@@ -20,7 +20,9 @@ around them:
   far faster (reasoning-gym spent ~25 ms per instance here, the slowest
   stage of the CPU default). reasoning-gym overwrites the number with the
   divisor it picks (the numbers may then repeat); we swap it into place, so
-  the drawn numbers are kept. The instances are
+  the drawn numbers are kept. With reasoning-gym's `shuffle=False` the
+  numbers are shown in the order the solution uses them (an easier
+  variant: the model chooses the operators, not the order). The instances are
   built by the task itself (`CountdownTask` entries), so ids, splits (a hash
   of the numbers and target) and the verifier are those of the task.
 * `generate_examples(task, n, seed, split)`: the fast generator for
@@ -47,7 +49,7 @@ R3_TASKS = (COUNTDOWN, FUNCTION_CALLING)
 # reasoning-gym's CountdownConfig defaults (used when the task has no value).
 _COUNTDOWN_DEFAULTS = {"min_numbers": 4, "max_numbers": 6, "min_value": 1,
                        "max_value": 100, "min_target": 100, "max_target": 999,
-                       "operators": ("+", "-", "*", "/")}
+                       "operators": ("+", "-", "*", "/"), "shuffle": True}
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
@@ -253,7 +255,8 @@ def generate_countdown(task: base.Task, n: int, seed: int = 0,
         continue
       expression = format_chain(numbers, ops)
       shown = list(numbers)
-      rng.shuffle(shown)
+      if config["shuffle"]:  # else shown in the solution's order
+        rng.shuffle(shown)
       target = int(value)
       entry = {"question": prompts.countdown_prompt(shown, target),
                "answer": expression,
@@ -261,7 +264,8 @@ def generate_countdown(task: base.Task, n: int, seed: int = 0,
                             "expression": expression}}
       key = f"{sorted(shown)}->{target}"
       # The task builds the example, so ids and metadata are its own.
-      yield key, task._entry_example(entry, split)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      yield key, task._entry_example(entry, split)
 
   return base.take_split(candidates(), n, split, 400 * n + 1000, task.name)
 
