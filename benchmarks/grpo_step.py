@@ -42,12 +42,7 @@ import time
 
 
 def _set_threads(threads: int) -> None:
-  """Restricts XLA's CPU client to `threads` cores (before importing jax)."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "intra_op_parallelism_threads" not in flags:
-    os.environ["XLA_FLAGS"] = (
-        f"{flags} --xla_cpu_multi_thread_eigen=true "
-        f"intra_op_parallelism_threads={threads}").strip()
+  """Pins the process to `threads` cores (before jax starts its pools)."""
   try:
     os.sched_setaffinity(0, set(range(min(threads, os.cpu_count() or 1))))
   except (AttributeError, OSError):

@@ -92,6 +92,42 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
   except (ValueError, KeyError, SyntaxError, IOError) as e:
     raise GinConfigError(explain_error(e)) from None
   check_binding_types()
+  check_macro_bindings(bindings)
+
+
+def _macro_references(value: Any, out: set) -> set:
+  """Adds the names of the %MACROs `value` refers to (in containers too)."""
+  if isinstance(value, gin_config.ConfigurableReference):
+    if value.selector == "gin.macro":  # %NAME is 'NAME/gin.macro'
+      out.add(value.scoped_selector.rsplit("/", 1)[0])
+  elif isinstance(value, dict):
+    for v in value.values():
+      _macro_references(v, out)
+  elif isinstance(value, (list, tuple, set)):
+    for v in value:
+      _macro_references(v, out)
+  return out
+
+
+def check_macro_bindings(bindings: Sequence[str]) -> None:
+  """Raises GinConfigError for a command-line macro no gin file uses.
+
+  `--gin.CHEKPOINT=...` (misspelt) would otherwise define a new macro that
+  nothing reads, and the run would go on with the file's value.
+  """
+  used: set = set()
+  for params in gin_config._CONFIG.values():  # pylint: disable=protected-access
+    for value in params.values():
+      _macro_references(value, used)
+  for binding in bindings:
+    m = re.match(r"\s*([A-Za-z_][\w]*)\s*=", binding)
+    if m and m.group(1) not in used:
+      name = m.group(1)
+      close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.5)
+      raise GinConfigError(
+          f"--gin.{name}=... sets the macro %{name}, which no gin file uses."
+          + (f" Closest macros in use: {close}." if close else
+             f" Macros in use: {sorted(used)}."))
 
 
 def _matches(value: Any, annotation: Any) -> bool:

@@ -166,6 +166,21 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def global_group_ids(local_ids: np.ndarray,
+                     process_index: Optional[int] = None) -> np.ndarray:
+  """Makes a host's group ids [N] unique across the processes of a run.
+
+  Each host builds its own rows and numbers their groups 0, 1, ...; the train
+  step sees the global batch (every host's rows), where group statistics must
+  not mix rows of two hosts. Host p's ids are shifted by p * N (N local rows
+  bound the number of local groups, and every host has the same N).
+  """
+  local_ids = np.asarray(local_ids, np.int32)
+  if process_index is None:
+    process_index = jax.process_index()
+  return local_ids + np.int32(process_index * local_ids.shape[0])
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

@@ -10,6 +10,13 @@ quickstart.ipynb reads a SWiRL experiment workdir: it is pointed at the
 session's toy-size experiment (`swirl_toy_run` in conftest.py, shared with
 tests/test_swirl_experiment.py), so the learning curves and the results table
 are drawn from a real, if tiny, run.
+
+self_correction.ipynb reads a SCoRe and an R3 report.json: the test writes
+small ones into tmp_path with the project's own writers
+(`swirl_jax.evaluation.report.write_report` on `self_correction` metric
+tables and scaling curves, as `score_experiment` calls it, and
+`swirl_jax.r3.report.write_r3_report` on `r3.evaluation` summaries), so it
+needs no experiment run.
 """
 
 import json
@@ -113,7 +120,8 @@ def test_notebook_is_stored_without_outputs(name):
 
 
 def test_the_notebooks_are_the_documented_ones():
-  assert {"quickstart.ipynb", "gemma_checkpoints.ipynb"} <= set(NOTEBOOKS)
+  assert {"quickstart.ipynb", "gemma_checkpoints.ipynb",
+          "self_correction.ipynb"} <= set(NOTEBOOKS)
 
 
 def test_gemma_checkpoints_notebook_runs(kernel_spec_dir, tmp_path):
@@ -147,3 +155,143 @@ def test_quickstart_notebook_runs_on_a_toy_experiment(kernel_spec_dir,
   images = [o for cell in nb.cells for o in cell.get("outputs", [])
             if "image/png" in o.get("data", {})]
   assert len(images) >= 2, "the learning curves and the accuracy plot"
+
+
+# ----------------------------------------------------------------------------
+# self_correction.ipynb on small reports written by the project's writers.
+
+SCORE_METHODS = ("base", "self_refine", "star", "pair_sft", "score_stage1",
+                 "score")
+SCORE_TASKS = ("math_small", "code_small")
+
+
+def write_score_report(workdir):
+  """A SCoRe report.json as score_experiment writes it; returns its results.
+
+  The tables come from `self_correction_metrics` on fixed outcomes, the
+  scaling curve from `scaling_curve` on fixed votes; `write_report` writes
+  them with the extra keys `score_experiment` adds (it assembles that dict
+  inline, so it is repeated here).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import self_correction as sc  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  results = {m: {t: sc.self_correction_metrics(rng.integers(0, 2, 20),
+                                               rng.integers(0, 2, 20))
+                 for t in SCORE_TASKS} for m in SCORE_METHODS}
+  budgets = (2, 4, 8)
+  parallel = [[("7", True) if j % 3 == 0 else (str(j % 2), False)
+               for j in range(8)] for _ in range(5)]
+  sequential = [[("7", True)] * 3 + [("1", False)] for _ in range(5)]
+  curves = {f"score/{t}": sc.scaling_curve(parallel, sequential, budgets)
+            for t in SCORE_TASKS}
+  extra = {"methods": {m: os.path.join(str(workdir), m)
+                       for m in SCORE_METHODS},
+           "missing_methods": [], "inference_scaling": curves,
+           "stage_seconds": {}, "this_call_seconds": 0.0,
+           "config": {"tasks": list(SCORE_TASKS)}}
+  paths = report_lib.write_report(str(workdir), sc.metric_tables(results),
+                                  extra=extra, title="SCoRe self-correction",
+                                  plots=False)
+  return paths["json"], results, curves
+
+
+def _r3_rows(task, seed, accuracy):
+  """evaluate_task-style rows of 30 queries of one model on one task."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  errors = {"countdown": ("missed_target", "wrong_numbers"),
+            "function_calling": ("wrong_tool", "wrong_arguments")}[task]
+  rng = np.random.default_rng(seed)
+  rows = []
+  for i in range(30):
+    c1 = bool(rng.random() < accuracy)
+    c2 = c1 or bool(rng.random() < 0.3)
+    cat1 = "correct" if c1 else errors[i % 2]
+    rows.append({"id": f"q{i}", "correct1": c1, "correct2": c2,
+                 "category1": cat1, "reflection": "" if c1 else "r",
+                 "final_category": "correct" if c2 else errors[(i + 1) % 2]})
+  return rows
+
+
+def write_r3_report(workdir):
+  """An R3 report.json written by `write_r3_report`; returns its payload."""
+  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import report as r3_report  # pylint: disable=g-import-not-at-top
+  rows = {m: {t: _r3_rows(t, seed, acc) for t in ("countdown",
+                                                  "function_calling")}
+          for m, seed, acc in (("vanilla", 1, 0.3), ("trained", 2, 0.5))}
+  evals = {m: {t: evaluation.summarize(r) for t, r in per_task.items()}
+           for m, per_task in rows.items()}
+  paired = {t: evaluation.paired_comparison(rows["vanilla"][t],
+                                            rows["trained"][t])
+            for t in ("countdown", "function_calling")}
+  log = workdir / "rollouts.jsonl"
+  log.write_text("\n".join(json.dumps({
+      "step": step, "mean_reward": reward,
+      "reward_by_task": {"countdown": reward}})
+                           for step, reward in ((0, 0.125), (2, 0.375))))
+  failure_stats = {"countdown": {"queries": 30, "samples": 60,
+                                 "sample_accuracy": 0.25,
+                                 "failed_queries": 25,
+                                 "categories": {"missed_target": 25}},
+                   "total_failures": 25}
+  return r3_report.write_r3_report(
+      str(workdir), evals, failure_stats=failure_stats,
+      rollout_log=str(log), paired=paired,
+      settings={"tasks": ["countdown", "function_calling"]}, plots=False)
+
+
+def test_self_correction_notebook_runs_on_written_reports(kernel_spec_dir,
+                                                          tmp_path):
+  from swirl_jax.evaluation import self_correction as sc  # pylint: disable=g-import-not-at-top
+  score_dir, r3_dir = tmp_path / "score", tmp_path / "r3"
+  r3_dir.mkdir()
+  score_json, results, curves = write_score_report(score_dir)
+  r3_payload = write_r3_report(r3_dir)
+  nb = inject_parameters(_read("self_correction.ipynb"),
+                         SCORE_REPORT=score_json,
+                         R3_REPORT=str(r3_dir / "report.json"))
+  text = _text_outputs(execute(nb, kernel_spec_dir))
+
+  def fmt(r):
+    return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+
+  # The SCoRe table: every method and task, all five metrics with intervals.
+  for method in SCORE_METHODS:
+    for task in SCORE_TASKS:
+      cells = [fmt(results[method][task][m]) for m in sc.METRICS]
+      assert any(line.split()[:1] == [method] and
+                 all(c in line for c in cells)
+                 for line in text.splitlines()), (method, task, cells)
+  # The scaling table.
+  curve = curves["score/math_small"]
+  assert "score/math_small: majority-vote accuracy" in text
+  assert fmt(curve["sequential"][0]) in text and fmt(curve["parallel"][2]) in text
+  # R3: accuracies, retry success, the paired test and error categories.
+  tables = r3_payload["tables"]
+  for title in ("accuracy@t1", "accuracy@t2", "retry success"):
+    for method in ("vanilla", "trained"):
+      for task in ("countdown", "function_calling", "all"):
+        assert fmt(tables[title][method][task]) in text, (title, method, task)
+  assert "Paired on the same queries" in text
+  for category in ("missed_target", "wrong_numbers", "wrong_tool",
+                   "wrong_arguments"):
+    assert category in text
+  assert "2 sampled GRPO batches" in text
+  images = [o for cell in nb.cells for o in cell.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+  assert len(images) == 3, "accuracy bars, scaling curves, error categories"
+
+
+def test_self_correction_notebook_names_a_missing_report(kernel_spec_dir,
+                                                         tmp_path):
+  score_json, _, _ = write_score_report(tmp_path / "score")
+  missing = tmp_path / "no_r3_run" / "report.json"
+  nb = inject_parameters(_read("self_correction.ipynb"),
+                         SCORE_REPORT=score_json, R3_REPORT=str(missing))
+  with pytest.raises(nbclient.exceptions.CellExecutionError) as error:
+    execute(nb, kernel_spec_dir)
+  message = str(error.value)
+  assert "FileNotFoundError" in message
+  assert f"No R3 report at {missing}" in message

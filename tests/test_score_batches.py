@@ -178,3 +178,23 @@ def test_self_refine_chat(builder_parts):
   assert ctx.endswith(tokenizer_lib.format_turn(
       "user", prompts.MATH_CORRECTION_INSTRUCTION) + "<start_of_turn>model\n")
   engine.close()
+
+
+def test_adaptive_beta2_takes_the_stage1_loss_beta2_when_unset():
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax.score import experiment  # pylint: disable=g-import-not-at-top
+  unset = batches.AdaptiveBeta2(target_kl=0.01)
+  with pytest.raises(ValueError, match="beta2 is None"):
+    unset(0.01)
+  gin.clear_config()
+  try:
+    assert experiment.stage1_loss_beta2() == pytest.approx(0.1)  # default
+    gin.parse_config(
+        "stage1/swirl_jax.objectives.score.score_stage1_loss.beta2 = 0.25")
+    filled = unset.with_beta2(experiment.stage1_loss_beta2())
+    assert filled.beta2 == pytest.approx(0.25)
+    assert filled(0.01) == pytest.approx(0.25)
+    # An explicit nominal value is kept.
+    assert batches.AdaptiveBeta2(0.3).with_beta2(0.25).beta2 == 0.3
+  finally:
+    gin.clear_config()

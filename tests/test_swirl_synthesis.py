@@ -97,3 +97,32 @@ def test_stage1_run_rebuilds_and_feeds_sft_on_filtered_steps(setup, tmp_path):
   for row in range(2):
     supervised = batch["targets"][row][batch["loss_mask"][row] == 1]
     assert tokenizer.decode(supervised) in actions
+
+
+def test_real_data_keeps_train_and_test_questions_apart(tmp_path):
+  from swirl_jax.tasks import get_task  # pylint: disable=g-import-not-at-top
+  task = get_task("gsm8k")
+  files = {}
+  for split, n in (("train", 3), ("test", 2)):
+    files[split] = tmp_path / f"{split}.jsonl"
+    files[split].write_text("".join(
+        f'{{"question": "Q{split}{i}: {i} + 2?", '
+        f'"answer": "<<{i}+2={i + 2}>>{i + 2}\\n#### {i + 2}"}}\n'
+        for i in range(n)))
+  paths = {"train": str(files["train"]), "test": str(files["test"])}
+  train = synthesis.task_examples(task, None, seed=0, split="train",
+                                  data_path=paths)
+  test = synthesis.task_examples(task, None, seed=0, split="test",
+                                 data_path=paths)
+  assert [e.question for e in train] == [f"Qtrain{i}: {i} + 2?"
+                                         for i in range(3)]
+  assert len(test) == 2 and all("Qtest" in e.question for e in test)
+  # One file serves the evaluation only; training on it is refused by name.
+  assert len(synthesis.task_examples(task, None, seed=0, split="test",
+                                     data_path=paths["test"])) == 2
+  with pytest.raises(ValueError, match=r"test\.jsonl.*is one file"):
+    synthesis.task_examples(task, None, seed=0, split="train",
+                            data_path=paths["test"])
+  with pytest.raises(ValueError, match="no 'train' entry"):
+    synthesis.task_examples(task, None, seed=0, split="train",
+                            data_path={"test": paths["test"]})

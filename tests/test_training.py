@@ -204,6 +204,7 @@ def _main(*args):
     ("swirl_jax.training.trainer.trian.train_steps=5",
      ["trian", "swirl_jax.training.trainer.train"]),
     ("TRAIN_STEPS='ten'", ["train_steps", "'ten'", "int"]),
+    ("TRAIN_STPES=5", ["%TRAIN_STPES", "no gin file uses", "TRAIN_STEPS"]),
 ])
 def test_bad_gin_binding_stops_before_work(tmp_path, binding, expected):
   proc = _main("--gin_file=gin_configs/experiments/sft_tiny.gin",

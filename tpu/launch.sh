@@ -47,8 +47,9 @@ EOF
   cat <<'EOF'
 
 Example:
-  tpu/launch.sh --name my-pod --gin_file gin_configs/experiments/swirl.gin \
-      --workdir gs://my-bucket/swirl/run1 --gin.train.num_steps=1000 \
+  tpu/launch.sh --name my-pod --gin_file gin_configs/experiments/swirl_gsm8k_gemma2_27b_tpu.gin \
+      --workdir gs://my-bucket/swirl/run1 \
+      --gin.CHECKPOINT="'hf:/mnt/gemma-2-27b-it'" \
       --env LIBTPU_INIT_ARGS=--xla_tpu_enable_async_collective_fusion=true
 EOF
 }

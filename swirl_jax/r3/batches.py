@@ -65,6 +65,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from swirl_jax import sharding
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.r3 import tasks as r3_tasks
 from swirl_jax.tasks import base
@@ -427,7 +428,8 @@ class ReflectionBatchBuilder:
     # Rows that carry no gradient also leave the group statistics alone.
     batch["advantages"] = group_advantages(rewards, g, valid=fits)
     batch["rewards"] = rewards
-    batch["group_ids"] = np.repeat(np.arange(keep, dtype=np.int32), g)
+    batch["group_ids"] = sharding.global_group_ids(
+        np.repeat(np.arange(keep, dtype=np.int32), g))
     start = time.perf_counter()
     params_list = []
     if self.old_logprobs == "recompute":

@@ -177,6 +177,7 @@ def r3_experiment(workdir: str, *,
   """
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import report as report_lib  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   started, load_start = time.time(), _load_avg()
@@ -266,8 +267,7 @@ def r3_experiment(workdir: str, *,
         temperature=eval_temperature, seed=seed,
         sampler=sampler)["summaries"]
 
-  # 6. Report.
-  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
+  # 6. Report (paired on the same held-out queries, per task and pooled).
   paired, rows_all = {}, {"vanilla": [], "trained": []}
   for name in tasks:
     rows = {label: read_eval_rows(stages.stage_dir(workdir, stage), name)

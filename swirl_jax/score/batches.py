@@ -55,6 +55,7 @@ from typing import Any, Mapping, Optional, Sequence
 import gin
 import numpy as np
 
+from swirl_jax import sharding
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.tasks import base as task_base
@@ -99,17 +100,28 @@ class AdaptiveBeta2:
   """Settings of `adaptive_beta2`; gin: @swirl_jax.score.batches.AdaptiveBeta2()
 
   Attributes:
-    beta2: nominal coefficient.
+    beta2: nominal coefficient; None (the default): the Stage I loss's own
+      `score_stage1_loss.beta2` binding, filled in by the experiment
+      (`with_beta2`), so turning adaptation on never changes the nominal value.
     target_kl: per-token first-attempt KL (k3 estimate) at which beta2 is
       used as is.
     max_ratio: bound of the multiplier.
   """
 
-  beta2: float = 0.1
+  beta2: Optional[float] = None
   target_kl: float = 0.02
   max_ratio: float = 10.0
 
+  def with_beta2(self, beta2: float) -> "AdaptiveBeta2":
+    """These settings with `beta2` as the nominal value if none was set."""
+    return self if self.beta2 is not None else dataclasses.replace(
+        self, beta2=float(beta2))
+
   def __call__(self, kl: float) -> float:
+    if self.beta2 is None:
+      raise ValueError("AdaptiveBeta2.beta2 is None: set it, or let the "
+                       "experiment fill in score_stage1_loss.beta2 "
+                       "(AdaptiveBeta2.with_beta2).")
     return adaptive_beta2(kl, self.beta2, self.target_kl, self.max_ratio)
 
 
@@ -415,7 +427,8 @@ class TwoAttemptBatchBuilder:
     if self.group_baseline:
       keys = {key: i for i, key in enumerate(dict.fromkeys(s[3]
                                                            for s in flat))}
-      batch["group_ids"] = np.array([keys[s[3]] for s in flat], np.int32)
+      batch["group_ids"] = sharding.global_group_ids(
+          np.array([keys[s[3]] for s in flat], np.int32))
     stats = {"reward1": float(batch["reward1"].mean()),
              "reward2": float(batch["reward2"].mean()),
              "rows": float(len(rows)), "y1_reencoded": float(reencoded)}

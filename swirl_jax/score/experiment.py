@@ -48,6 +48,7 @@ score.score_stage2_loss.alpha`. Ablations run nested in the 'stage2' scope
 from __future__ import annotations
 
 import contextlib
+import inspect
 import functools
 import itertools
 import logging
@@ -382,6 +383,20 @@ def pair_sft_examples(episodes: Sequence[traj.TwoAttemptEpisode],
   return out
 
 
+def stage1_loss_beta2() -> float:
+  """The beta2 Stage I's loss uses: its gin binding ('stage1/' scope first),
+  else the function's default."""
+  from swirl_jax.objectives import score as score_obj  # pylint: disable=g-import-not-at-top
+  name = "swirl_jax.objectives.score.score_stage1_loss.beta2"
+  for scoped in ("stage1/" + name, name):
+    try:
+      return float(gin.query_parameter(scoped))
+    except ValueError:
+      continue
+  return float(inspect.signature(score_obj.score_stage1_loss)
+               .parameters["beta2"].default)
+
+
 @gin.configurable(denylist=["workdir"])
 def score_experiment(
     workdir: str,
@@ -479,6 +494,9 @@ def score_experiment(
   cfg = dict(locals())
   cfg.pop("workdir")
   start = time.time()
+  if adaptive_beta2 is not None:
+    cfg["adaptive_beta2"] = adaptive_beta2.with_beta2(
+        stage1_loss_beta2())
   exp = _Experiment(workdir, cfg)
   sources: dict[str, Optional[str]] = {}
 

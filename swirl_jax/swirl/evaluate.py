@@ -33,12 +33,12 @@ def evaluate_policy(config, params, tokenizer, *,
                     prompt_style: str = "full", max_new_tokens: int = 64,
                     max_context_tokens: int = 1024,
                     max_steps: Optional[int] = None, seed: int = 0,
-                    data_paths: Optional[dict[str, str]] = None
+                    data_paths: Optional[dict[str, Any]] = None
                     ) -> dict[str, dict[str, Any]]:
   """{task: {'accuracy': result, 'process_label': result, 'trajectories'}}.
 
-  data_paths: task name -> real dataset read with `task.load` (test split);
-  tasks without one are generated.
+  data_paths: task name -> real dataset read with `task.load` (its test
+  split, `synthesis.split_data_path`); tasks without one are generated.
 
   A result is {'value', 'low', 'high', 'n'}; 'trajectories' are the
   generated Trajectory objects (for reports and notebooks).

@@ -106,7 +106,7 @@ def swirl_experiment(
     states_per_step: int = 8,
     action_temperature: float = 1.0,
     eval_questions: Optional[int] = 64,
-    data_paths: Optional[dict[str, str]] = None,
+    data_paths: Optional[dict[str, Any]] = None,
     seed: int = 0,
 ) -> dict[str, Any]:
   """Runs the SWiRL experiment into `workdir`; returns the report payload.
@@ -143,8 +143,10 @@ def swirl_experiment(
     action_temperature: stage-2 sampling temperature.
     eval_questions: held-out questions per evaluation task (None: the
       whole test split of a real dataset).
-    data_paths: task name -> real dataset in its published format (e.g.
-      {'gsm8k': '/data/gsm8k'}); tasks without one are generated.
+    data_paths: task name -> real dataset in its published format: a
+      {'train': FILE, 'test': FILE} dict, a TFDS directory (both splits,
+      e.g. {'gsm8k': '/data/tfds'}), or one file for an evaluation-only
+      task (`synthesis.split_data_path`); tasks without one are generated.
     seed: base seed of every stage.
 
   Returns:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from swirl_jax import sharding
 from swirl_jax.swirl.filters import context_turns, judge_request_for_record
 
 
@@ -93,7 +94,8 @@ class StepwiseBatchBuilder:
     rewards = np.array([r.reward for r in results], np.float32)
     batch = self.rows(prompts, out.tokens)
     batch["rewards"] = rewards
-    batch["group_ids"] = np.repeat(np.arange(len(records), dtype=np.int32), g)
+    batch["group_ids"] = sharding.global_group_ids(
+        np.repeat(np.arange(len(records), dtype=np.int32), g))
     self.last_stats = {"mean_reward": float(rewards.mean()),
                        "good_fraction": float(np.mean(
                            [r.good for r in results])),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from swirl_jax.swirl import filters
 
@@ -43,13 +43,38 @@ def tools_for(task, examples) -> dict[str, Any]:
   return tools
 
 
+def split_data_path(data_path, split: str, task_name: str) -> str:
+  """The file or directory that holds `split` of a task's real data.
+
+  `data_path` is a {'train': ..., 'test': ...} mapping, or one path: a
+  directory (a prepared TFDS dataset, which has both splits), or a single
+  file, which is accepted for the test split only: stage 1 reading the very
+  file the evaluation reads would test on the training questions.
+  """
+  if isinstance(data_path, Mapping):
+    if split not in data_path:
+      raise ValueError(f"data_paths[{task_name!r}] = {dict(data_path)!r} has "
+                       f"no {split!r} entry.")
+    return os.fspath(data_path[split])
+  data_path = os.fspath(data_path)
+  if split != "test" and not os.path.isdir(data_path):
+    raise ValueError(
+        f"data_paths[{task_name!r}] = {data_path!r} is one file, and the "
+        f"{split!r} split would read the same questions as the evaluation. "
+        f"Give {{'train': TRAIN_FILE, 'test': TEST_FILE}} (or a prepared "
+        "TFDS directory, which holds both splits).")
+  return data_path
+
+
 def task_examples(task, n: Optional[int], *, seed: int, split: str,
-                  data_path: Optional[str] = None) -> list:
+                  data_path=None) -> list:
   """`n` questions of `split`: read from `data_path` when given (the real
-  dataset in its published format, `task.load`; a seeded sample of `n` of
-  them, or all when n is None), else generated procedurally."""
+  dataset in its published format, `task.load`, via `split_data_path`; a
+  seeded sample of `n` of them, or all when n is None), else generated
+  procedurally."""
   if data_path:
-    examples = task.load(data_path, split=split)
+    examples = task.load(split_data_path(data_path, split, task.name),
+                         split=split)
     if n is not None and n < len(examples):
       import random  # pylint: disable=g-import-not-at-top
       examples = random.Random(seed).sample(examples, n)
@@ -68,7 +93,7 @@ def synthesize(workdir: str, config, params, tokenizer, *,
                temperature: float = 1.0, max_context_tokens: int = 1024,
                max_steps: Optional[int] = None, seed: int = 0,
                shards: int = 1,
-               data_paths: Optional[dict[str, str]] = None
+               data_paths: Optional[dict[str, Any]] = None
                ) -> dict[str, Any]:
   """Runs stage 1 into `workdir`; returns the filtering statistics.
 
