@@ -18,8 +18,12 @@ venv: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) -m swirl_jax.main --gin_file=gin_configs/experiments/quickstart.gin --workdir=runs/quickstart
 
+# Two pytest-xdist workers (the CI machine has 2 cores); tests sharing the toy
+# SWiRL run are grouped onto one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 clean:
 	rm -rf $(VENV) runs

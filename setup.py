@@ -41,6 +41,7 @@ DATA = [
 # Peer implementations used only by the parity tests and benchmarks.
 TEST = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # `make test` runs on 2 workers
     "torch==2.13.0",
     "transformers==5.23.0",
     # notebooks/ are executed by tests/test_notebooks.py

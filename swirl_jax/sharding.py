@@ -181,6 +181,25 @@ def global_group_ids(local_ids: np.ndarray,
   return local_ids + np.int32(process_index * local_ids.shape[0])
 
 
+def bucketed_row_length(longest: int, bucket: Optional[int],
+                        limit: int) -> int:
+  """The row length L of a batch whose longest local row has `longest` tokens.
+
+  L is `longest` rounded up to a multiple of `bucket` (so the train step
+  compiles for a few lengths, not one per batch), at most `limit`; with
+  bucket None it is `limit`. On several hosts every host's batch must have
+  the same L, so the hosts agree on the largest (a collective: every
+  process calls this at the same point of every step).
+  """
+  if bucket is None:
+    return int(limit)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    longest = int(np.max(multihost_utils.process_allgather(
+        np.asarray(longest, np.int32))))
+  return int(min(limit, max(bucket, -(-int(longest) // bucket) * bucket)))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

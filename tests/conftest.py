@@ -1,6 +1,37 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the suite's XLA cache.
+
+Many tests (and the `python -m swirl_jax.main` subprocesses of the docs,
+notebook and multi-process tests) compile the same tiny-model functions.
+JAX's persistent compilation cache, in `.pytest_cache/`, lets every process
+after the first load them instead of compiling again; it is keyed by the
+computation, the jax version and the flags, so it cannot hand a test another
+program. Set JAX_COMPILATION_CACHE_DIR to choose another place.
+"""
+
+import os
+import pathlib
 
 import pytest
+
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" /
+        "jax_compilation_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Under pytest-xdist (`-n 2 --dist loadgroup`), the tests that share the
+  toy SWiRL experiment run on one worker, so it is built once."""
+  del config
+  docs = pathlib.Path(__file__).resolve().parents[1] / "docs"
+  for item in items:
+    uses_toy_run = "swirl_toy_run" in getattr(item, "fixturenames", ())
+    if "test_doc_page_commands[" in item.nodeid:  # fetched by page content
+      page = item.nodeid.split("[", 1)[1].rstrip("]")
+      uses_toy_run = "needs: quickstart" in (docs / page).read_text()
+    if uses_toy_run:
+      item.add_marker(pytest.mark.xdist_group("swirl_toy_run"))
 
 
 @pytest.fixture(scope="session")

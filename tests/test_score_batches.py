@@ -98,9 +98,13 @@ def test_builder_rows_prompts_and_rewards(builder_parts):
       adaptive=batches.AdaptiveBeta2(0.1, 0.02), sampler=sampler)
   batch = builder(params, records, step=3)
   n = 3 * (2 + 1)
+  # L: the longest episode rounded up to the 64-token bucket (<= seq_len).
+  length = batch["inputs"].shape[1]
+  longest = int(batch["segment_ids"].sum(axis=1).max())
+  assert length % 64 == 0 and longest <= length < longest + 64
   for key in ("inputs", "targets", "positions", "segment_ids",
               "attempt1_mask", "attempt2_mask", "loss_mask", "ref_logprobs"):
-    assert batch[key].shape == (n, 640), key
+    assert batch[key].shape == (n, length), key
   for key in ("reward1", "reward2", "group_ids", "beta2"):
     assert batch[key].shape == (n,), key
   assert not np.any((batch["attempt1_mask"] > 0) &
@@ -152,7 +156,7 @@ def test_builder_single_turn_rows(builder_parts):
       config, tokenizer, {"math_small": task}, num_samples=2,
       single_turn=True, max_new_tokens=6, seq_len=640, sampler=sampler)
   batch = builder(params, records[:2], step=0)
-  assert batch["inputs"].shape == (4, 640)
+  assert batch["inputs"].shape[0] == 4 and batch["inputs"].shape[1] % 64 == 0
   assert np.all(batch["attempt2_mask"] == 0)
   assert np.all(batch["attempt1_mask"].sum(axis=1) > 0)
   assert np.all(batch["reward2"] == 0) and "ref_logprobs" not in batch

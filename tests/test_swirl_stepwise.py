@@ -42,7 +42,9 @@ def test_batch_rows_mask_exactly_the_sampled_actions(setup):
                                  seq_len=256)
   records = _records(4)
   batch = builder(params, records, step=0)
-  assert batch["inputs"].shape == (12, 256)
+  longest = int(batch["segment_ids"].sum(axis=1).max())
+  # Rows are as long as the longest, rounded up to the 128-token bucket.
+  assert batch["inputs"].shape == (12, 128 if longest <= 128 else 256)
   np.testing.assert_array_equal(batch["group_ids"],
                                 np.repeat(np.arange(4), 3))
   assert set(np.unique(batch["rewards"])) <= {0.0, 1.0}
@@ -110,3 +112,21 @@ def test_online_stepwise_pg_training_steps(setup, tmp_path):
   assert [r["step"] for r in rows] == [1, 2]
   assert all(np.isfinite(r["loss"]) for r in rows)
   assert "kl" in rows[0] and "mean_reward" in rows[0]
+
+
+def test_row_length_is_bucketed_and_capped(setup):
+  config, _, tokenizer = setup
+  builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                                 num_samples=2, max_new_tokens=8, seq_len=320)
+  short = builder.rows([[2, 5, 6]] * 2, [[7, 8]] * 2)
+  assert short["inputs"].shape == (2, 128)
+  long_ctx = list(range(2, 202))
+  longer = builder.rows([long_ctx, [2, 5]], [[7] * 8, [7]])
+  assert longer["inputs"].shape == (2, 256)
+  np.testing.assert_array_equal(longer["inputs"][0, :200], long_ctx)
+  capped = builder.rows([list(range(2, 400))] * 2, [[7]] * 2)
+  assert capped["inputs"].shape == (2, 320)
+  fixed = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                               num_samples=2, max_new_tokens=8, seq_len=320,
+                               length_bucket=None)
+  assert fixed.rows([[2, 5, 6]] * 2, [[7, 8]] * 2)["inputs"].shape == (2, 320)

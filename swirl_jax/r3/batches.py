@@ -376,12 +376,10 @@ class ReflectionBatchBuilder:
 
   def row_length(self, episodes: Sequence[Any]) -> int:
     """L of a batch: its longest row, rounded up to `length_bucket`."""
-    if self.length_bucket is None:
-      return self.seq_len
     longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens) - 1
                   for e in episodes)
-    bucket = self.length_bucket
-    return min(self.seq_len, max(bucket, -(-longest // bucket) * bucket))
+    return sharding.bucketed_row_length(longest, self.length_bucket,
+                                        self.seq_len)
 
   def select_groups(self, rewards: np.ndarray, count: int) -> list[int]:
     """Indices of `count` groups: unequal rewards first, in pool order.

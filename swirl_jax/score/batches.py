@@ -301,6 +301,8 @@ class TwoAttemptBatchBuilder:
     sampler: a `Sampler` of this config to sample with (its params are
       swapped in each call); None makes one. Sharing one sampler between
       builders and evaluations shares its compiled programs.
+    length_bucket: a batch's rows have L = its longest episode rounded up to
+      a multiple of this (at most seq_len); None: L = seq_len always.
   """
 
   def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
@@ -310,7 +312,8 @@ class TwoAttemptBatchBuilder:
                seq_len: int = 256, seed: int = 0,
                adaptive: Optional[AdaptiveBeta2] = None,
                group_baseline: bool = True,
-               instruction: Optional[str] = None, sampler: Any = None):
+               instruction: Optional[str] = None, sampler: Any = None,
+               length_bucket: Optional[int] = 64):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
     from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
     if int(num_samples) < 1:
@@ -337,6 +340,7 @@ class TwoAttemptBatchBuilder:
     self.base_first_attempts = int(base_first_attempts)
     self.single_turn = bool(single_turn)
     self.seq_len = int(seq_len)
+    self.length_bucket = length_bucket
     self.seed = int(seed)
     self.adaptive = adaptive
     self.group_baseline = bool(group_baseline)
@@ -421,7 +425,9 @@ class TwoAttemptBatchBuilder:
                                      (idx[j // k], 1)))
     flat = [s for per_record in slots for s in per_record]
     rows = [s[0] for s in flat]
-    batch, policy_logp = rows_to_batch(rows, self.seq_len)
+    batch, policy_logp = rows_to_batch(rows, sharding.bucketed_row_length(
+        max(len(r.tokens) for r in rows) - 1, self.length_bucket,
+        self.seq_len))
     batch["reward1"] = np.array([s[1] for s in flat], np.float32)
     batch["reward2"] = np.array([s[2] for s in flat], np.float32)
     if self.group_baseline:

@@ -42,15 +42,18 @@ class StepwiseBatchBuilder:
     num_samples: G, actions per state.
     max_new_tokens: longest action.
     temperature / top_p: sampling of actions (on-policy: temperature 1).
-    seq_len: L of the returned rows; contexts are cut from the left (BOS
-      kept) to leave room for max_new_tokens.
+    seq_len: the longest row; contexts are cut from the left (BOS kept) to
+      leave room for max_new_tokens.
     seed: base seed; step s samples with seed (seed, s).
+    length_bucket: a batch's rows have L = its longest row rounded up to a
+      multiple of this (at most seq_len), so a batch of short states does not
+      pay for seq_len tokens; None: L = seq_len always.
   """
 
   def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
-               seed: int = 0):
+               seed: int = 0, length_bucket: Optional[int] = 128):
     if num_samples < 2:
       raise ValueError(f"num_samples must be >= 2 for a group baseline, got "
                        f"{num_samples}.")
@@ -66,6 +69,7 @@ class StepwiseBatchBuilder:
     self.top_p = top_p
     self.seq_len = seq_len
     self.seed = seed
+    self.length_bucket = length_bucket
     self.sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
                            stop_tokens=(tokenizer.end_of_turn_id,
                                         tokenizer.eos_id),
@@ -105,12 +109,16 @@ class StepwiseBatchBuilder:
 
   def rows(self, contexts: Sequence[list[int]],
            actions: Sequence[list[int]]) -> dict[str, np.ndarray]:
-    """Right-padded [N, L] rows of context + action with the action mask.
+    """Right-padded [N, L] rows of context + action with the action mask
+    (L: see `length_bucket`).
 
     'inputs' are the tokens, 'targets' the next tokens; 'action_mask' (and
     'loss_mask', the same) is 1 where the target is an action token.
     """
-    n, length = len(contexts), self.seq_len
+    n = len(contexts)
+    length = sharding.bucketed_row_length(
+        max(len(c) + len(a) for c, a in zip(contexts, actions)) - 1,
+        self.length_bucket, self.seq_len)
     inputs = np.zeros((n, length), np.int32)
     targets = np.zeros((n, length), np.int32)
     mask = np.zeros((n, length), np.float32)
