@@ -335,3 +335,20 @@ def test_inner_updates_move_the_ratio_until_the_clip_stops_them():
   (logp,) = _logprobs(model, (params,), batch)
   ratio = np.exp(np.asarray(logp) - np.asarray(old))
   assert np.all(ratio[0][mask[0]] > 1.2) and np.all(ratio[1][mask[1]] < 0.8)
+
+
+def test_selected_log_softmax_is_log_softmax_at_the_target():
+  """The fused pick equals log_softmax + take_along_axis, value and grad."""
+  from swirl_jax.objectives.common import selected_log_softmax
+  logits = 5.0 * jax.random.normal(jax.random.key(0), (3, 7, 50))
+  targets = jax.random.randint(jax.random.key(1), (3, 7), 0, 50)
+  plain = lambda x: jnp.take_along_axis(  # noqa: E731
+      jax.nn.log_softmax(x, axis=-1), targets[..., None], axis=-1)[..., 0]
+  np.testing.assert_array_equal(selected_log_softmax(logits, targets),
+                                plain(logits))
+  weights = jax.random.normal(jax.random.key(2), (3, 7))
+  def grad(f):
+    return jax.grad(lambda x: jnp.sum(f(x) * weights))(logits)
+  np.testing.assert_allclose(
+      grad(lambda x: selected_log_softmax(x, targets)), grad(plain),
+      rtol=1e-6, atol=1e-6)

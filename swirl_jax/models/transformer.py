@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from swirl_jax.models.config import TransformerConfig
-from swirl_jax.models.layers import Block, RMSNorm, soft_cap
+from swirl_jax.models.layers import Block, RMSNorm, dense, soft_cap
 
 Params = Any
 Cache = list  # one {'k': [B, K, S, H], 'v': [B, K, S, H]} per layer
@@ -91,7 +91,10 @@ class Transformer(nn.Module):
   def unembed(self, x: jax.Array) -> jax.Array:
     """[B, T, D] final hidden states -> [B, T, V] float32 logits."""
     dtype = self.config.compute_dtype
-    logits = jnp.einsum("btd,vd->btv", x, self.embedding.astype(dtype))
+    # A 2-D matmul against the transposed table (see `layers.dense`: the
+    # embedding gradient is then a plain dlogits^T @ x, no transposed copy
+    # of the [B*T, V] logits gradient).
+    logits = dense(x, self.embedding.astype(dtype).T)
     logits = soft_cap(logits.astype(jnp.float32),
                       self.config.final_logit_soft_cap)
     return nn.with_logical_constraint(

@@ -19,16 +19,30 @@ def segment_attention_mask(segment_ids: jax.Array) -> jax.Array:
   return causal[None] & same & real
 
 
+def selected_log_softmax(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """log_softmax(logits)[..., target]: [..., V] float32, [...] int -> [...].
+
+  Bit-identical to selecting from `jax.nn.log_softmax` (the same
+  `shifted - log(sum(exp(shifted)))`, shifted = logits - max), but the
+  [..., V] log-probs are never formed: only the target's shifted logit is
+  picked. Its gradient (one-hot - softmax) is then a single fused pass over
+  the logits instead of several, about a third less time on XLA:CPU.
+  The pick is a select-and-sum, not take_along_axis: the same values, but
+  its gradient is an elementwise select that fuses, where take_along_axis's
+  is a scatter (about a third of a tiny model's backward pass on XLA:CPU).
+  """
+  shifted = logits - jax.lax.stop_gradient(
+      jnp.max(logits, axis=-1, keepdims=True))
+  log_norm = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+  hit = jnp.arange(logits.shape[-1]) == targets[..., None]
+  return jnp.sum(jnp.where(hit, shifted, 0.0), axis=-1) - log_norm
+
+
 def target_logprobs(model, params, batch, return_logits: bool = False):
   """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32."""
   logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
                        segment_attention_mask(batch["segment_ids"]))
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  # A select-and-sum, not take_along_axis: the same values, but its gradient
-  # is an elementwise select that fuses, where take_along_axis's is a
-  # scatter (about a third of a tiny model's backward pass on XLA:CPU).
-  hit = jnp.arange(logp.shape[-1]) == batch["targets"][..., None]
-  out = jnp.sum(jnp.where(hit, logp, 0.0), axis=-1)
+  out = selected_log_softmax(logits, batch["targets"])
   if return_logits:
     return out, logits
   return out
