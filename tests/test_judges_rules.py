@@ -131,7 +131,8 @@ def test_repeated_call_is_bad():
   calls = [_calc("3500*25/100")]
   r = _math(calls, "Again: <math_exp> 3500 * 25/100 </math_exp>")
   assert r.label == base.BAD and "repeats" in r.explanation
-  lenient = rules.RuleProcessJudge(reject_repeats=False)
+  lenient = rules.RuleProcessJudge(reject_repeats=False,
+                                   require_new_value=False)
   req = base.JudgeRequest("gsm8k", GSM_QUESTION,
                           _context("gsm8k", GSM_QUESTION, calls),
                           "<math_exp> 3500*25/100 </math_exp>")
@@ -282,3 +283,46 @@ def test_judge_is_deterministic_and_batched():
   assert [r.label for r in first] == [base.GOOD, base.BAD, base.BAD]
   assert JUDGE.judge_steps(reqs) == first
   assert JUDGE.judge_steps([]) == []
+
+
+@pytest.mark.parametrize("expr", ["875*1", "875/875", "3500-3500",
+                                  "25*3500/100", "875/1"])
+def test_calculation_of_a_known_value_is_bad(expr):
+  calls = [_calc("3500*25/100")]  # -> 875
+  r = _math(calls, f"<math_exp> {expr} </math_exp>")
+  assert r.label == base.BAD and "computes nothing new" in r.explanation
+  lenient = rules.RuleProcessJudge(require_new_value=False)
+  req = base.JudgeRequest("gsm8k", GSM_QUESTION,
+                          _context("gsm8k", GSM_QUESTION, calls),
+                          f"<math_exp> {expr} </math_exp>")
+  assert lenient.judge_step(req).good or "constants" in (
+      lenient.judge_step(req).explanation)
+
+
+def test_scripted_solutions_are_judged_good():
+  from swirl_jax.data import demonstrations  # pylint: disable=g-import-not-at-top
+  judge = rules.RuleProcessJudge()
+  steps = bad = 0
+  for demo in demonstrations.tool_use_demonstrations(
+      tasks=("gsm8k",), num_per_task=100, prompt_style="compact", seed=3):
+    turns = [tuple(t) for t in demo["turns"]]
+    for i, (role, text) in enumerate(turns):
+      if role == "model":
+        steps += 1
+        bad += not judge.judge_step(base.JudgeRequest(
+            "gsm8k", None, turns[:i], text)).good
+  assert steps > 300 and bad / steps < 0.02, (bad, steps)
+
+
+def test_results_of_constant_only_steps_are_not_evidence():
+  # '1000*1' uses constants only (BAD itself); its result must not make
+  # '1000*10' or the answer 10000 GOOD (a hack stage-2 RL found).
+  calls = [_calc("1000*1")]
+  r = _math(calls, "<math_exp> 1000*10 </math_exp>")
+  assert r.label == base.BAD and "constants" in r.explanation
+  calls = [_calc("1000*1"), _calc("1000*10")]
+  assert not _math(calls, "<answer> 10000 </answer>").good
+  # A grounded chain still counts: 3500*25/100 -> 875, then 875*2.
+  grounded = [_calc("3500*25/100")]
+  assert _math(grounded, "<math_exp> 875*2 </math_exp>").good
+  assert _math(grounded + [_calc("875*2")], "<answer> 1750 </answer>").good

@@ -13,8 +13,10 @@ gathered:
   help.
 * Calculator calls (`<math_exp>`): the expression evaluates without error
   (`swirl_jax.tools.calculator.evaluate`), and every number literal in it
-  appears in the question or in an earlier tool result, or is one of the
-  allowed constants. Allowed constants (`DEFAULT_CONSTANTS`): 0, 1, 2, 10,
+  appears in the question or in an earlier grounded result, or is one of the
+  allowed constants (a calculator result is grounded when its expression
+  used a number of the question or of an earlier grounded result: results
+  of constants alone are not evidence). Allowed constants (`DEFAULT_CONSTANTS`): 0, 1, 2, 10,
   100 and 1000 (halving, doubling, percentages, powers of ten) and the unit
   conversions 7 (days a week), 12 (months a year, a dozen), 24 (hours a
   day), 52 (weeks a year), 60 (minutes an hour) and 365 (days a year). A
@@ -24,7 +26,10 @@ gathered:
   the question or an earlier result: a lone number or constants alone
   compute nothing the question needs (stage-2 RL on the tiny default
   otherwise learns to emit `<math_exp> 1 </math_exp>`, which the looser rule
-  called GOOD).
+  called GOOD). And its value must be new: not a number of the question, not
+  an earlier result, not 0 or 1 (x*1, x/x, recomputing a known value add
+  nothing; stage-2 RL otherwise learned loops such as `10*10`, `10/10`,
+  `10*1` on its own results).
 * Search calls (`<search_query>`): the query names an entity of the question
   or of an earlier result: some word of the query, compared
   case-insensitively, is a capitalised word of the question or of an earlier
@@ -250,13 +255,20 @@ class RuleProcessJudge(base.Judge):
     number_words: also read numbers written as words in the question and in
       results ('three', 'dozen', 'twice', ...).
     reject_repeats: label a call identical to an earlier call BAD.
+    require_new_value: label a calculation BAD when its value is a number
+      of the question, an earlier result, 0 or 1 (it computes nothing new).
+      Measured on 2,112 steps of 500 scripted gsm8k solutions, this calls 8
+      correct steps BAD (0.4%: a value that happens to repeat, such as
+      1620-810 = 810).
   """
 
   def __init__(self, constants: Sequence[float] = DEFAULT_CONSTANTS,
-               number_words: bool = True, reject_repeats: bool = True):
+               number_words: bool = True, reject_repeats: bool = True,
+               require_new_value: bool = True):
     self.constants = frozenset(Fraction(str(c)) for c in constants)
     self.number_words = bool(number_words)
     self.reject_repeats = bool(reject_repeats)
+    self.require_new_value = bool(require_new_value)
 
   def judge_steps(self, requests: Sequence[base.JudgeRequest]
                   ) -> list[base.JudgeResult]:
@@ -291,6 +303,28 @@ class RuleProcessJudge(base.Judge):
       return req.question
     return req.context_turns[0][1] if req.context_turns else ""
 
+  def _grounded(self, req, calls) -> tuple[set, list[tuple[str, str]]]:
+    """(numbers the episode has, [(tag, result)] of its grounded calls).
+
+    A calculator result is evidence only when its expression used a number
+    of the question or of an earlier grounded result; otherwise a step made
+    of constants alone (BAD itself) would turn its result into evidence for
+    the next step (stage-2 RL on the tiny default learned exactly that:
+    `1000*1`, then `1000*10` on its result). Other tools' results are
+    evidence from outside the episode and always count.
+    """
+    numbers = set(numbers_in_text(self._question(req), self.number_words))
+    grounded = []
+    for tag, query, result in calls:
+      if result is None or tool_base.is_error(result):
+        continue
+      if tag == MATH_TAG and not any(
+          _literal_value(l) in numbers for l in expression_numbers(query)):
+        continue
+      numbers |= numbers_in_text(result, self.number_words)
+      grounded.append((tag, result))
+    return numbers, grounded
+
   # -- calculator -------------------------------------------------------------
 
   def _judge_calculation(self, req, expr: str, calls) -> base.JudgeResult:
@@ -299,9 +333,7 @@ class RuleProcessJudge(base.Judge):
       detail = result[len(tool_base.ERROR_PREFIX):].strip()
       return base.JudgeResult.of(
           False, f"the expression {expr!r} does not evaluate: {detail}")
-    allowed = numbers_in_text(self._question(req), self.number_words)
-    for r in _evidence(calls):
-      allowed |= numbers_in_text(r, self.number_words)
+    allowed, _ = self._grounded(req, calls)
     invented = []
     for literal in expression_numbers(expr):
       value = _literal_value(literal)
@@ -322,6 +354,13 @@ class RuleProcessJudge(base.Judge):
       return base.JudgeResult.of(
           False, f"the expression {expr!r} uses only constants, none of the "
           "question's quantities or earlier results.")
+    value = _literal_value(result.strip().lstrip("-"))  # `allowed` is |x|
+    if self.require_new_value and value is not None and (
+        value in allowed or value in (0, 1)):
+      return base.JudgeResult.of(
+          False, f"the expression {expr!r} evaluates to {result}, which the "
+          "episode already has (a quantity of the question or an earlier "
+          "result) or is 0 / 1: it computes nothing new.")
     return base.JudgeResult.of(
         True, f"the expression {expr!r} uses only numbers from the question, "
         f"earlier results or allowed constants, and evaluates to {result}.")
@@ -368,13 +407,15 @@ class RuleProcessJudge(base.Judge):
     if value is None:
       return base.JudgeResult.of(
           False, f"the answer {answer!r} is not a number.")
+    _, grounded = self._grounded(req, calls)
+    math_results = [r for t, r in grounded if t == MATH_TAG]
     if math_results:
       last = answers_lib.parse_number(math_results[-1])
       if last is not None and last == value:
         return base.JudgeResult.of(
             True, f"the answer {answer!r} equals the last computed result "
             f"{math_results[-1]}.")
-    for r in _evidence(calls):
+    for _, r in grounded:
       if value in numbers_in_text(r) or abs(value) in numbers_in_text(r):
         return base.JudgeResult.of(
             True, f"the answer {answer!r} equals the earlier result {r!r}.")
