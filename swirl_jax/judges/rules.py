@@ -398,11 +398,10 @@ class RuleProcessJudge(base.Judge):
           True, "well-formed answer (this task has no tool results to check "
           "it against).")
     if mode == "math":
-      return self._judge_math_answer(req, answer, calls, math_results)
+      return self._judge_math_answer(req, answer, calls)
     return self._judge_qa_answer(answer, _evidence(calls, SEARCH_TAG))
 
-  def _judge_math_answer(self, req, answer, calls, math_results
-                         ) -> base.JudgeResult:
+  def _judge_math_answer(self, req, answer, calls) -> base.JudgeResult:
     value = answers_lib.parse_number(answer)
     if value is None:
       return base.JudgeResult.of(
