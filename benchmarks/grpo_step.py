@@ -67,7 +67,21 @@ def main(argv=None) -> int:
   parser.add_argument("--separate_reference", action="store_true",
                       help="compute 'ref_logprobs' in their own jitted call "
                       "(timed as 'reference') instead of inside the update")
+  parser.add_argument("--no_shared_prefix", action="store_true",
+                      help="run every row's prompt through the update's "
+                      "forwards (by default each group's shared prompt is "
+                      "computed once: swirl_jax/objectives/shared_prefix.py)")
+  parser.add_argument("--allocator", choices=("auto", "system"),
+                      default="auto",
+                      help="auto: re-run under the caching allocator "
+                      "(swirl_jax/allocator.py) as `swirl_jax.main` does; "
+                      "system: glibc malloc, to compare")
   args = parser.parse_args(argv)
+  from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
+  if args.allocator == "system":
+    os.environ[allocator.ENV_CHOICE] = "system"
+  elif argv is None:
+    allocator.reexec_with_fast_allocator()
   _set_threads(args.threads)
 
   import jax  # pylint: disable=g-import-not-at-top
@@ -78,6 +92,7 @@ def main(argv=None) -> int:
   from swirl_jax import models  # pylint: disable=g-import-not-at-top
   from swirl_jax.objectives import get_objective  # pylint: disable=g-import-not-at-top
   from swirl_jax.objectives import grpo  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import shared_prefix  # pylint: disable=g-import-not-at-top
   from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import batches  # pylint: disable=g-import-not-at-top
   from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
@@ -137,6 +152,8 @@ def main(argv=None) -> int:
              "segment_ids": np.ones((rows, seq - 1), np.int32),
              "action_mask": mask,
              "advantages": batches.group_advantages(rewards, g)}
+    if not args.no_shared_prefix:
+      batch = shared_prefix.with_shared_prefix(batch, g)
     t2 = time.perf_counter()
     times["scoring"] = t2 - t1
     batch = jax.device_put(batch)
@@ -164,6 +181,7 @@ def main(argv=None) -> int:
   print(f"device={jax.devices()[0].device_kind} cores={args.threads} "
         f"params={config.num_params():,} rows={b}x{g} prompt={p_len} "
         f"new={n_new} beta={args.beta} float32")
+  print(f"host allocator: {allocator.describe()}")
   print(f"load average before {load_before[0]:.2f}, after "
         f"{load_after[0]:.2f} (1 min); os.cpu_count()={os.cpu_count()}")
   print(f"first step (compiles): {first['step']:.2f} s = "

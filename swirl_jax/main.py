@@ -12,6 +12,12 @@ function such as `@swirl_jax.training.trainer.train`.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+  # Before anything imports jax: re-runs this command under the caching
+  # allocator (see swirl_jax/allocator.py; SWIRL_JAX_ALLOCATOR=system opts out).
+  from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
+  allocator.reexec_with_fast_allocator()
+
 import argparse
 import logging
 import os
@@ -50,6 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=args.log_level,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
+  logging.getLogger(__name__).info("host allocator: %s", allocator.describe())
   try:
     gin_utils.parse(args.gin_file, bindings)
   except gin_utils.GinConfigError as e:

@@ -7,6 +7,7 @@ import pytest
 
 from swirl_jax import models
 from swirl_jax.sampling import Sampler, apply_top_k, apply_top_p, sample_tokens
+from swirl_jax.sampling.logits import NEG_INF, inverse_cdf_sample
 
 PROMPTS = [[2, 5, 9, 11, 40, 41, 42], [2, 7],
            [2] + list(range(3, 22))]  # 3 lengths; the last exceeds the window
@@ -145,6 +146,40 @@ def test_top_k_and_top_p_filters():
   assert set(np.unique(draws).tolist()) == {0, 1}
   frac0 = float(jnp.mean(draws == 0))
   assert abs(frac0 - 0.5 / 0.8) < 0.05
+
+
+@pytest.mark.parametrize("vocab", [7, 64, 1000])
+def test_inverse_cdf_sample_draws_the_softmax_distribution(vocab):
+  """Frequencies match softmax(logits) (vocab below, at and off a multiple
+  of the block); masked tokens are never drawn; the draw is seeded."""
+  rng = np.random.default_rng(vocab)
+  logits = rng.normal(size=vocab).astype(np.float32) * 2.0
+  logits[rng.random(vocab) < 0.3] = NEG_INF  # e.g. top-k / top-p masks
+  logits[int(np.argmax(logits))] += 1.0  # at least one token kept
+  probs = np.exp(logits - logits.max())
+  probs /= probs.sum()
+  n = 40000
+  draws = np.asarray(jax.jit(inverse_cdf_sample)(
+      jnp.broadcast_to(jnp.asarray(logits), (n, vocab)),
+      jax.random.key(vocab)))
+  assert draws.dtype == np.int32 and draws.min() >= 0
+  counts = np.bincount(draws, minlength=vocab)
+  assert counts.shape == (vocab,)
+  assert np.all(counts[probs == 0] == 0)
+  # Each frequency within 5 binomial standard deviations (+1 count).
+  sd = np.sqrt(n * probs * (1 - probs))
+  assert np.all(np.abs(counts - n * probs) <= 5 * sd + 1)
+  again = jax.jit(inverse_cdf_sample)(jnp.asarray(logits)[None],
+                                      jax.random.key(1))
+  assert int(again[0]) == int(jax.jit(inverse_cdf_sample)(
+      jnp.asarray(logits)[None], jax.random.key(1))[0])
+
+
+def test_inverse_cdf_sample_with_one_token_left():
+  logits = jnp.full((3, 100), NEG_INF).at[:, 99].set(0.0).at[1, 0].set(5.0)
+  draws = inverse_cdf_sample(logits, jax.random.key(0))
+  assert int(draws[0]) == 99 and int(draws[2]) == 99
+  assert int(draws[1]) in (0, 99)
 
 
 def _hf_greedy(config_cls, config_kwargs, tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from swirl_jax.objectives import shared_prefix
+
 
 def segment_attention_mask(segment_ids: jax.Array) -> jax.Array:
   """[B, L] segment ids -> [B, L, L] causal mask within each packed sequence."""
@@ -39,9 +41,17 @@ def selected_log_softmax(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def target_logprobs(model, params, batch, return_logits: bool = False):
-  """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32."""
-  logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                       segment_attention_mask(batch["segment_ids"]))
+  """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32.
+
+  A batch with 'prefix_inputs' computes each group's shared prefix once
+  (`swirl_jax.objectives.shared_prefix`); the result is the same.
+  """
+  mask = segment_attention_mask(batch["segment_ids"])
+  if shared_prefix.PREFIX_KEY in batch:
+    logits = shared_prefix.shared_prefix_logits(model, params, batch, mask)
+  else:
+    logits = model.apply({"params": params}, batch["inputs"],
+                         batch["positions"], mask)
   out = selected_log_softmax(logits, batch["targets"])
   if return_logits:
     return out, logits

@@ -73,9 +73,59 @@ def sample_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool,
     scaled = apply_top_k(scaled, top_k)
   if top_p is not None:
     scaled = apply_top_p(scaled, top_p)
-  # Gumbel-max, as jax.random.categorical does, with the faster argmax.
-  gumbel = jax.random.gumbel(rng, scaled.shape, jnp.float32)
-  return first_argmax(scaled + gumbel)
+  return inverse_cdf_sample(scaled, rng)
+
+
+def _inclusive_cumsum(x: jax.Array) -> jax.Array:
+  """Prefix sums over the last axis of [..., n] as one matmul x @ triu(1).
+
+  XLA:CPU lowers `jnp.cumsum` to a reduce-window, O(n^2) per row; for the
+  short rows used here a triangular matmul is much faster.
+  """
+  n = x.shape[-1]
+  upper = (jnp.arange(n)[:, None] <= jnp.arange(n)[None, :]).astype(x.dtype)
+  return jnp.matmul(x, upper, precision=jax.lax.Precision.HIGHEST)
+
+
+def inverse_cdf_sample(logits: jax.Array, rng: jax.Array,
+                       block: int = 32) -> jax.Array:
+  """One draw per row from softmax(logits), by inverse CDF: [B, V] -> [B].
+
+  Draws u ~ U[0, 1) per row and returns the first token whose cumulative
+  (unnormalised) probability exceeds u * total. The same distribution as
+  Gumbel-max (`jax.random.categorical`), but with B random numbers instead
+  of B * V: on XLA:CPU the threefry bits and two logs of Gumbel noise for a
+  [32, 1024] row block cost ~10x more than this whole function, a sixth of
+  a decode step of the tiny model. The cumulative sum is taken in two
+  levels (over blocks of `block` tokens, then within the chosen block), so
+  it is O(V) work in a few small ops. Tokens of zero probability (masked by
+  top-k / top-p to NEG_INF) are never drawn: the index is clamped to the
+  last token of non-zero probability against float round-off.
+
+  Args:
+    logits: [B, V] float32 (temperature and filters already applied).
+    rng: PRNG key.
+    block: tokens per first-level block.
+  Returns:
+    [B] int32 token ids.
+  """
+  b, v = logits.shape
+  probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  probs = jnp.pad(probs, ((0, 0), (0, (-v) % block))).reshape(b, -1, block)
+  sums = jnp.sum(probs, axis=-1)  # [B, NB]
+  cum = _inclusive_cumsum(sums)  # [B, NB]
+  target = jax.random.uniform(rng, (b,), jnp.float32) * cum[:, -1]
+  blocks = jnp.arange(sums.shape[1], dtype=jnp.int32)
+  j = jnp.sum((cum <= target[:, None]).astype(jnp.int32), axis=-1)
+  j = jnp.minimum(j, jnp.max(jnp.where(sums > 0, blocks, 0), axis=-1))
+  before = jnp.take_along_axis(cum - sums, j[:, None], axis=-1)[:, 0]
+  inner = jnp.take_along_axis(probs, j[:, None, None], axis=1)[:, 0]
+  inner_cum = _inclusive_cumsum(inner)  # [B, block]
+  slots = jnp.arange(block, dtype=jnp.int32)
+  i = jnp.sum((inner_cum <= (target - before)[:, None]).astype(jnp.int32),
+              axis=-1)
+  i = jnp.minimum(i, jnp.max(jnp.where(inner > 0, slots, 0), axis=-1))
+  return j * block + i
 
 
 def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
