@@ -71,6 +71,9 @@ def main(argv=None) -> int:
                       help="run every row's prompt through the update's "
                       "forwards (by default each group's shared prompt is "
                       "computed once: swirl_jax/objectives/shared_prefix.py)")
+  parser.add_argument("--profile_dir", default=None,
+                      help="after timing, trace 3 more steps with "
+                      "jax.profiler into this directory (Perfetto JSON)")
   parser.add_argument("--allocator", choices=("auto", "system"),
                       default="auto",
                       help="auto: re-run under the caching allocator "
@@ -176,6 +179,11 @@ def main(argv=None) -> int:
     state, times, metrics = one_step(step, state)
     all_times.append(times)
   load_after = os.getloadavg()
+  if args.profile_dir:
+    jax.profiler.start_trace(args.profile_dir, create_perfetto_trace=True)
+    for step in range(args.steps + 1, args.steps + 4):
+      state, _, _ = one_step(step, state)
+    jax.profiler.stop_trace()
   med = {k: float(np.median([t[k] for t in all_times])) for k in first}
 
   print(f"device={jax.devices()[0].device_kind} cores={args.threads} "

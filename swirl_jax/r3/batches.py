@@ -57,6 +57,7 @@ length).
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -138,15 +139,25 @@ def group_advantages(rewards: np.ndarray, group_size: int,
   Returns:
     [B] float32 advantages.
   """
-  from swirl_jax.objectives import advantages as adv_lib  # pylint: disable=g-import-not-at-top
   rewards = np.asarray(rewards, np.float32)
   if group_size < 1 or rewards.shape[0] % group_size:
     raise ValueError(f"{rewards.shape[0]} rewards do not split into groups "
                      f"of group_size={group_size}.")
   groups = np.repeat(np.arange(rewards.shape[0] // group_size), group_size)
-  return np.asarray(adv_lib.group_advantages(
-      rewards, groups, num_groups=rewards.shape[0] // group_size,
-      mask=valid))
+  valid = (np.ones_like(rewards) if valid is None
+           else np.asarray(valid, np.float32))
+  return np.asarray(_jitted_group_advantages()(
+      rewards, groups, valid, num_groups=rewards.shape[0] // group_size))
+
+
+@functools.lru_cache(maxsize=1)
+def _jitted_group_advantages():
+  """`advantages.group_advantages`, jitted: one dispatch instead of ~20
+  eager ops (~5 ms per batch on the CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import advantages as adv_lib  # pylint: disable=g-import-not-at-top
+  return jax.jit(lambda r, g, m, num_groups: adv_lib.group_advantages(
+      r, g, num_groups=num_groups, mask=m), static_argnames=("num_groups",))
 
 
 class TurnTemperatures:

@@ -51,18 +51,22 @@ def apply_top_p(logits: jax.Array, p: jax.Array) -> jax.Array:
   return jnp.where(logits < threshold, NEG_INF, logits)
 
 
-def sample_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool,
-                  temperature: jax.Array, top_k: Optional[int] = None,
-                  top_p: Optional[jax.Array] = None) -> jax.Array:
+def sample_tokens(logits: jax.Array, rng: Optional[jax.Array], *,
+                  greedy: bool, temperature: jax.Array,
+                  top_k: Optional[int] = None,
+                  top_p: Optional[jax.Array] = None,
+                  uniform: Optional[jax.Array] = None) -> jax.Array:
   """Draws one token per row.
 
   Args:
     logits: [B, V] float32.
-    rng: PRNG key.
+    rng: PRNG key (unused when `uniform` is given or when greedy).
     greedy: static; argmax when True (temperature, top-k, top-p ignored).
     temperature: scalar > 0 when not greedy.
     top_k: static int or None.
     top_p: scalar / [B] or None.
+    uniform: optional [B] U[0, 1) numbers that decide the draws (see
+      `inverse_cdf_sample`); a decode loop draws all of them up front.
   Returns:
     [B] int32 tokens.
   """
@@ -73,7 +77,7 @@ def sample_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool,
     scaled = apply_top_k(scaled, top_k)
   if top_p is not None:
     scaled = apply_top_p(scaled, top_p)
-  return inverse_cdf_sample(scaled, rng)
+  return inverse_cdf_sample(scaled, rng, uniform=uniform)
 
 
 def _inclusive_cumsum(x: jax.Array) -> jax.Array:
@@ -87,8 +91,9 @@ def _inclusive_cumsum(x: jax.Array) -> jax.Array:
   return jnp.matmul(x, upper, precision=jax.lax.Precision.HIGHEST)
 
 
-def inverse_cdf_sample(logits: jax.Array, rng: jax.Array,
-                       block: int = 32) -> jax.Array:
+def inverse_cdf_sample(logits: jax.Array, rng: Optional[jax.Array],
+                       block: int = 32,
+                       uniform: Optional[jax.Array] = None) -> jax.Array:
   """One draw per row from softmax(logits), by inverse CDF: [B, V] -> [B].
 
   Draws u ~ U[0, 1) per row and returns the first token whose cumulative
@@ -104,8 +109,10 @@ def inverse_cdf_sample(logits: jax.Array, rng: jax.Array,
 
   Args:
     logits: [B, V] float32 (temperature and filters already applied).
-    rng: PRNG key.
+    rng: PRNG key (ignored when `uniform` is given).
     block: tokens per first-level block.
+    uniform: optional [B] float32 U[0, 1) numbers to use instead of
+      drawing them from `rng`.
   Returns:
     [B] int32 token ids.
   """
@@ -114,7 +121,9 @@ def inverse_cdf_sample(logits: jax.Array, rng: jax.Array,
   probs = jnp.pad(probs, ((0, 0), (0, (-v) % block))).reshape(b, -1, block)
   sums = jnp.sum(probs, axis=-1)  # [B, NB]
   cum = _inclusive_cumsum(sums)  # [B, NB]
-  target = jax.random.uniform(rng, (b,), jnp.float32) * cum[:, -1]
+  if uniform is None:
+    uniform = jax.random.uniform(rng, (b,), jnp.float32)
+  target = uniform * cum[:, -1]
   blocks = jnp.arange(sums.shape[1], dtype=jnp.int32)
   j = jnp.sum((cum <= target[:, None]).astype(jnp.int32), axis=-1)
   j = jnp.minimum(j, jnp.max(jnp.where(sums > 0, blocks, 0), axis=-1))

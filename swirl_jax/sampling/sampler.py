@@ -89,9 +89,15 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
   last_logits = logits[:, -1]
   next_pos = jnp.sum(input_mask, axis=1).astype(jnp.int32)  # [B]
 
-  def pick(logits_row, key, step, finished):
-    tok = sample_tokens(logits_row, key, greedy=greedy, temperature=temperature,
-                        top_k=top_k, top_p=top_p if use_top_p else None)
+  # One U[0, 1) number per row and step, drawn up front: the per-step
+  # draw costs only an index (see `inverse_cdf_sample`).
+  uniforms = jax.random.uniform(rng, (num_new, b), jnp.float32)
+
+  def pick(logits_row, step, finished):
+    tok = sample_tokens(logits_row, None, greedy=greedy,
+                        temperature=temperature, top_k=top_k,
+                        top_p=top_p if use_top_p else None,
+                        uniform=uniforms[step])
     logp = token_logprobs(logits_row, tok)
     live = jnp.logical_and(~finished, step < max_new)
     tok = jnp.where(live, tok, pad_id)
@@ -102,36 +108,39 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
 
   out_tokens = jnp.full((b, num_new), pad_id, jnp.int32)
   out_logp = jnp.zeros((b, num_new), jnp.float32)
-  rng, key = jax.random.split(rng)
   finished = max_new <= 0
-  tok, logp, live, stopped, finished = pick(last_logits, key, 0, finished)
+  tok, logp, live, stopped, finished = pick(last_logits, 0, finished)
   out_tokens = out_tokens.at[:, 0].set(tok)
   out_logp = out_logp.at[:, 0].set(logp)
   lengths = live.astype(jnp.int32)
 
   def cond(state):
-    step, _, _, _, _, _, _, finished, _, _, _ = state
+    step, _, _, _, _, _, _, finished, _, _ = state
     return jnp.logical_and(step < num_new, ~jnp.all(finished))
+
+  # The transposed embedding table, materialised once for all steps (the
+  # barrier keeps XLA from folding the transpose back into every step's
+  # matmul; see `Transformer.forward_with_cache`).
+  table_t = jax.lax.optimization_barrier(params["embedding"].T)
 
   def body(state):
     (step, tok, cache, valid, pos, out_tokens, out_logp, finished, stopped,
-     lengths, rng) = state
+     lengths) = state
     slot = p + step - 1  # slot of the token sampled at step - 1
     valid = valid.at[:, slot].set(True)
     logits, cache = model.apply(
         {"params": params}, tok[:, None], pos[:, None], valid[:, None, :],
-        cache, slot, method="forward_with_cache")
-    rng, key = jax.random.split(rng)
-    tok, logp, live, hit, finished = pick(logits[:, 0], key, step, finished)
+        cache, slot, table_t, method="forward_with_cache")
+    tok, logp, live, hit, finished = pick(logits[:, 0], step, finished)
     out_tokens = out_tokens.at[:, step].set(tok)
     out_logp = out_logp.at[:, step].set(logp)
     return (step + 1, tok, cache, valid, pos + 1, out_tokens, out_logp,
-            finished, stopped | hit, lengths + live.astype(jnp.int32), rng)
+            finished, stopped | hit, lengths + live.astype(jnp.int32))
 
   state = (jnp.int32(1), tok, cache, valid, next_pos, out_tokens, out_logp,
-           finished, stopped, lengths, rng)
+           finished, stopped, lengths)
   state = jax.lax.while_loop(cond, body, state)
-  _, _, _, _, _, out_tokens, out_logp, _, stopped, lengths, _ = state
+  _, _, _, _, _, out_tokens, out_logp, _, stopped, lengths = state
   return out_tokens, out_logp, lengths, stopped
 
 
