@@ -352,3 +352,10 @@ def test_selected_log_softmax_is_log_softmax_at_the_target():
   np.testing.assert_allclose(
       grad(lambda x: selected_log_softmax(x, targets)), grad(plain),
       rtol=1e-6, atol=1e-6)
+  # With a soft-cap bound the max subtraction is skipped: same values.
+  capped = 30.0 * jnp.tanh(logits / 3.0)
+  np.testing.assert_allclose(selected_log_softmax(capped, targets, bound=30.0),
+                             plain(capped), rtol=1e-6, atol=2e-6)
+  np.testing.assert_allclose(
+      grad(lambda x: selected_log_softmax(x, targets, bound=30.0)),
+      grad(plain), rtol=1e-5, atol=1e-6)

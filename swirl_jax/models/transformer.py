@@ -101,7 +101,7 @@ class Transformer(nn.Module):
     # embedding gradient is then a plain dlogits^T @ x, no transposed copy
     # of the [B*T, V] logits gradient).
     if table_t is None:
-      table_t = self.embedding.T
+      table_t = jax.lax.optimization_barrier(self.embedding.T)
     logits = dense(x, table_t.astype(dtype))
     logits = soft_cap(logits.astype(jnp.float32),
                       self.config.final_logit_soft_cap)
