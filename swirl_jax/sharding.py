@@ -13,6 +13,7 @@ failing, and `describe_sharding` shows what was chosen.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from typing import Any, Optional, Sequence
@@ -26,6 +27,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+# `swirl_jax.objectives.shared_prefix.PREFIX_KEY` (not imported: the
+# objectives import this module's users); tests/test_sharding.py ties them.
+_PREFIX_KEY = "prefix_inputs"
 
 # (logical name, mesh axis or axes or None). Params are fully sharded over
 # `fsdp` on their embed dimension and tensor-parallel over heads / mlp / vocab.
@@ -200,6 +204,17 @@ def bucketed_row_length(longest: int, bucket: Optional[int],
   return int(min(limit, max(bucket, -(-int(longest) // bucket) * bucket)))
 
 
+def agreed_minimum(value: int) -> int:
+  """The smallest `value` over all processes (one collective on several
+  hosts: every process calls it at the same point), e.g. the shared-prefix
+  length every host's batch can use."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    value = int(np.min(multihost_utils.process_allgather(
+        np.asarray(value, np.int32))))
+  return int(value)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
@@ -211,6 +226,17 @@ def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
   result is a dict of global jax.Arrays sharded over (data, fsdp).
   """
   sharding = batch_sharding(mesh)
+  shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
+  local_batch = dict(local_batch)
+  prefix = local_batch.get(_PREFIX_KEY)
+  if prefix is not None and (len(prefix) * jax.process_count()) % shards:
+    # One shared prefix per group, but fewer groups than batch shards: the
+    # plain forward (same results) instead of an unshardable array.
+    logging.getLogger(__name__).warning(
+        "Dropping '%s': %d groups do not split over %d batch shards; the "
+        "forward computes each row's prefix.", _PREFIX_KEY,
+        len(prefix) * jax.process_count(), shards)
+    del local_batch[_PREFIX_KEY]
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
 

@@ -261,6 +261,15 @@ def test_reference_and_recomputed_old_logprobs(setup):
   np.testing.assert_allclose(batch["old_logprobs"][mask], want_old[mask],
                              rtol=1e-5, atol=1e-5)
   assert not batch["ref_logprobs"][~mask].any()
+  # The failed query's context is carried once per group and the fused
+  # forward above used it ('prefix_inputs'; same results as the plain one).
+  prefix = batch["prefix_inputs"]
+  assert prefix.shape[0] == 1 and prefix.shape[1] % 16 == 0
+  assert prefix.shape[1] > 0
+  np.testing.assert_array_equal(prefix, batch["inputs"][::4, :prefix.shape[1]])
+  plain = _builder(setup, ReflectPolicy(tokenizer, gold),
+                   reference_params=ref, shared_prefix_bucket=0)
+  assert "prefix_inputs" not in plain(params, records[:1], 0)
 
 
 def test_bad_arguments(setup):
@@ -272,6 +281,8 @@ def test_bad_arguments(setup):
     _builder(setup, policy, old_logprobs="ref")
   with pytest.raises(ValueError, match="inner_updates"):
     _builder(setup, policy, inner_updates=0)
+  with pytest.raises(ValueError, match="shared_prefix_bucket must be >= 0"):
+    _builder(setup, policy, shared_prefix_bucket=-1)
 
 
 def test_groups_with_a_learning_signal_are_kept_first(setup):

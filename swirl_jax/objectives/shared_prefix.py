@@ -29,7 +29,7 @@ the sum over the group's rows.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -57,14 +57,26 @@ def shared_prefix_length(batch: Mapping[str, np.ndarray], group_size: int
   return int(first_diff.min()) if first_diff.size else 0
 
 
+def bucketed_prefix_length(batch: Mapping[str, np.ndarray], group_size: int,
+                           bucket: int = 16) -> int:
+  """`shared_prefix_length` rounded down to a multiple of `bucket` (so the
+  train step compiles once per bucket, not per prompt length) and kept
+  below the row length (every row keeps a suffix); 0 for group_size 1."""
+  if group_size == 1:
+    return 0
+  length = np.asarray(batch["inputs"]).shape[1]
+  p = min(shared_prefix_length(batch, group_size), length - 1)
+  return max(0, p - p % max(1, int(bucket)))
+
+
 def with_shared_prefix(batch: Mapping[str, np.ndarray], group_size: int,
-                       bucket: int = 16) -> dict:
+                       bucket: int = 16, length: Optional[int] = None
+                       ) -> dict:
   """Adds 'prefix_inputs' [B / G, P] to a group-major host batch.
 
-  P is the groups' common prefix length (`shared_prefix_length`) rounded
-  down to a multiple of `bucket` (so the train step compiles once per
-  bucket, not per prompt length), and kept below the row length so every
-  row keeps a suffix. With group_size 1 or P = 0 the batch is returned
+  P is `bucketed_prefix_length(batch, group_size, bucket)`, or `length`
+  when given (e.g. the minimum over hosts, which must all use one P; it
+  must not exceed this batch's own). With P = 0 the batch is returned
   unchanged (a plain forward).
 
   Args:
@@ -72,15 +84,19 @@ def with_shared_prefix(batch: Mapping[str, np.ndarray], group_size: int,
       anything else, passed through); rows of a group adjacent.
     group_size: G, rows per group.
     bucket: P is a multiple of this.
+    length: P to use instead of this batch's own.
   Returns:
     A new dict: the batch, plus 'prefix_inputs' when P > 0.
+  Raises:
+    ValueError: `length` is longer than the rows' shared prefix.
   """
   out = {k: v for k, v in batch.items() if k != PREFIX_KEY}
-  if group_size == 1:
-    return out
-  length = np.asarray(batch["inputs"]).shape[1]
-  p = min(shared_prefix_length(batch, group_size), length - 1)
-  p -= p % max(1, int(bucket))
+  own = bucketed_prefix_length(batch, group_size, bucket)
+  p = own if length is None else int(length)
+  if p > own:
+    raise ValueError(f"A shared prefix of length {p} was asked for, but the "
+                     f"rows' groups share only {own} tokens (bucket "
+                     f"{bucket}).")
   if p <= 0:
     return out
   out[PREFIX_KEY] = np.ascontiguousarray(

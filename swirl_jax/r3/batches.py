@@ -67,6 +67,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import sharding
+from swirl_jax.objectives import shared_prefix
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.r3 import tasks as r3_tasks
 from swirl_jax.tasks import base
@@ -224,6 +225,11 @@ class ReflectionBatchBuilder:
     old_logprobs: 'sampler' or 'recompute'.
     log_path: a JSONL file getting one line of statistics per sampled batch.
     sampler: the sampler to use (default: a KV-cache `Sampler`).
+    shared_prefix_bucket: the G rows of a failed query share its context;
+      the batch carries it once per group ('prefix_inputs', its length a
+      multiple of this), so every forward on the batch (reference, old and
+      policy log-probs) computes it once instead of G times (see
+      `swirl_jax.objectives.shared_prefix`; same results). 0 turns it off.
   """
 
   def __init__(self, config, tokenizer, *,
@@ -238,7 +244,8 @@ class ReflectionBatchBuilder:
                max_context_tokens: Optional[int] = None, seed: int = 0,
                cache_dir: Optional[str] = None,
                reference_params: Any = None, old_logprobs: str = "sampler",
-               log_path: Optional[str] = None, sampler: Any = None):
+               log_path: Optional[str] = None, sampler: Any = None,
+               shared_prefix_bucket: int = 16):
     if int(num_reflections) < 2:
       raise ValueError(f"num_reflections must be >= 2 for a group baseline, "
                        f"got {num_reflections}.")
@@ -274,6 +281,10 @@ class ReflectionBatchBuilder:
     self.reference_params = reference_params
     self.old_logprobs = old_logprobs
     self.log_path = log_path
+    if int(shared_prefix_bucket) < 0:
+      raise ValueError(f"shared_prefix_bucket must be >= 0, got "
+                       f"{shared_prefix_bucket}.")
+    self.shared_prefix_bucket = int(shared_prefix_bucket)
     if sampler is None:
       sampler = failures_lib.make_sampler(
           config, tokenizer, batch_bucket=self.num_reflections)
@@ -345,8 +356,10 @@ class ReflectionBatchBuilder:
       model = Transformer(self.config)
       self._logprob_fn = jax.jit(
           lambda ps, b: [target_logprobs(model, p, b) for p in ps])
-    keys = ("inputs", "targets", "positions", "segment_ids")
-    out = self._logprob_fn(list(params_list), {k: batch[k] for k in keys})
+    keys = ("inputs", "targets", "positions", "segment_ids",
+            shared_prefix.PREFIX_KEY)
+    out = self._logprob_fn(list(params_list),
+                           {k: batch[k] for k in keys if k in batch})
     return [np.asarray(x) for x in out]
 
   # -- sampling -------------------------------------------------------------
@@ -439,6 +452,11 @@ class ReflectionBatchBuilder:
     batch["rewards"] = rewards
     batch["group_ids"] = sharding.global_group_ids(
         np.repeat(np.arange(keep, dtype=np.int32), g))
+    if self.shared_prefix_bucket:
+      prefix = sharding.agreed_minimum(shared_prefix.bucketed_prefix_length(
+          batch, g, self.shared_prefix_bucket))
+      batch = shared_prefix.with_shared_prefix(
+          batch, g, self.shared_prefix_bucket, length=prefix)
     start = time.perf_counter()
     params_list = []
     if self.old_logprobs == "recompute":
