@@ -68,9 +68,10 @@ def main(argv=None) -> int:
                       help="compute 'ref_logprobs' in their own jitted call "
                       "(timed as 'reference') instead of inside the update")
   parser.add_argument("--no_shared_prefix", action="store_true",
-                      help="run every row's prompt through the update's "
-                      "forwards (by default each group's shared prompt is "
-                      "computed once: swirl_jax/objectives/shared_prefix.py)")
+                      help="run every row's prompt through the prefill and "
+                      "the update's forwards (by default each group's shared "
+                      "prompt is computed once: Sampler.generate(group_size"
+                      "=G) and swirl_jax/objectives/shared_prefix.py)")
   parser.add_argument("--profile_dir", default=None,
                       help="after timing, trace 3 more steps with "
                       "jax.profiler into this directory (Perfetto JSON)")
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     sampler.update_params(state.params)
     out = sampler.generate(prompts, n_new, temperature=1.0, stop_tokens=[],
-                           seed=step)
+                           seed=step, group_size=1 if args.no_shared_prefix
+                           else g)
     tokens = out.token_array  # numpy [rows, n_new]
     t1 = time.perf_counter()
     times["generation"] = t1 - t0

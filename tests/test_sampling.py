@@ -88,6 +88,22 @@ def test_sampling_is_seeded_and_respects_top_k(tiny):
   assert k1.tokens == greedy.tokens
 
 
+def test_group_size_prefills_once_per_group_with_the_same_results(tiny):
+  config, params = tiny
+  sampler = Sampler(config, params)
+  grouped = [p for p in PROMPTS for _ in range(3)]
+  plain = sampler.generate(grouped, 12, temperature=1.0, seed=7)
+  shared = sampler.generate(grouped, 12, temperature=1.0, seed=7,
+                            group_size=3)
+  assert shared.tokens == plain.tokens
+  np.testing.assert_allclose(shared.logprob_array, plain.logprob_array,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match=r"prompts 3\.\.5 are not all"):
+    sampler.generate(grouped[:3] + PROMPTS, 4, group_size=3)
+  with pytest.raises(ValueError, match="group_size=2"):
+    sampler.generate(grouped, 4, group_size=2)
+
+
 def test_batch_bucket_padding_does_not_change_rows(tiny):
   config, params = tiny
   a = Sampler(config, params).generate(PROMPTS, 10)

@@ -61,7 +61,7 @@ def _round_up(n: int, multiple: int) -> int:
 def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
               rng, temperature, top_p, *, num_new: int, greedy: bool,
               top_k: Optional[int], use_top_p: bool, pad_id: int,
-              cache_dtype):
+              cache_dtype, group: int = 1):
   """Prefill + on-device decode loop.
 
   Args:
@@ -72,21 +72,28 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
     rng: PRNG key.
     temperature, top_p: float32 scalars.
     num_new: static N, size of the output buffers.
+    group: static; rows come in consecutive groups of this many identical
+      prompts, each prefilled once.
   Returns:
     out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B].
   """
   b, p = tokens.shape
   s = p + num_new
   cfg = model.config
-  cache = init_cache(cfg, b, s, cache_dtype)
   valid = jnp.concatenate([input_mask, jnp.zeros((b, num_new), bool)], axis=1)
   causal = jnp.arange(s)[None, :] <= jnp.arange(p)[:, None]  # [P, S]
   prefill_mask = jnp.logical_and(causal[None], valid[:, None, :])
   positions = positions_from_mask(input_mask)
+  # Rows come in groups of `group` identical prompts (checked on the host):
+  # the prompt is prefilled once per group, its cache repeated to the rows.
+  first = slice(None, None, group)
+  cache = init_cache(cfg, b // group, s, cache_dtype)
   logits, cache = model.apply(
-      {"params": params}, tokens, positions, prefill_mask, cache,
-      jnp.int32(0), method="forward_with_cache")
-  last_logits = logits[:, -1]
+      {"params": params}, tokens[first], positions[first],
+      prefill_mask[first], cache, jnp.int32(0), method="forward_with_cache")
+  last_logits = jnp.repeat(logits[:, -1], group, axis=0)
+  if group > 1:
+    cache = jax.tree.map(lambda c: jnp.repeat(c, group, axis=0), cache)
   next_pos = jnp.sum(input_mask, axis=1).astype(jnp.int32)  # [B]
 
   # One U[0, 1) number per row and step, drawn up front: the per-step
@@ -155,7 +162,7 @@ def _jitted_generate(config: TransformerConfig):
   return jax.jit(
       functools.partial(_generate, Transformer(config)),
       static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                       "cache_dtype"),
+                       "cache_dtype", "group"),
       compiler_options=_compiler_options())
 
 
@@ -225,11 +232,34 @@ class Sampler:
       out[i, :len(r)] = r
     return out
 
+  @staticmethod
+  def _check_groups(tokens: np.ndarray, mask: np.ndarray, batch: int,
+                    group_size: int) -> int:
+    """Validates `group_size` against the padded [b, P] prompt arrays."""
+    g = int(group_size)
+    if g < 1 or batch % g:
+      raise ValueError(f"group_size={group_size} must be >= 1 and divide "
+                       f"the number of prompts ({batch}).")
+    if g == 1:
+      return 1
+    if tokens.shape[0] % g:  # dummy rows of batch_bucket split a group
+      return 1
+    shaped = tokens.reshape(-1, g, tokens.shape[1])
+    same = np.all(shaped == shaped[:, :1], axis=(1, 2)) & np.all(
+        mask.reshape(shaped.shape) == mask.reshape(shaped.shape)[:, :1],
+        axis=(1, 2))
+    if not np.all(same):
+      bad = int(np.argmin(same))
+      raise ValueError(f"group_size={g}: prompts {bad * g}..{bad * g + g - 1} "
+                       "are not all the same prompt.")
+    return g
+
   def generate(self, prompts: Sequence[Sequence[int]],
                max_new_tokens: Union[int, Sequence[int]],
                temperature: float = 0.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, stop_tokens: StopTokens = None,
-               seed: int = 0, rng: Optional[jax.Array] = None) -> SamplerOutput:
+               seed: int = 0, rng: Optional[jax.Array] = None,
+               group_size: int = 1) -> SamplerOutput:
     """Samples continuations.
 
     Args:
@@ -241,6 +271,11 @@ class Sampler:
       stop_tokens: None (the sampler's defaults), a list of ids for every row,
         or one list per row. The stop token is included in the output.
       seed / rng: randomness (rng wins if given).
+      group_size: the prompts come in consecutive groups of this many
+        identical ones (e.g. G samples per prompt for GRPO); each group's
+        prompt is prefilled once instead of G times (same results; on the
+        CPU the prefill of 32 rows of 32 tokens costs ~3.5x that of 8).
+        A batch that does not split into such groups is a ValueError.
     Returns:
       SamplerOutput.
     """
@@ -284,6 +319,7 @@ class Sampler:
     stop_rows = self._stop_array(stop_tokens, batch)
     stops = np.full((b, stop_rows.shape[1]), -1, np.int32)
     stops[:batch] = stop_rows
+    group = self._check_groups(tokens, mask, batch, group_size)
 
     greedy = temperature == 0.0
     key = rng if rng is not None else jax.random.key(seed)
@@ -293,7 +329,7 @@ class Sampler:
         num_new=num_new, greedy=greedy,
         top_k=None if greedy else (top_k or None),
         use_top_p=(not greedy and top_p is not None and top_p < 1.0),
-        pad_id=self.pad_id, cache_dtype=self.cache_dtype)
+        pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group)
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
     lengths = np.asarray(lengths)[:batch]
