@@ -56,8 +56,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=args.log_level,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  # Importing TensorFlow/absl may already have configured the root logger
+  # (then basicConfig does nothing); --log_level applies to our loggers.
+  logging.getLogger("swirl_jax").setLevel(args.log_level)
   from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
-  logging.getLogger(__name__).info("host allocator: %s", allocator.describe())
+  logging.getLogger("swirl_jax.main").info("host allocator: %s",
+                                           allocator.describe())
   try:
     gin_utils.parse(args.gin_file, bindings)
   except gin_utils.GinConfigError as e:
