@@ -8,7 +8,7 @@ repeated to the G rows, and only the rows' own suffixes run through the
 model against them (the same `forward_with_cache` the sampler uses):
 
     batch = with_shared_prefix(batch, group_size=4)   # host, numpy
-    logits = shared_prefix_logits(model, params, batch)  # == plain forward
+    logp = target_logprobs(model, params, batch)      # == plain forward
 
 The batch then carries 'prefix_inputs' [B / G, P]: the P shared input ids
 of each group (rows group-major). Its shape is the static information the
