@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterable, List, Sequence, Tuple
 if TYPE_CHECKING:  # Only for annotations; never imported at runtime here.
   import seqio  # pylint: disable=g-bad-import-order
 
+GGUF_PREFIX = "gguf:"  # Tokenizer('gguf:FILE'): the vocabulary of a GGUF
 START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
 USER_ROLE = "user"
@@ -149,13 +150,19 @@ class Tokenizer:
 
     Args:
       path: path of a SentencePiece `.model` file (local, or any filesystem
-        tf.io.gfile understands, e.g. gs://).
+        tf.io.gfile understands, e.g. gs://), or 'gguf:FILE': the vocabulary
+        of a Gemma GGUF file, rebuilt as a SentencePiece model
+        (`swirl_jax.checkpoints.gguf.sentencepiece_model`; `path` is then
+        that model's file).
 
     Raises:
       FileNotFoundError: if no file exists at `path`.
       ValueError: if the file is not a valid SentencePiece model.
     """
     path = os.fspath(path)
+    if path.startswith(GGUF_PREFIX):
+      from swirl_jax.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+      path = gguf.sentencepiece_model(path[len(GGUF_PREFIX):])
     if not _path_exists(path):
       raise FileNotFoundError(f"SentencePiece model not found: {path!r}.")
     import seqio  # pylint: disable=g-import-not-at-top,redefined-outer-name

@@ -34,7 +34,14 @@ def tokenizer_path_for(workdir: str, path: Optional[str] = None,
                        vocab_size: int = 1024,
                        corpus_fn: Optional[Callable[[], Sequence[str]]] = None
                        ) -> str:
-  """The tokenizer to use: `path` if given, else the workdir's tiny one."""
+  """The tokenizer to use: `path` if given, else the workdir's tiny one.
+
+  path: a SentencePiece model, or 'gguf:FILE' (the vocabulary of a Gemma GGUF
+  file, rebuilt once as a SentencePiece model; its path is returned).
+  """
+  if path and path.startswith("gguf:"):
+    from swirl_jax.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+    return gguf.sentencepiece_model(path[len("gguf:"):])
   if path:
     if not os.path.exists(path) and "://" not in path:
       raise FileNotFoundError(f"Tokenizer {path!r} does not exist.")

@@ -33,6 +33,11 @@ def dtype_from_name(name: str):
   return _DTYPES[name]
 
 
+# Keys a workdir's model_config.json may carry beside the fields (where the
+# weights came from); `from_dict` ignores them.
+_RECORD_ONLY_KEYS = ("weights_source",)
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Shapes and switches of a Gemma-family decoder.
@@ -153,6 +158,7 @@ class TransformerConfig:
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
     known = {f.name for f in dataclasses.fields(cls)}
+    d = {k: v for k, v in d.items() if k not in _RECORD_ONLY_KEYS}
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"Unknown TransformerConfig fields {unknown}.")

@@ -94,6 +94,12 @@ def gemma2_27b():
   return _gemma2(46, 4608, 36864, 32, 16, 128, 144)
 
 
+@_register("gemma3-270m")
+def gemma3_270m():
+  # google/gemma-3-270m: 268,098,176 parameters, 170M of them the embedding.
+  return _gemma3(18, 640, 2048, 4, 1, 256, 256, 262_144, 512, 1.0, 32_768)
+
+
 @_register("gemma3-1b")
 def gemma3_1b():
   return _gemma3(26, 1152, 6912, 4, 1, 256, 256, 262_144, 512, 1.0, 32_768)

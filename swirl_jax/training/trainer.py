@@ -12,6 +12,7 @@ uninterrupted one. SIGTERM (TPU preemption) saves a checkpoint and exits.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -72,8 +73,10 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
   """Params to start from, placed with `shardings`.
 
   init_from: None (random, from rng); 'hf:DIR' (Hugging Face directory);
-  'kaggle:DIR' (official Flax/Orbax Gemma layout); or a swirl_jax workdir
-  (the params of its latest checkpoint).
+  'kaggle:DIR' (official Flax/Orbax Gemma layout); 'gguf:FILE' (a llama.cpp
+  GGUF file, dequantised to config.param_dtype; FILE may also name a
+  packaged file, see `checkpoints.gguf.resolve_path`); or a swirl_jax
+  workdir (the params of its latest checkpoint).
   """
   if not init_from:
     return jax.jit(lambda r: _unbox(_boxed_init(config, r)),
@@ -81,6 +84,11 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
   if init_from.startswith("hf:"):
     from swirl_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
     loaded_config, params = hf.load(init_from[3:])
+    _check_same(loaded_config, config, init_from)
+    return jax.device_put(params, shardings)
+  if init_from.startswith("gguf:"):
+    from swirl_jax.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+    loaded_config, params = gguf.load(init_from[5:], config.param_dtype)
     _check_same(loaded_config, config, init_from)
     return jax.device_put(params, shardings)
   if init_from.startswith("kaggle:"):
@@ -92,12 +100,36 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
     if ckpt.latest_step() is None:
       raise FileNotFoundError(
           f"init_from={init_from!r}: no checkpoint under "
-          f"{os.path.join(init_from, 'checkpoints')} (use 'hf:DIR' or "
-          "'kaggle:DIR' for imported checkpoints).")
+          f"{os.path.join(init_from, 'checkpoints')} (use 'hf:DIR', "
+          "'kaggle:DIR' or 'gguf:FILE' for imported checkpoints).")
     ckpt.check_compatible(config)
     return ckpt.restore_params(shardings)
   finally:
     ckpt.close()
+
+
+def weights_source(init_from: Optional[str], dtype: str) -> Optional[dict]:
+  """What model_config.json records about imported weights (None: nothing).
+
+  For 'gguf:FILE' it says that the weights were dequantised from the file's
+  quantisation (`checkpoints.gguf.provenance`).
+  """
+  if init_from and init_from.startswith("gguf:"):
+    from swirl_jax.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+    return gguf.provenance(init_from[5:], dtype)
+  return None
+
+
+def model_config_json(config: TransformerConfig,
+                      init_from: Optional[str] = None) -> str:
+  """The workdir's model_config.json: the config's fields, plus
+  'weights_source' for weights dequantised from a GGUF file
+  (`TransformerConfig.from_dict` ignores that key)."""
+  source = weights_source(init_from, config.param_dtype)
+  if source is None:
+    return config.to_json()
+  return json.dumps({**config.to_dict(), "weights_source": source},
+                    sort_keys=True)
 
 
 def _unbox(tree):
@@ -222,7 +254,7 @@ def train(workdir: str,
     with open(os.path.join(workdir, "config.gin"), "w") as f:
       f.write(gin.config_str())
     with open(os.path.join(workdir, "model_config.json"), "w") as f:
-      f.write(model_config.to_json())
+      f.write(model_config_json(model_config, init_from))
 
   dataset = dataset_fn(workdir=workdir, process_index=jax.process_index(),
                        process_count=jax.process_count(), seed=seed)
