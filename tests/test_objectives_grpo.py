@@ -108,7 +108,7 @@ def test_on_policy_without_old_logprobs():
     (dict(clip_epsilon=1.5), "clip_epsilon must be in"),
     (dict(clip_epsilon_high=-0.1), "clip_epsilon_high"),
     (dict(beta=-1.0), "beta must be >= 0"),
-    (dict(kl_estimator="k2"), "'k2'"),
+    (dict(kl_estimator="k9"), "'k9'"),
     (dict(aggregation="tokens"), "'tokens'"),
 ])
 def test_bad_hyperparameters(kwargs, message):

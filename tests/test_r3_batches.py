@@ -111,10 +111,10 @@ def _builder(setup, policy, **kw):
 def test_reflection_episode_prompts_as_specified(setup):
   tokenizer, task, examples, records, gold, _ = setup
   policy = ReflectPolicy(tokenizer, gold)
-  builder = _builder(setup, policy, temperature=0.9, retry_temperature=0.0)
+  builder = _builder(setup, policy, temperature=1.0, retry_temperature=0.0)
   eps = builder.episodes(params="p0", records=records, seed=0)
   assert policy.params == ["p0"]
-  assert policy.temperatures == [0.9, 0.0]  # reflections, then retries
+  assert policy.temperatures == [1.0, 0.0]  # reflections, then retries
   assert len(eps) == 8 and [e.group_index for e in eps] == [0] * 4 + [1] * 4
   reflect_call, retry_call = policy.prompts
   for ep, ex in zip(eps[::4], examples):
@@ -305,6 +305,21 @@ def test_groups_with_a_learning_signal_are_kept_first(setup):
   with pytest.raises(ValueError, match="queries_per_step=3"):
     _builder(setup, ReflectPolicy(tokenizer, gold),
              queries_per_step=3)("p", records, 0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=0.9), "temperature=0.9"),
+    (dict(temperature=0.0), "temperature=0.0"),
+    (dict(top_p=0.95), "top_p=0.95"),
+])
+def test_off_policy_reflection_sampling_is_refused(setup, kwargs, message):
+  # GRPO takes the reflections as samples of pi, with the sampler's
+  # temperature-1 log-probs as old_logprobs.
+  tokenizer, _, _, _, gold, _ = setup
+  with pytest.raises(ValueError, match=message):
+    _builder(setup, ReflectPolicy(tokenizer, gold), **kwargs)
+  # The retries carry no gradient: their temperature is free.
+  _builder(setup, ReflectPolicy(tokenizer, gold), retry_temperature=0.7)
 
 
 def test_rows_are_padded_to_the_batch_length_bucket(setup):

@@ -167,6 +167,16 @@ def test_builder_single_turn_rows(builder_parts):
     builder(params, [{"task": "nope", "example": {}}], step=0)
 
 
+@pytest.mark.parametrize("temperature", [0.7, 0.0, 1.5])
+def test_off_policy_temperature_is_refused(builder_parts, temperature):
+  # The SCoRe loss takes the episodes as samples of pi itself.
+  config, params, tokenizer, task, _, sampler = builder_parts
+  with pytest.raises(ValueError, match=f"temperature={temperature}"):
+    batches.TwoAttemptBatchBuilder(config, tokenizer, {"math_small": task},
+                                   ref_params=params, temperature=temperature,
+                                   sampler=sampler)
+
+
 def test_self_refine_chat(builder_parts):
   _, params, tokenizer, task, records, sampler = builder_parts
   from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top

@@ -130,3 +130,17 @@ def test_row_length_is_bucketed_and_capped(setup):
                                num_samples=2, max_new_tokens=8, seq_len=320,
                                length_bucket=None)
   assert fixed.rows([[2, 5, 6]] * 2, [[7, 8]] * 2)["inputs"].shape == (2, 320)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=0.7), "temperature=0.7"),
+    (dict(temperature=0.0), "temperature=0.0"),
+    (dict(top_p=0.9), "top_p=0.9"),
+])
+def test_off_policy_sampling_is_refused(setup, kwargs, message):
+  # The stepwise_pg loss takes the actions as samples of pi itself.
+  config, _, tokenizer = setup
+  with pytest.raises(ValueError, match=message):
+    StepwiseBatchBuilder(config, tokenizer, get_judge("rules"), **kwargs)
+  StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                       temperature=1.0, top_p=1.0)  # no filter: accepted

@@ -1,4 +1,5 @@
-"""Shared pure functions of the objectives: masks and per-token log-probs.
+"""Shared pure functions of the objectives: masks, per-token log-probs and
+the KL-to-reference terms (`kl_penalty`, `exact_kl`, `token_kl`).
 
 Batches follow the data pipeline's format (all [B, L]): 'inputs', 'targets',
 'loss_mask', 'positions', 'segment_ids' (0 = padding, 1.. = packed sequence).
@@ -84,16 +85,178 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3"):
-  """Per-token estimator of KL(pi || pi_ref) from sampled-token log-probs.
+KL_ESTIMATORS = ("k1", "k2", "k3", "exact")
 
-  kind 'k1': logp - ref_logp (unbiased, high variance);
-  kind 'k3': exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0, low
-  variance; Schulman's estimator, as in GRPO).
+
+def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3",
+               old_logp: Optional[jax.Array] = None) -> jax.Array:
+  """Per-token KL loss term from sampled-token log-probs: [...] -> [...].
+
+  With a ~ pi (the sampled token), r = pi_ref(a) / pi(a) and "grad" the
+  gradient of the term as a loss (its expectation over a ~ pi):
+
+    kind  value (per token)                expected value   expected gradient
+    'k1'  sg(logp - ref) * w               KL(pi||pi_ref)   grad KL(pi||pi_ref)
+    'k2'  (logp - ref)^2 / 2               ~KL(pi||pi_ref)  grad KL(pi||pi_ref)
+    'k3'  r - log r - 1                    KL(pi||pi_ref)   grad KL(pi_ref||pi)
+
+  (sg = stop_gradient.) Why:
+  * 'k1': `logp - ref` itself as a loss has gradient grad logp, whose mean
+    under a ~ pi is 0: it adds noise and no pull to the reference. Here the
+    penalty is folded into the reward instead: the term is a
+    policy-gradient term whose per-token "reward" is -(logp - ref) under
+    stop-gradient, w = exp(logp - sg(old)) = pi / pi_old (1 with gradient
+    grad logp when `old_logp` is None, i.e. on-policy), so its gradient is
+    (logp - ref) * w * grad logp, and
+    E_{a~pi_old}[w (logp - ref) grad logp] = sum_a grad pi(a) (log pi(a) -
+    log pi_ref(a)) = grad KL(pi||pi_ref) (the missing sum_a grad pi = 0).
+    Its value is (logp - ref) * w, the (importance-weighted) unbiased
+    estimate of KL(pi||pi_ref).
+  * 'k2': its gradient (logp - ref) * grad logp is pointwise the on-policy
+    'k1' gradient, so the same expectation, grad KL(pi||pi_ref); its value
+    is a biased (second-order, >= 0, low-variance) estimate of the KL.
+    Unlike 'k1' it is not importance-weighted: with samples from pi_old !=
+    pi (GRPO's later inner updates) the claim holds only approximately.
+  * 'k3' (Schulman's estimator, GRPO / DeepSeekMath, the default): its value
+    is an unbiased, >= 0, low-variance estimate of KL(pi||pi_ref), but its
+    gradient (1 - r) * grad logp has expectation
+    sum_a (pi(a) - pi_ref(a)) grad log pi(a) = -sum_a pi_ref(a) grad log
+    pi(a) = grad KL(pi_ref||pi): as a loss it follows the *reverse* KL
+    (mass-covering), not KL(pi||pi_ref). Both vanish at pi = pi_ref and
+    agree to first order near it.
+
+  These hold per token for the distribution pi(.|s_t) at each visited
+  context s_t (the gradient of sum_t KL(pi(.|s_t)||pi_ref(.|s_t)) with the
+  contexts held fixed), as in GRPO; they do not propagate a token's effect
+  on the later tokens' KL (no KL reward-to-go). 'exact' (the full KL over
+  the vocabulary) needs the logits: see `exact_kl` and `token_kl`.
+
+  Args:
+    logp: [...] log pi(a) of the sampled tokens (differentiated).
+    ref_logp: [...] log pi_ref(a) (constants).
+    kind: 'k1', 'k2' or 'k3'.
+    old_logp: [...] log pi_old(a) of the sampling policy, or None (samples
+      from the current policy); only 'k1' uses it.
+  Returns:
+    [...] float32 per-token loss terms.
   """
+  logp = jnp.asarray(logp, jnp.float32)
+  ref_logp = jnp.asarray(ref_logp, jnp.float32)
   if kind == "k1":
-    return logp - ref_logp
+    anchor = logp if old_logp is None else jnp.asarray(old_logp, jnp.float32)
+    weight = jnp.exp(logp - jax.lax.stop_gradient(anchor))
+    return jax.lax.stop_gradient(logp - ref_logp) * weight
+  if kind == "k2":
+    return 0.5 * jnp.square(logp - ref_logp)
   if kind == "k3":
     delta = ref_logp - logp
     return jnp.exp(delta) - delta - 1.0
-  raise ValueError(f"Unknown KL estimator {kind!r}; use 'k1' or 'k3'.")
+  if kind == "exact":
+    raise ValueError("kl_penalty: kind 'exact' needs the logits of the "
+                     "policy and of the reference; use exact_kl / token_kl.")
+  raise ValueError(f"Unknown KL estimator {kind!r}; use one of "
+                   f"{KL_ESTIMATORS}.")
+
+
+def exact_kl(logits: jax.Array, ref_logits: jax.Array,
+             mask: Optional[jax.Array] = None) -> jax.Array:
+  """KL(pi(.|s_t) || pi_ref(.|s_t)) over the whole vocabulary, per token.
+
+  sum_v pi(v) (log pi(v) - log pi_ref(v)) with pi = softmax(logits),
+  pi_ref = softmax(ref_logits): no sampling, so no variance; its gradient
+  (through `logits`; `ref_logits` are constants) is exactly
+  grad KL(pi||pi_ref) at each context, the contexts held fixed (as for
+  `kl_penalty`).
+
+  Memory: one [B, L, V] float32 array is B * L * V * 4 bytes. The batch's
+  reference logits are one; the KL and its gradient add about three more
+  (the policy's log-softmax, its softmax, the logits' gradient) beside the
+  policy logits every loss has: peak ~5 * B * L * V * 4 bytes for one
+  (micro)batch. With Gemma's V = 256,128 that is ~5 GiB per 1,024 tokens of
+  B * L (padding included), so with the model's own memory left over keep
+  a microbatch to about 2k / 10k / 20k tokens on 16 / 80 / 141 GiB
+  accelerators; the tiny test models (V in the hundreds) fit at any batch.
+
+  Args:
+    logits: [..., V] policy logits (float32 or bfloat16; computed in f32).
+    ref_logits: [..., V] reference logits.
+    mask: optional [...] tokens to keep; elsewhere the result is 0 with a
+      zero gradient, whatever the logits hold there (even NaN / inf).
+  Returns:
+    [...] float32 per-token KL (>= 0).
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  ref_logits = jnp.asarray(ref_logits, jnp.float32)
+  if mask is not None:
+    keep = (jnp.asarray(mask) > 0)[..., None]
+    logits = jnp.where(keep, logits, 0.0)
+    ref_logits = jnp.where(keep, ref_logits, 0.0)
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  log_ref = jax.nn.log_softmax(jax.lax.stop_gradient(ref_logits), axis=-1)
+  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_ref), axis=-1)
+  if mask is not None:
+    kl = jnp.where(jnp.asarray(mask) > 0, kl, 0.0)
+  return kl
+
+
+def token_kl(kind: str, logp: Optional[jax.Array],
+             ref_logp: Optional[jax.Array], mask: jax.Array, *,
+             old_logp: Optional[jax.Array] = None,
+             logits: Optional[jax.Array] = None,
+             ref_logits: Optional[jax.Array] = None) -> jax.Array:
+  """Per-token KL loss term of `kind`, 0 (zero gradient) outside `mask`.
+
+  Args:
+    kind: 'k1', 'k2', 'k3' (`kl_penalty`, from logp / ref_logp / old_logp,
+      all [B, L]) or 'exact' (`exact_kl`, from logits / ref_logits
+      [B, L, V]).
+    logp, ref_logp: [B, L] sampled-token log-probs (unused by 'exact').
+    mask: [B, L] tokens that carry the term.
+    old_logp: [B, L] sampling-policy log-probs or None ('k1' only).
+    logits, ref_logits: [B, L, V] ('exact' only).
+  Returns:
+    [B, L] float32.
+  """
+  mask = jnp.asarray(mask) > 0
+  if kind == "exact":
+    if logits is None or ref_logits is None:
+      raise ValueError("kl_estimator 'exact' needs the policy logits and "
+                       "the reference logits [B, L, V].")
+    return exact_kl(logits, ref_logits, mask)
+
+  def masked(x):
+    return None if x is None else jnp.where(mask, jnp.asarray(x, jnp.float32),
+                                            0.0)
+  return jnp.where(mask, kl_penalty(masked(logp), masked(ref_logp), kind,
+                                    old_logp=masked(old_logp)), 0.0)
+
+
+def check_on_policy_sampling(who: str, temperature: float = 1.0,
+                             top_k: Optional[int] = None,
+                             top_p: Optional[float] = None) -> None:
+  """Refuses sampling settings that make on-policy samples off-policy.
+
+  The RL losses take the samples as drawn from pi (the model's softmax at
+  temperature 1) and use log pi as pi_old: a temperature != 1 (0 = greedy
+  included), a top-k or a top-p filter draws them from another
+  distribution, which biases the policy gradient and the KL estimates.
+
+  Args:
+    who: the builder, for the message.
+    temperature: must be 1.0.
+    top_k: must be None or 0 (no filter).
+    top_p: must be None or 1.0 (no filter).
+  Raises:
+    ValueError naming the setting and its value.
+  """
+  why = ("the on-policy RL loss assumes samples from the model's own "
+         "distribution (temperature 1, no top-k / top-p), whose log-probs "
+         "it uses as pi_old")
+  if float(temperature) != 1.0:
+    raise ValueError(f"{who}: temperature={temperature!r} is not 1.0; {why}.")
+  if top_k not in (None, 0):
+    raise ValueError(f"{who}: top_k={top_k!r} filters the samples; {why} "
+                     "(use top_k=None).")
+  if top_p is not None and float(top_p) != 1.0:
+    raise ValueError(f"{who}: top_p={top_p!r} filters the samples; {why} "
+                     "(use top_p=None).")

@@ -10,6 +10,15 @@ reference ref_logp:
     kl_it  = exp(ref_it - logp_it) - (ref_it - logp_it) - 1        (k3)
     loss   = agg_{i,t}(pg_it + beta * kl_it)
 
+k3 (the default, as in GRPO / DeepSeekMath) estimates KL(pi || pi_ref) by its
+value, but as a loss its expected gradient is grad KL(pi_ref || pi), the
+reverse KL. `kl_estimator` 'k1' (kl_it = sg(logp - ref) * r_it: the penalty
+folded into the advantage under stop-gradient, importance-weighted by the
+unclipped ratio) follows grad KL(pi || pi_ref) also in the inner updates on
+old samples; 'k2' ((logp - ref)^2 / 2) follows it on-policy; 'exact' is the
+full KL over the vocabulary (batch['ref_logits']). See
+`swirl_jax.objectives.common.kl_penalty`.
+
 agg is 'sequence' (the GRPO paper: mean over each row's action tokens, then
 over rows; the default) or 'token' (DAPO / Dr. GRPO: sum over all action
 tokens of the batch / their number); see
@@ -40,9 +49,9 @@ import jax
 import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
-from swirl_jax.objectives.common import target_logprobs
 from swirl_jax.objectives.registry import register_objective
-from swirl_jax.objectives.stepwise_pg import add_kl_term, check_kl_estimator
+from swirl_jax.objectives.stepwise_pg import (add_kl_term, check_kl_estimator,
+                                              policy_logprobs)
 
 
 def check_clip(objective: str, clip_epsilon: float,
@@ -62,20 +71,23 @@ def grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, *,
                     clip_epsilon: float = 0.2,
                     clip_epsilon_high: Optional[float] = None,
                     beta: float = 0.001, kl_estimator: str = "k3",
-                    aggregation: str = "sequence"):
+                    aggregation: str = "sequence", logits=None,
+                    ref_logits=None):
   """The GRPO loss on arrays (see the module docstring).
 
   Args:
     logp: [B, L] current policy log-probs of the targets.
     old_logp: [B, L] sampling-time log-probs, or None (on-policy).
-    ref_logp: [B, L] reference log-probs, or None (then beta must be 0).
+    ref_logp: [B, L] reference log-probs, or None (then beta must be 0,
+      unless kl_estimator is 'exact').
     advantages: [B] per-row advantages.
     mask: [B, L] action tokens (1 = carries loss).
     clip_epsilon: eps_low (and eps_high unless given).
     clip_epsilon_high: eps_high, or None for eps_low.
     beta: KL coefficient (>= 0; 0 drops the term).
-    kl_estimator: 'k3' (default) or 'k1'.
+    kl_estimator: 'k3' (default), 'k1', 'k2' or 'exact'.
     aggregation: 'sequence' or 'token'.
+    logits, ref_logits: [B, L, V] policy / reference logits ('exact' only).
   Returns:
     (loss, metrics): 'pg_loss', 'kl' (if ref_logp), 'clip_fraction' (share
     of action tokens whose clipped term is active, i.e. with zero gradient),
@@ -99,7 +111,8 @@ def grpo_token_loss(logp, old_logp, ref_logp, advantages, mask, *,
   pg_loss, weight = adv_lib.aggregate(pg_tok, mask, aggregation)
   metrics = {"pg_loss": pg_loss}
   loss = add_kl_term(pg_loss, metrics, logp, ref_logp, mask, coef=beta,
-                     kind=kl_estimator, aggregation=aggregation, who=name)
+                     kind=kl_estimator, aggregation=aggregation, who=name,
+                     old_logp=old_m, logits=logits, ref_logits=ref_logits)
   clipped = (((ratio < 1.0 - clip_epsilon) & (adv < 0)) |
              ((ratio > 1.0 + eps_high) & (adv > 0)))
   ratio_sg = jax.lax.stop_gradient(ratio)
@@ -127,13 +140,15 @@ def grpo_loss(params, batch, rng, model, *,
     batch: 'inputs', 'targets', 'positions', 'segment_ids' [B, L];
       'action_mask' [B, L] (falls back to 'loss_mask'); 'advantages' [B] or
       'rewards' [B] + 'group_ids' [B]; optional 'old_logprobs' [B, L];
-      'ref_logprobs' [B, L] (added by the train step).
+      'ref_logprobs' [B, L] (added by the train step); 'ref_logits'
+      [B, L, V] for kl_estimator='exact' only.
     rng: unused.
     model: the Transformer module.
     clip_epsilon: eps_low of the ratio clip (and eps_high unless given).
     clip_epsilon_high: eps_high (DAPO clip-higher), None = clip_epsilon.
     beta: KL coefficient to the reference (0 disables).
-    kl_estimator: 'k3' or 'k1'.
+    kl_estimator: 'k3' (default; gradient of KL(pi_ref||pi)), 'k1', 'k2'
+      (gradient of KL(pi||pi_ref)) or 'exact'; see the module docstring.
     aggregation: 'sequence' (GRPO) or 'token' (DAPO).
     normalize_std: divide by the group std when computing advantages from
       'rewards' (ignored when the batch has 'advantages').
@@ -147,11 +162,14 @@ def grpo_loss(params, batch, rng, model, *,
   mask = adv_lib.mask_from_batch(batch, "action_mask", name, "loss_mask")
   rows = jnp.any(mask, axis=-1)
   advantages = adv_lib.advantages_from_batch(batch, rows, name, normalize_std)
-  logp = target_logprobs(model, params, batch)
+  check_kl_estimator(name, kl_estimator)
+  logp, logits, ref_logits = policy_logprobs(model, params, batch,
+                                             kl_estimator)
   loss, metrics = grpo_token_loss(
       logp, batch.get("old_logprobs"), batch.get("ref_logprobs"), advantages,
       mask, clip_epsilon=clip_epsilon, clip_epsilon_high=clip_epsilon_high,
-      beta=beta, kl_estimator=kl_estimator, aggregation=aggregation)
+      beta=beta, kl_estimator=kl_estimator, aggregation=aggregation,
+      logits=logits, ref_logits=ref_logits)
   metrics = dict(metrics, loss=loss,
                  mean_advantage=adv_lib.row_mean(advantages, rows))
   if "rewards" in batch:

@@ -5,8 +5,13 @@ binary rewards r1 = r(y1, y*), r2 = r(y2, y*). Each batch row holds one whole
 episode [x, y1, p, y2]; 'attempt1_mask' / 'attempt2_mask' [B, L] mark the
 target tokens of y1 / y2. The algorithm is on-policy REINFORCE with discount
 0: each attempt's tokens are pushed by that attempt's own (shaped) reward
-minus a baseline, and held near the reference by a per-token KL (k3 by
-default, see `swirl_jax.objectives.common.kl_penalty`).
+minus a baseline, and held near the reference by a per-token KL term. The
+paper writes KL(pi || pi_ref); the default estimator k3 estimates it by its
+value, but its gradient as a loss is that of the reverse KL(pi_ref || pi).
+`kl_estimator='k1'` (the penalty logp - ref folded into the reward under
+stop-gradient) or 'k2' follow grad KL(pi || pi_ref); 'exact' sums it over
+the vocabulary (needs batch['ref_logits']). See
+`swirl_jax.objectives.common.kl_penalty`.
 
 Stage I  (`score_stage1`): max E[ r2 - beta2 KL(y1) - beta1 KL(y2) ]
 
@@ -49,9 +54,9 @@ import gin
 import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
-from swirl_jax.objectives.common import target_logprobs
 from swirl_jax.objectives.registry import register_objective
-from swirl_jax.objectives.stepwise_pg import check_kl_estimator, masked_kl
+from swirl_jax.objectives.stepwise_pg import (check_kl_estimator, masked_kl,
+                                              policy_logprobs, reference_key)
 
 
 def shaped_rewards(reward1, reward2, alpha: float):
@@ -63,7 +68,8 @@ def shaped_rewards(reward1, reward2, alpha: float):
 
 def score_token_loss(logp, ref_logp, mask1, mask2, adv1, adv2, kl_coef1,
                      kl_coef2, *, kl_estimator: str = "k3",
-                     aggregation: str = "token"):
+                     aggregation: str = "token", logits=None,
+                     ref_logits=None):
   """The SCoRe loss on arrays, shared by both stages.
 
   Per token: -adv1_i * logp + kl_coef1 * kl on y1 tokens, -adv2_i * logp +
@@ -75,11 +81,13 @@ def score_token_loss(logp, ref_logp, mask1, mask2, adv1, adv2, kl_coef1,
     adv1, adv2: [B] advantages of the two attempts.
     kl_coef1, kl_coef2: KL coefficients on y1 / y2 tokens: floats, or [B]
       per-row values (e.g. an adaptive beta2 from the batch).
-    kl_estimator: 'k3' or 'k1'.
+    kl_estimator: 'k3', 'k1', 'k2' or 'exact' (see `common.kl_penalty`).
     aggregation: 'token' or 'sequence'.
+    logits, ref_logits: [B, L, V] policy / reference logits ('exact' only;
+      ref_logp is then unused).
   Returns:
     (loss, metrics): 'pg_loss', 'kl_loss', 'kl1', 'kl2' (unscaled mean KL
-    over y1 / y2 tokens), 'weight'.
+    term over y1 / y2 tokens), 'weight'.
   """
   m1 = jnp.asarray(mask1) > 0
   m2 = jnp.asarray(mask2) > 0
@@ -93,7 +101,8 @@ def score_token_loss(logp, ref_logp, mask1, mask2, adv1, adv2, kl_coef1,
   adv_tok = jnp.where(m1, col(adv1), 0.0) + jnp.where(m2, col(adv2), 0.0)
   pg_loss, weight = adv_lib.aggregate(-adv_tok * logp_m, (m1, m2),
                                       aggregation)
-  kl_tok = masked_kl(logp, ref_logp, both, kl_estimator)
+  kl_tok = masked_kl(logp, ref_logp, both, kl_estimator, logits=logits,
+                     ref_logits=ref_logits)
   coef_tok = (jnp.where(m1, col(kl_coef1), 0.0) +
               jnp.where(m2, col(kl_coef2), 0.0))
   kl_loss, _ = adv_lib.aggregate(coef_tok * kl_tok, (m1, m2), aggregation)
@@ -123,15 +132,21 @@ def _check(name, kl_estimator, aggregation, baseline, **coefs):
                      f"got {baseline!r}.")
 
 
-def _masks_and_logps(batch, params, model, name, needed):
+def _masks_and_logps(batch, params, model, name, needed, kl_estimator):
+  """(m1, m2, logp, logits, ref_logits); logits only for 'exact'."""
+  needed = tuple(needed) + (reference_key(kl_estimator),)
   missing = [k for k in needed if k not in batch]
   if missing:
-    raise KeyError(f"{name}: the batch is missing {missing} (it has "
+    hint = (" ('exact' needs the reference's logits [B, L, V]; the train "
+            "step fills only 'ref_logprobs')" if "ref_logits" in missing
+            else "")
+    raise KeyError(f"{name}: the batch is missing {missing}{hint} (it has "
                    f"{sorted(batch)}).")
   m1 = adv_lib.mask_from_batch(batch, "attempt1_mask", name)
   m2 = adv_lib.mask_from_batch(batch, "attempt2_mask", name)
-  logp = target_logprobs(model, params, batch)
-  return m1, m2, logp
+  logp, logits, ref_logits = policy_logprobs(model, params, batch,
+                                             kl_estimator)
+  return m1, m2, logp, logits, ref_logits
 
 
 @register_objective("score_stage1", needs_reference=True)
@@ -149,13 +164,14 @@ def score_stage1_loss(params, batch, rng, model, *,
     batch: 'inputs', 'targets', 'positions', 'segment_ids', 'attempt1_mask',
       'attempt2_mask' [B, L]; 'reward2' [B] ('reward1' [B] only for metrics);
       optional 'baseline2' [B], 'beta2' ([B] or scalar), 'group_ids' [B];
-      'ref_logprobs' [B, L] (added by the train step).
+      'ref_logprobs' [B, L] (added by the train step); 'ref_logits'
+      [B, L, V] for kl_estimator='exact' only.
     rng: unused.
     model: the Transformer module.
     beta1: KL coefficient on y2 tokens.
     beta2: KL coefficient on y1 tokens (batch['beta2'] overrides it).
     baseline: 'leave_one_out', 'mean' or 'none' (when no 'baseline2').
-    kl_estimator: 'k3' or 'k1'.
+    kl_estimator: 'k3' (default), 'k1', 'k2' or 'exact'.
     aggregation: 'token' or 'sequence'.
   Returns:
     (loss, metrics): 'loss', 'pg_loss', 'kl_loss', 'kl1', 'kl2', 'beta2',
@@ -165,16 +181,17 @@ def score_stage1_loss(params, batch, rng, model, *,
   del rng
   name = "score_stage1"
   _check(name, kl_estimator, aggregation, baseline, beta1=beta1, beta2=beta2)
-  m1, m2, logp = _masks_and_logps(batch, params, model, name,
-                                  ("reward2", "ref_logprobs"))
+  m1, m2, logp, logits, ref_logits = _masks_and_logps(
+      batch, params, model, name, ("reward2",), kl_estimator)
   rows = jnp.any(m1 | m2, axis=-1)
   r2 = jnp.asarray(batch["reward2"], jnp.float32)
   adv2 = r2 - _baselines(batch, r2, "baseline2", baseline, rows)
   b2 = batch.get("beta2", beta2)
   b2 = jnp.broadcast_to(jnp.asarray(b2, jnp.float32), r2.shape)
   loss, metrics = score_token_loss(
-      logp, batch["ref_logprobs"], m1, m2, jnp.zeros_like(r2), adv2, b2,
-      beta1, kl_estimator=kl_estimator, aggregation=aggregation)
+      logp, batch.get("ref_logprobs"), m1, m2, jnp.zeros_like(r2), adv2, b2,
+      beta1, kl_estimator=kl_estimator, aggregation=aggregation,
+      logits=logits, ref_logits=ref_logits)
   metrics = dict(metrics, loss=loss, beta2=adv_lib.row_mean(b2, rows),
                  reward2=adv_lib.row_mean(r2, rows),
                  mean_advantage2=adv_lib.row_mean(adv2, rows))
@@ -201,14 +218,15 @@ def score_stage2_loss(params, batch, rng, model, *,
     batch: 'inputs', 'targets', 'positions', 'segment_ids', 'attempt1_mask',
       'attempt2_mask' [B, L]; 'reward1', 'reward2' [B]; optional
       'baseline1', 'baseline2' [B] (baseline2 for the shaped R2),
-      'group_ids' [B]; 'ref_logprobs' [B, L] (added by the train step).
+      'group_ids' [B]; 'ref_logprobs' [B, L] (added by the train step);
+      'ref_logits' [B, L, V] for kl_estimator='exact' only.
     rng: unused.
     model: the Transformer module.
     alpha: shaping bonus coefficient (>= 0).
     beta1: KL coefficient on the tokens of both attempts.
     reward_shaping: False sets alpha = 0 (the paper's ablation).
     baseline: 'leave_one_out', 'mean' or 'none' (for missing baselines).
-    kl_estimator: 'k3' or 'k1'.
+    kl_estimator: 'k3' (default), 'k1', 'k2' or 'exact'.
     aggregation: 'token' or 'sequence'.
   Returns:
     (loss, metrics): 'loss', 'pg_loss', 'kl_loss', 'kl1', 'kl2', 'reward1',
@@ -218,16 +236,17 @@ def score_stage2_loss(params, batch, rng, model, *,
   del rng
   name = "score_stage2"
   _check(name, kl_estimator, aggregation, baseline, alpha=alpha, beta1=beta1)
-  m1, m2, logp = _masks_and_logps(batch, params, model, name,
-                                  ("reward1", "reward2", "ref_logprobs"))
+  m1, m2, logp, logits, ref_logits = _masks_and_logps(
+      batch, params, model, name, ("reward1", "reward2"), kl_estimator)
   rows = jnp.any(m1 | m2, axis=-1)
   r1, shaped2 = shaped_rewards(batch["reward1"], batch["reward2"],
                                alpha if reward_shaping else 0.0)
   adv1 = r1 - _baselines(batch, r1, "baseline1", baseline, rows)
   adv2 = shaped2 - _baselines(batch, shaped2, "baseline2", baseline, rows)
   loss, metrics = score_token_loss(
-      logp, batch["ref_logprobs"], m1, m2, adv1, adv2, beta1, beta1,
-      kl_estimator=kl_estimator, aggregation=aggregation)
+      logp, batch.get("ref_logprobs"), m1, m2, adv1, adv2, beta1, beta1,
+      kl_estimator=kl_estimator, aggregation=aggregation, logits=logits,
+      ref_logits=ref_logits)
   r2 = jnp.asarray(batch["reward2"], jnp.float32)
   metrics = dict(metrics, loss=loss,
                  reward1=adv_lib.row_mean(r1, rows),

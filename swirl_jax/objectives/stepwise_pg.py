@@ -13,10 +13,15 @@ The paper publishes neither baseline, KL term nor hyperparameters; we choose:
   and so reduces variance; a state whose G actions all scored the same gets
   A = 0. Std normalisation (GRPO-style) is a gin option, on by default.
 * KL to the frozen reference (the SFT model the judge-filtered data came
-  from), estimated per action token with Schulman's k3 estimator
-  k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0). A small
-  coefficient (default 0.01) keeps the policy near the distribution on which
-  the judge was calibrated, limiting reward hacking of the judge.
+  from), per action token, by default with Schulman's k3 estimator
+  k3 = exp(ref - logp) - (ref - logp) - 1: its value estimates
+  KL(pi || pi_ref) (unbiased, >= 0), but as a loss its expected gradient is
+  that of the reverse KL(pi_ref || pi). kl_estimator 'k1' (the penalty
+  logp - ref folded into the reward under stop-gradient) and 'k2'
+  ((logp - ref)^2 / 2) follow grad KL(pi || pi_ref); 'exact' sums the KL
+  over the vocabulary (see `swirl_jax.objectives.common.kl_penalty`). A
+  small coefficient (default 0.01) keeps the policy near the distribution
+  on which the judge was calibrated, limiting reward hacking of the judge.
 * On-policy, one update per batch of samples: the gradient of log pi is taken
   at the sampling policy, so no importance ratio or clipping is needed (use
   the `grpo` objective for several inner updates on the same samples).
@@ -24,7 +29,7 @@ The paper publishes neither baseline, KL term nor hyperparameters; we choose:
 Loss, with m_it = 1 on the action tokens of row i ('action_mask'):
 
     loss = agg_{i,t}( -A_i * log pi(a_it | s_i, a_i,<t) )
-           + kl_coef * agg_{i,t}( k3_it )
+           + kl_coef * agg_{i,t}( kl_it )          (kl_it: k3_it by default)
 
 where agg is 'token' (sum over all action tokens of the batch / their number)
 or 'sequence' (mean over each row's action tokens, then over rows); see
@@ -34,7 +39,7 @@ token of a long action like the summed log-likelihood of REINFORCE does.
 Batch: 'inputs', 'targets', 'positions', 'segment_ids' [B, L]; 'action_mask'
 [B, L] (falls back to 'loss_mask'); 'advantages' [B], or 'rewards' [B] (judge
 score in [0, 1]) and 'group_ids' [B]; 'ref_logprobs' [B, L] (added by the
-train step).
+train step); 'ref_logits' [B, L, V] for kl_estimator='exact' only.
 """
 
 from __future__ import annotations
@@ -43,11 +48,9 @@ import gin
 import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
-from swirl_jax.objectives.common import kl_penalty, target_logprobs
+from swirl_jax.objectives.common import (KL_ESTIMATORS, target_logprobs,
+                                         token_kl)
 from swirl_jax.objectives.registry import register_objective
-
-KL_ESTIMATORS = ("k1", "k3")
-
 
 def check_kl_estimator(objective: str, kl_estimator: str) -> None:
   if kl_estimator not in KL_ESTIMATORS:
@@ -55,44 +58,91 @@ def check_kl_estimator(objective: str, kl_estimator: str) -> None:
                      f"{KL_ESTIMATORS}, got {kl_estimator!r}.")
 
 
-def masked_kl(logp, ref_logp, mask, kind: str):
-  """Per-token KL estimate, 0 (with zero gradient) outside `mask`: [B, L]."""
-  logp = jnp.where(mask, jnp.asarray(logp, jnp.float32), 0.0)
-  ref_logp = jnp.where(mask, jnp.asarray(ref_logp, jnp.float32), 0.0)
-  return jnp.where(mask, kl_penalty(logp, ref_logp, kind), 0.0)
+def masked_kl(logp, ref_logp, mask, kind: str, *, old_logp=None,
+              logits=None, ref_logits=None):
+  """Per-token KL term, 0 (with zero gradient) outside `mask`: [B, L].
+
+  See `swirl_jax.objectives.common.token_kl` (and `kl_penalty` for which
+  KL each estimator's gradient follows).
+  """
+  return token_kl(kind, logp, ref_logp, mask, old_logp=old_logp,
+                  logits=logits, ref_logits=ref_logits)
+
+
+def has_reference(kind: str, ref_logp, ref_logits) -> bool:
+  """Whether the reference input that `kind` needs is there."""
+  return (ref_logits if kind == "exact" else ref_logp) is not None
+
+
+def reference_key(kind: str) -> str:
+  """The batch key holding what estimator `kind` needs of the reference."""
+  return "ref_logits" if kind == "exact" else "ref_logprobs"
 
 
 def add_kl_term(loss, metrics: dict, logp, ref_logp, mask, *, coef: float,
-                kind: str, aggregation: str, who: str):
-  """loss + coef * KL(pi || ref) aggregated over `mask`; sets metrics['kl'].
+                kind: str, aggregation: str, who: str, old_logp=None,
+                logits=None, ref_logits=None):
+  """loss + coef * (KL term of `kind`) aggregated over `mask`; sets
+  metrics['kl'] (the term's value: see `common.kl_penalty`).
 
-  Raises KeyError when coef > 0 and there are no reference log-probs.
+  Args:
+    loss: scalar.
+    metrics: updated in place.
+    logp, ref_logp, old_logp: [B, L] ('k1' / 'k2' / 'k3'; old_logp only
+      weighs 'k1').
+    mask: [B, L] tokens carrying the term.
+    coef: KL coefficient.
+    kind: 'k1', 'k2', 'k3' or 'exact'.
+    aggregation: 'token' or 'sequence'.
+    who: the objective, for messages.
+    logits, ref_logits: [B, L, V] ('exact' only).
+  Raises:
+    KeyError when coef > 0 and the reference input of `kind` is missing.
   """
-  if ref_logp is not None:
-    kl, _ = adv_lib.aggregate(masked_kl(logp, ref_logp, mask, kind), mask,
-                              aggregation)
+  if has_reference(kind, ref_logp, ref_logits):
+    kl, _ = adv_lib.aggregate(
+        masked_kl(logp, ref_logp, mask, kind, old_logp=old_logp,
+                  logits=logits, ref_logits=ref_logits), mask, aggregation)
     metrics["kl"] = kl
     if coef:
       loss = loss + coef * kl
   elif coef:
-    raise KeyError(f"{who}: a KL coefficient > 0 needs "
-                   "batch['ref_logprobs'].")
+    hint = (" [B, L, V], the reference's logits (the train step fills only "
+            "'ref_logprobs': a batch_fn must add them)"
+            if kind == "exact" else "")
+    raise KeyError(f"{who}: a KL coefficient > 0 with kl_estimator="
+                   f"{kind!r} needs batch[{reference_key(kind)!r}]{hint}.")
   return loss
+
+
+def policy_logprobs(model, params, batch, kind: str):
+  """(logp [B, L], logits [B, L, V] or None, ref_logits or None).
+
+  The logits come back only for the 'exact' estimator on a batch with
+  'ref_logits' (without them, `add_kl_term` refuses a KL coefficient > 0).
+  """
+  if kind != "exact" or "ref_logits" not in batch:
+    return target_logprobs(model, params, batch), None, None
+  logp, logits = target_logprobs(model, params, batch, return_logits=True)
+  return logp, logits, batch["ref_logits"]
 
 
 def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
                            kl_coef: float = 0.01, kl_estimator: str = "k3",
-                           aggregation: str = "token"):
+                           aggregation: str = "token", logits=None,
+                           ref_logits=None):
   """The SWiRL loss on arrays.
 
   Args:
     logp: [B, L] log pi(targets) under the policy.
-    ref_logp: [B, L] under the reference, or None (then kl_coef must be 0).
+    ref_logp: [B, L] under the reference, or None (then kl_coef must be 0,
+      unless kl_estimator is 'exact').
     advantages: [B].
     mask: [B, L] action tokens.
     kl_coef: KL coefficient (>= 0).
-    kl_estimator: 'k1' or 'k3'.
+    kl_estimator: 'k1', 'k2', 'k3' or 'exact' (see `common.kl_penalty`).
     aggregation: 'token' or 'sequence'.
+    logits, ref_logits: [B, L, V] policy / reference logits ('exact' only).
   Returns:
     (loss, metrics with 'pg_loss', 'kl', 'weight').
   """
@@ -104,7 +154,7 @@ def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
   metrics = {"pg_loss": pg_loss}
   loss = add_kl_term(pg_loss, metrics, logp, ref_logp, mask, coef=kl_coef,
                      kind=kl_estimator, aggregation=aggregation,
-                     who="stepwise_pg")
+                     who="stepwise_pg", logits=logits, ref_logits=ref_logits)
   metrics["weight"] = weight
   return loss, metrics
 
@@ -124,7 +174,10 @@ def stepwise_pg_loss(params, batch, rng, model, *,
     rng: unused.
     model: the Transformer module.
     kl_coef: weight of the KL to the reference (>= 0; 0 disables it).
-    kl_estimator: 'k3' (default) or 'k1'.
+    kl_estimator: 'k3' (default; its gradient follows KL(pi_ref||pi)), 'k1'
+      (folded into the reward) or 'k2' (both follow KL(pi||pi_ref)), or
+      'exact' (needs batch['ref_logits'] [B, L, V]); see
+      `swirl_jax.objectives.common.kl_penalty`.
     normalize_std: divide group-centred rewards by the group std (only when
       the batch has no precomputed 'advantages').
     aggregation: 'token' or 'sequence'.
@@ -140,10 +193,12 @@ def stepwise_pg_loss(params, batch, rng, model, *,
   mask = adv_lib.mask_from_batch(batch, "action_mask", name, "loss_mask")
   rows = jnp.any(mask, axis=-1)
   advantages = adv_lib.advantages_from_batch(batch, rows, name, normalize_std)
-  logp = target_logprobs(model, params, batch)
+  logp, logits, ref_logits = policy_logprobs(model, params, batch,
+                                             kl_estimator)
   loss, metrics = stepwise_pg_token_loss(
       logp, batch.get("ref_logprobs"), advantages, mask, kl_coef=kl_coef,
-      kl_estimator=kl_estimator, aggregation=aggregation)
+      kl_estimator=kl_estimator, aggregation=aggregation, logits=logits,
+      ref_logits=ref_logits)
   metrics = dict(metrics, loss=loss,
                  mean_advantage=adv_lib.row_mean(advantages, rows))
   if "rewards" in batch:

@@ -68,6 +68,7 @@ import numpy as np
 
 from swirl_jax import sharding
 from swirl_jax.objectives import shared_prefix
+from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.r3 import tasks as r3_tasks
 from swirl_jax.tasks import base
@@ -207,7 +208,12 @@ class ReflectionBatchBuilder:
       signal are chosen from.
     inner_updates: mu, GRPO updates per sampled batch.
     max_new_tokens: budget of a reflection and of a retry.
-    temperature / top_p: sampling of the reflections.
+    temperature / top_p: sampling of the reflections; must be 1.0 / None
+      (or 1.0): the reflections are GRPO's on-policy samples, whose
+      sampler log-probs (temperature 1) are its old_logprobs, so another
+      value is refused with a ValueError (see
+      `objectives.common.check_on_policy_sampling`). top_p would also
+      filter the retries.
     retry_temperature: sampling of the retries (None: `temperature`). The
       retry carries no gradient; decoding it greedily (0.0) makes its
       reward measure the reflection rather than the noise of sampling the
@@ -246,6 +252,8 @@ class ReflectionBatchBuilder:
                reference_params: Any = None, old_logprobs: str = "sampler",
                log_path: Optional[str] = None, sampler: Any = None,
                shared_prefix_bucket: int = 16):
+    check_on_policy_sampling("ReflectionBatchBuilder", temperature=temperature,
+                             top_p=top_p)
     if int(num_reflections) < 2:
       raise ValueError(f"num_reflections must be >= 2 for a group baseline, "
                        f"got {num_reflections}.")

@@ -291,7 +291,10 @@ class TwoAttemptBatchBuilder:
     base_first_attempts: extra episodes per record with the base model's y1.
     single_turn: sample and train first attempts only (ablation).
     max_new_tokens: budget of one attempt.
-    temperature: sampling temperature (on-policy REINFORCE: 1.0).
+    temperature: sampling temperature; must be 1.0: the episodes are the
+      on-policy samples of pi whose log-probs the SCoRe loss
+      differentiates, so another value is refused with a ValueError (see
+      `objectives.common.check_on_policy_sampling`).
     seq_len: L; the engine keeps every episode within L + 1 tokens.
     seed: base seed; step s of task t samples with seed (seed, s, t).
     adaptive: an `AdaptiveBeta2` (needs ref_params), or None.
@@ -315,7 +318,10 @@ class TwoAttemptBatchBuilder:
                instruction: Optional[str] = None, sampler: Any = None,
                length_bucket: Optional[int] = 64):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
+    from swirl_jax.objectives.common import check_on_policy_sampling  # pylint: disable=g-import-not-at-top
     from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    check_on_policy_sampling("TwoAttemptBatchBuilder",
+                             temperature=temperature)
     if int(num_samples) < 1:
       raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     if int(base_first_attempts) < 0:

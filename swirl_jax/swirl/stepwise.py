@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import sharding
+from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.swirl.filters import context_turns, judge_request_for_record
 
 
@@ -41,7 +42,10 @@ class StepwiseBatchBuilder:
     judge: a swirl_jax.judges Judge (rules or model).
     num_samples: G, actions per state.
     max_new_tokens: longest action.
-    temperature / top_p: sampling of actions (on-policy: temperature 1).
+    temperature / top_p: sampling of actions; must be 1.0 / None (or 1.0):
+      the actions are on-policy samples of pi, whose log-probs the
+      `stepwise_pg` loss differentiates, so any other value is refused
+      with a ValueError (see `objectives.common.check_on_policy_sampling`).
     seq_len: the longest row; contexts are cut from the left (BOS kept) to
       leave room for max_new_tokens.
     seed: base seed; step s samples with seed (seed, s).
@@ -54,6 +58,8 @@ class StepwiseBatchBuilder:
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
                seed: int = 0, length_bucket: Optional[int] = 128):
+    check_on_policy_sampling("StepwiseBatchBuilder", temperature=temperature,
+                             top_p=top_p)
     if num_samples < 2:
       raise ValueError(f"num_samples must be >= 2 for a group baseline, got "
                        f"{num_samples}.")
