@@ -128,7 +128,8 @@ def test_report_files(setup, tmp_path):
   paired = {"countdown": evaluation.paired_comparison(rows, better)}
   payload = report.write_r3_report(str(tmp_path), evals,
                                    rollout_log=str(log), paired=paired,
-                                   settings={"seed": 0})
+                                   settings={"seed": 0},
+                                   grading={"function_calling": "strict"})
   for name in ("report.json", "report.md", "accuracy@t2.png",
                "errors_countdown.png", "grpo_reward.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
@@ -142,6 +143,8 @@ def test_report_files(setup, tmp_path):
   assert "Error categories: countdown" in md and "invalid_equation" in md
   assert "| countdown | 2 | 0 | 0 | 2 | 0.500 |" in md
   assert json.load(open(tmp_path / "report.json"))["settings"] == {"seed": 0}
+  assert payload["grading"] == {"function_calling": "strict"}
+  assert "## Grading\n\n- function_calling: `strict` (R3's rule: " in md
 
 
 def test_paired_comparison_sign_test():

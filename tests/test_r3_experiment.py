@@ -57,6 +57,7 @@ def test_toy_experiment_writes_report_and_resumes(tmp_path, config):
       "countdown", "function_calling", "all"}
   assert report["grpo_batches"]["count"] == 1  # steps 0-1: one sample
   assert report["failure_dataset"]["total_failures"] >= 1
+  assert report["grading"] == {"function_calling": "strict"}  # R3's rule
   grpo = stages.stage_result(workdir, "grpo")
   assert grpo["last_step"] == 2
   for label in ("vanilla", "trained"):

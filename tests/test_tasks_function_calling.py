@@ -5,10 +5,12 @@ import json
 import pytest
 
 from swirl_jax.tasks import base
+from swirl_jax.tasks import get_task
 from swirl_jax.tasks import function_calling as fc
 from swirl_jax.tools import functions
 
-TASK = fc.FunctionCallingTask()
+TASK = fc.FunctionCallingTask()                      # strict, R3's rule
+LENIENT = fc.FunctionCallingTask(grading="lenient")
 
 XLAM_TOOLS = [
     {"name": "live_giveaways_by_type",
@@ -84,60 +86,130 @@ def test_load_jsonl_and_errors(tmp_path):
     TASK.load(str(obj))
 
 
-@pytest.mark.parametrize("response,category", [
-    # Gold calls in another order, in tags.
-    ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"game"}}, {"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"beta"}}]</tool_call>', "correct"),
-    # An omitted argument equals its default ("game").
-    ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"beta"}}, {"name": "live_giveaways_by_type", "arguments": {}}]'
-     '</tool_call>', "correct"),
-    # A fenced JSON block, whitespace around a string value.
-    ('```json\n[{"name": "live_giveaways_by_type", "arguments": {"type": '
-     '" beta "}}, {"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"game"}}]\n```', "correct"),
-    ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"beta"}}]</tool_call>', "wrong_tool"),
-    ('<tool_call>[{"name": "calculate_distance", "arguments": {"x": 1, '
-     '"y": 2}}, {"name": "live_giveaways_by_type", "arguments": {}}]'
-     '</tool_call>', "wrong_tool"),
-    ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"alpha"}}, {"name": "live_giveaways_by_type", "arguments": {"type": '
-     '"game"}}]</tool_call>', "wrong_arguments"),
-    ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": {"kind": '
-     '"beta"}}, {"name": "live_giveaways_by_type", "arguments": {}}]'
-     '</tool_call>', "wrong_arguments"),
+def tagged(calls) -> str:
+  return f"<tool_call>{json.dumps(calls)}</tool_call>"
+
+
+BETA = {"name": "live_giveaways_by_type", "arguments": {"type": "beta"}}
+GAME = {"name": "live_giveaways_by_type", "arguments": {"type": "game"}}
+NO_ARGS = {"name": "live_giveaways_by_type", "arguments": {}}
+
+
+@pytest.mark.parametrize("response,strict,lenient", [
+    # Gold calls in another order, in tags, text around them.
+    ("Sure. " + tagged([GAME, BETA]) + " Done.", "correct", "correct"),
+    # The last complete tagged call counts.
+    (tagged([BETA]) + " no, " + tagged([BETA, GAME]), "correct", "correct"),
+    # An omitted argument: missing for strict, its default for lenient.
+    (tagged([BETA, NO_ARGS]), "wrong_arguments", "correct"),
+    # Whitespace inside a string value.
+    (tagged([GAME, {"name": BETA["name"], "arguments": {"type": " beta "}}]),
+     "wrong_arguments", "correct"),
+    # Untagged replies: a fenced JSON block, the whole reply.
+    ("```json\n" + json.dumps([BETA, GAME]) + "\n```", "format_error",
+     "correct"),
+    (json.dumps([BETA, GAME]), "format_error", "correct"),
+    # Other call shapes inside the tags.
+    ("<tool_call>```json\n" + json.dumps([BETA, GAME]) + "\n```</tool_call>",
+     "format_error", "correct"),
+    ('<tool_call>[{"name": "live_giveaways_by_type", "parameters": {"type": '
+     '"beta"}}, {"name": "live_giveaways_by_type", "arguments": "{\\"type\\": '
+     '\\"game\\"}"}]</tool_call>', "format_error", "correct"),
+    (tagged(BETA), "format_error", "wrong_tool"),       # not a list
+    (tagged([BETA]), "wrong_tool", "wrong_tool"),
+    (tagged([{"name": "calculate_distance", "arguments": {"x": 1, "y": 2}},
+             NO_ARGS]), "wrong_tool", "wrong_tool"),
+    (tagged([BETA, BETA]), "wrong_arguments", "wrong_arguments"),
+    (tagged([{"name": BETA["name"], "arguments": {"type": "alpha"}}, GAME]),
+     "wrong_arguments", "wrong_arguments"),
+    (tagged([{"name": BETA["name"], "arguments": {"kind": "beta"}}, NO_ARGS]),
+     "wrong_arguments", "wrong_arguments"),
     ('<tool_call>[{"name": "live_giveaways_by_type", "arguments": '
-     '{"type": "beta"}</tool_call>', "format_error"),
-    ('<tool_call>[{"arguments": {}}]</tool_call>', "format_error"),
-    ("I would call the giveaway API.", "format_error"),
-    ("", "format_error"),
+     '{"type": "beta"}</tool_call>', "format_error", "format_error"),
+    ('<tool_call>[{"arguments": {}}]</tool_call>', "format_error",
+     "format_error"),
+    ("<tool_call></tool_call>", "format_error", "format_error"),
+    ("I would call the giveaway API.", "format_error", "format_error"),
+    ("", "format_error", "format_error"),
 ])
-def test_verify_categories(examples, response, category):
+def test_verify_categories(examples, response, strict, lenient):
+  for task, category in ((TASK, strict), (LENIENT, lenient)):
+    verdict = task.score(examples[0], response)
+    assert verdict.category == category, (task.grading, verdict)
+    assert verdict.correct == (category == "correct")
+
+
+@pytest.mark.parametrize("response,message", [
+    ("no call here", "expected <tool_call>"),
+    ("<tool_call>nope</tool_call>", "malformed JSON"),
+    ("<tool_call>[]</tool_call>", "got an empty list"),
+    ('<tool_call>{"name": "f", "arguments": {}}</tool_call>',
+     "non-empty JSON list of calls, got an object"),
+    ('<tool_call>[{"name": "f", "arguments": {}, "id": 1}]</tool_call>',
+     "exactly the keys 'arguments' and 'name', got keys ['arguments', 'id', "
+     "'name']"),
+    ('<tool_call>[{"name": "f", "parameters": {}}]</tool_call>',
+     "exactly the keys"),
+    ('<tool_call>[["f"]]</tool_call>', "call 0 must be an object"),
+    ('<tool_call>[{"name": "", "arguments": {}}]</tool_call>',
+     "'name' must be a non-empty string"),
+    ('<tool_call>[{"name": "f", "arguments": "{}"}]</tool_call>',
+     "'arguments' must be an object, got a string"),
+    ('<tool_call>[{"name": "f", "arguments": {"x": NaN}}]</tool_call>',
+     "NaN is not JSON"),
+])
+def test_strict_format_errors_say_why(examples, response, message):
   verdict = TASK.score(examples[0], response)
-  assert verdict.category == category, verdict
-  assert verdict.correct == (category == "correct")
+  assert verdict.category == "format_error"
+  assert message in verdict.detail, verdict.detail
 
 
-@pytest.mark.parametrize("arguments,correct", [
-    ({"x": 3.0, "y": 4, "points": [1, 2]}, True),
-    ({"x": 3, "y": 4.0, "points": [1, 2]}, True),          # 3 == 3.0
-    ({"x": "3", "y": "4.0", "points": [1, 2]}, True),      # numeric strings
-    ({"x": 3, "y": 4, "points": [1, 2], "precise": False}, True),  # default
-    ({"x": 3, "y": 4, "points": [1, 2], "precise": "false"}, True),
-    ({"x": 3, "y": 4, "points": [1, 2], "precise": True}, False),
-    ({"x": 3, "y": 4, "points": [2, 1]}, False),            # list order
-    ({"x": 3, "y": 4}, False),                              # missing
-    ({"x": 3, "y": 5, "points": [1, 2]}, False),
-    ({"x": "three", "y": 4, "points": [1, 2]}, False),
+# Gold: calculate_distance(x=3.0, y=4, points=[1, 2]); precise defaults to
+# false.
+@pytest.mark.parametrize("arguments,strict,lenient", [
+    ({"x": 3.0, "y": 4, "points": [1, 2]}, True, True),
+    ({"points": [1, 2], "y": 4, "x": 3.0}, True, True),      # key order
+    ({"x": 3, "y": 4.0, "points": [1, 2]}, True, True),      # 3 == 3.0
+    ({"x": 3, "y": 4, "points": [1.0, 2]}, True, True),
+    ({"x": "3", "y": "4.0", "points": [1, 2]}, False, True),  # numeric strings
+    ({"x": 3, "y": 4, "points": [1, 2], "precise": False}, False,
+     True),                                                  # the default
+    ({"x": 3, "y": 4, "points": [1, 2], "precise": "false"}, False, True),
+    ({"x": 3, "y": 4, "points": [1, 2], "precise": True}, False, False),
+    ({"x": 3, "y": 4, "points": [True, 2]}, False, False),    # true != 1
+    ({"x": 3, "y": 4, "points": [2, 1]}, False, False),      # list order
+    ({"x": 3, "y": 4}, False, False),                        # missing
+    ({"x": 3, "y": 5, "points": [1, 2]}, False, False),
+    ({"x": "three", "y": 4, "points": [1, 2]}, False, False),
+    ({"x": None, "y": 4, "points": [1, 2]}, False, False),
 ])
-def test_type_aware_argument_comparison(examples, arguments, correct):
-  response = json.dumps({"name": "calculate_distance", "arguments": arguments})
-  verdict = TASK.verify(examples[1], response)
-  assert verdict.correct == correct, verdict
-  if not correct:
-    assert verdict.category == "wrong_arguments"
+def test_argument_comparison(examples, arguments, strict, lenient):
+  response = tagged([{"name": "calculate_distance", "arguments": arguments}])
+  for task, correct in ((TASK, strict), (LENIENT, lenient)):
+    verdict = task.score(examples[1], response)
+    assert verdict.correct == correct, (task.grading, verdict)
+    if not correct:
+      assert verdict.category == "wrong_arguments"
+
+
+def test_wrong_arguments_detail(examples):
+  response = tagged([{"name": "calculate_distance",
+                      "arguments": {"x": 3, "y": "4", "precise": False}}])
+  verdict = TASK.score(examples[1], response)
+  assert verdict.detail == ("calculate_distance: missing ['points'], "
+                            "unexpected ['precise'], different values for "
+                            "['y']")
+
+
+def test_strict_value():
+  assert fc.strict_value(1) == fc.strict_value(1.0)
+  assert fc.strict_value("1") != fc.strict_value(1)
+  assert fc.strict_value(True) != fc.strict_value(1)
+  assert fc.strict_value(None) != fc.strict_value(0)
+  assert fc.strict_value(" a") != fc.strict_value("a")
+  assert fc.strict_value({"a": [1, {"b": 2}], "c": 3}) == fc.strict_value(
+      {"c": 3.0, "a": [1, {"b": 2}]})
+  assert fc.strict_value([1, 2]) != fc.strict_value([2, 1])
 
 
 def test_normalize_value():
@@ -147,6 +219,18 @@ def test_normalize_value():
   assert fc.normalize_value(True) != fc.normalize_value(1)
   assert fc.normalize_value({"a": [1, "x "]}) == fc.normalize_value(
       {"a": [1.0, "x"]})
+
+
+def test_grading_option():
+  assert TASK.grading == "strict" and LENIENT.grading == "lenient"
+  assert get_task("function_calling").grading == "strict"
+  assert get_task("function_calling", grading="lenient").grading == "lenient"
+  with pytest.raises(ValueError,
+                     match=r"grading 'exact'.*\['strict', 'lenient'\]"):
+    fc.FunctionCallingTask(grading="exact")
+  with pytest.raises(ValueError, match="grading 'loose'"):
+    fc.compare_calls([], [], {}, grading="loose")
+  assert set(fc.GRADINGS) == {"strict", "lenient"}
 
 
 def test_generate_deterministic_disjoint_and_valid():

@@ -5,10 +5,14 @@ and leave the host process unchanged.
 """
 
 import json
+import logging
 import os
 import shutil
 import socket
+import stat
 import subprocess
+import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -292,7 +296,9 @@ def test_writes_outside_are_refused(outside, attempt):
   for target, result in zip(outside, run_python_batch(codes, max_workers=2,
                                                       memory_mb=256)):
     assert not result.ok, (attempt, target)
-    assert "sandbox" in result.stderr, result.stderr
+    # Refused by the audit hook, or (as nobody) by the kernel first.
+    assert "sandbox" in result.stderr or "Permission denied" in result.stderr, \
+        result.stderr
     assert not os.path.lexists(target), (attempt, target)
 
 
@@ -421,6 +427,170 @@ def test_root_host_drops_to_nobody(monkeypatch):
   ids, defences = result.stdout.splitlines()
   assert ids == "65534 65534 []" or not ids.startswith("0 ")
   assert "uid_drop" in defences.split(",")
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch):
+  """Forgets the probed interpreter and ids, so that a test probes again."""
+  monkeypatch.setattr(sandbox, "_drop_state", {})
+
+
+@pytest.fixture
+def public_dir():
+  """A fresh directory in /tmp that other users can enter (tmp_path cannot)."""
+  path = tempfile.mkdtemp(prefix="swirl_sandbox_test_", dir="/tmp")
+  os.chmod(path, 0o755)
+  yield path
+  shutil.rmtree(path, ignore_errors=True)
+
+
+ROOT_HOST_CODE = """
+import os, socket, sys, tempfile
+print(os.getuid(), os.geteuid(), os.getgid())
+print(os.environ['SWIRL_SANDBOX_DEFENCES'])
+print(sys.executable)
+tmp = tempfile.gettempdir()
+st = os.stat(tmp)
+print(tmp == os.getcwd(), oct(st.st_mode & 0o777), st.st_uid == os.getuid())
+# os.access has no audit event: this is the kernel's answer for this uid.
+print(os.access(SECRET, os.R_OK), os.access('/root', os.X_OK),
+      os.access('/root/.bashrc', os.R_OK))
+for what, attempt in [
+    ("read", lambda: open(SECRET).read()),
+    ("root", lambda: open('/root/.bashrc').read()),
+    ("list", lambda: os.listdir('/root')),
+    ("inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM)),
+    ("connect", lambda: socket.create_connection(('127.0.0.1', 22), timeout=1)),
+]:
+  try:
+    print(what, "allowed", repr(attempt())[:40])
+  except (OSError, PermissionError) as e:
+    print(what, "refused", type(e).__name__)
+"""
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_root_host_runs_unprivileged_without_fallback(fresh_probe, public_dir, caplog):
+  """On a root host (this one: the interpreter under /root, mode 700), the
+  child runs as nobody, cannot read root-only files or open sockets, has a
+  private temp dir, and no fallback warning is logged."""
+  secret = os.path.join(public_dir, "secret.txt")
+  with open(secret, "w") as f:
+    f.write("TOP-SECRET")
+  os.chmod(secret, 0o600)
+  with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
+    result = run(f"SECRET = {secret!r}\n" + ROOT_HOST_CODE)
+  assert result.ok, result.stderr
+  assert not [r for r in caplog.records if r.name == sandbox.__name__], caplog.text
+  lines = result.stdout.splitlines()
+  uid, euid, gid = map(int, lines[0].split())
+  assert uid != 0 and euid != 0 and gid != 0
+  assert "uid_drop" in lines[1].split(",")
+  if not sandbox._traversable(os.path.realpath(sandbox.PYTHON)):
+    assert lines[2].startswith(tuple(sandbox._mirror_parents())), lines[2]
+  assert lines[3] == "True 0o700 True"
+  assert lines[4] == "False False False"
+  assert lines[5:] == ["read refused PermissionError", "root refused PermissionError",
+                       "list refused PermissionError", "inet refused PermissionError",
+                       "connect refused PermissionError"]
+  assert "TOP-SECRET" not in result.stdout
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_root_host_batch_and_tool_use_the_drop(fresh_probe, caplog):
+  """The way the HumanEval checks and the python tool run code."""
+  with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
+    results = run_python_batch(["import os\nprint(os.getuid())"] * 3, max_workers=3)
+    uid = base.get_tool("python").run("import os, decimal\nprint(os.getuid())")
+  assert not caplog.records, caplog.text
+  assert all(r.ok for r in results), results
+  uids = {r.stdout.strip() for r in results} | {uid}
+  assert len(uids) == 1 and uids != {"0"} and uid.isdigit(), uids
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_mirror_is_built_once_from_hard_links(monkeypatch, public_dir):
+  monkeypatch.setattr(sandbox, "MIRROR_DIRS", (os.path.join(public_dir, "cache"),))
+  python = sys.executable
+  binary = sandbox._stdlib_mirror(python)
+  assert binary.startswith(os.path.join(public_dir, "cache", "python"))
+  mirror = os.path.dirname(os.path.dirname(binary))
+  marker = os.path.join(mirror, sandbox.MIRROR_MARKER)
+  built_at = os.stat(marker).st_mtime_ns
+  layout = sandbox._interpreter_layout(python)
+  stdlib = os.path.dirname(os.__file__)
+  rel = os.path.relpath(os.path.realpath(stdlib), os.path.realpath(layout["prefix"]))
+  copy = os.path.join(mirror, rel)
+  assert os.path.isfile(os.path.join(copy, "os.py"))
+  assert os.path.isdir(os.path.join(copy, "json"))
+  for skipped in ("test", "site-packages", "idlelib"):
+    assert not os.path.exists(os.path.join(copy, skipped))
+  if os.stat(stdlib).st_dev == os.stat(public_dir).st_dev:   # same file system
+    assert os.stat(os.path.join(copy, "os.py")).st_ino == os.stat(os.__file__).st_ino
+  for dirpath, _, _ in os.walk(mirror):
+    st = os.stat(dirpath)
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755, dirpath
+  assert sandbox._stdlib_mirror(python) == binary          # reused
+  assert os.stat(marker).st_mtime_ns == built_at
+  assert sandbox._probe(binary, (65534, 65534)) is None    # nobody runs it
+  assert sandbox._stdlib_mirror(python, rebuild=True) == binary
+  assert os.stat(marker).st_mtime_ns != built_at
+  assert sorted(os.listdir(os.path.join(public_dir, "cache"))) == [os.path.basename(mirror)]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_mirror_copies_where_hard_links_fail(monkeypatch, public_dir):
+  def no_link(*args, **kwargs):
+    raise OSError(18, "Invalid cross-device link")
+
+  monkeypatch.setattr(sandbox, "MIRROR_DIRS", (public_dir,))
+  monkeypatch.setattr(sandbox.os, "link", no_link)
+  binary = sandbox._stdlib_mirror(sys.executable)
+  copy = os.path.join(os.path.dirname(os.path.dirname(binary)),
+                      os.path.relpath(os.__file__, sys.base_prefix))
+  assert os.stat(copy).st_ino != os.stat(os.__file__).st_ino
+  assert os.stat(copy).st_mtime_ns == os.stat(os.__file__).st_mtime_ns  # .pyc stay valid
+  assert sandbox._probe(binary, (65534, 65534)) is None
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_mirror_refuses_unsafe_places_and_private_files(monkeypatch, public_dir):
+  open_dir = os.path.join(public_dir, "open")
+  os.mkdir(open_dir)
+  os.chmod(open_dir, 0o777)          # anyone could plant a fake stdlib here
+  foreign = os.path.join(public_dir, "foreign")
+  os.mkdir(foreign, 0o755)
+  os.chown(foreign, 65534, 65534)    # owned by the sandbox user
+  assert not sandbox._safe_parent(open_dir)
+  assert not sandbox._safe_parent(foreign)
+  assert sandbox._safe_parent(public_dir)
+  monkeypatch.setattr(sandbox, "MIRROR_DIRS", (open_dir, foreign))
+  with pytest.raises(OSError, match="writable by others"):
+    sandbox._stdlib_mirror(sys.executable)
+  assert os.listdir(open_dir) == [] and os.listdir(foreign) == []
+  private = os.path.join(public_dir, "private.py")
+  with open(private, "w") as f:
+    f.write("SECRET = 1")
+  os.chmod(private, 0o600)
+  sandbox._mirror_file(private, os.path.join(public_dir, "copy.py"))
+  assert not os.path.exists(os.path.join(public_dir, "copy.py"))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a root host")
+def test_root_fallback_without_mirror_warns(monkeypatch, public_dir, fresh_probe, caplog):
+  """Where no mirror can be made, the old fallback (root + audit hook) stays."""
+  if sandbox._traversable(os.path.realpath(sandbox.PYTHON)):
+    pytest.skip("the interpreter is readable by nobody here: no mirror needed")
+  open_dir = os.path.join(public_dir, "open")
+  os.mkdir(open_dir)
+  os.chmod(open_dir, 0o777)
+  monkeypatch.setattr(sandbox, "MIRROR_DIRS", (open_dir,))
+  with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
+    result = run("import os\nprint(os.getuid())\nopen('/etc/passwd')")
+  assert "root behind the audit hook only" in caplog.text
+  assert "writable by others" in caplog.text
+  assert not result.ok and "sandbox: reading '/etc/passwd'" in result.stderr
+  assert result.stdout == "0\n"
 
 
 UNPRIVILEGED_SCRIPT = r"""

@@ -189,8 +189,11 @@ def r3_experiment(workdir: str, *,
   if unknown:
     raise ValueError(f"task_kwargs names tasks {unknown} that are not in "
                      f"tasks={list(tasks)}.")
+  grading = {}  # task -> its verifier's grading, for the report
   for name in tasks:  # fail on a bad task before any stage runs
-    r3_tasks.make_task(name, **task_kwargs.get(name, {}))
+    task = r3_tasks.make_task(name, **task_kwargs.get(name, {}))
+    if getattr(task, "grading", None):
+      grading[name] = task.grading
   query_pool = queries_per_step if query_pool is None else int(query_pool)
   if query_pool < queries_per_step:
     raise ValueError(f"query_pool={query_pool} must be >= "
@@ -299,7 +302,7 @@ def r3_experiment(workdir: str, *,
                 "eval_temperature": eval_temperature, "seed": seed},
       timings=dict(timings, this_run=round(time.time() - started, 1),
                    this_run_cpu=round(time.process_time() - cpu_start, 1)),
-      load={"start": load_start, "end": _load_avg()})
+      load={"start": load_start, "end": _load_avg()}, grading=grading)
 
 
 def read_eval_rows(eval_dir: str, task_name: str) -> list[dict]:

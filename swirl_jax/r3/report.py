@@ -11,7 +11,9 @@ PNG plots beside them:
   errors_<task>.png);
 * the GRPO reward per sampled batch (grpo_reward.png), the failure
   dataset's statistics, one reflection episode per task, stage timings and
-  the machine load.
+  the machine load;
+* the grading each task's verifier used (function calling: 'strict', R3's
+  rule, or 'lenient'; `swirl_jax.tasks.function_calling.GRADINGS`).
 """
 
 from __future__ import annotations
@@ -159,6 +161,17 @@ def _example_markdown(eval_dir: Optional[str], task: str) -> str:
           f"- attempt 2 ({row['category2']}): `{row['attempt2'][:300]}`\n")
 
 
+def _grading_markdown(grading: Mapping[str, str]) -> list[str]:
+  """'## Grading' lines: each task's grading and what it means."""
+  # pylint: disable-next=g-import-not-at-top
+  from swirl_jax.tasks import function_calling as fc_lib
+  lines = ["", "## Grading", ""]
+  for task, rule in sorted(grading.items()):
+    meaning = fc_lib.GRADINGS.get(rule)
+    lines.append(f"- {task}: `{rule}`" + (f" ({meaning})" if meaning else ""))
+  return lines
+
+
 def _fmt(r: Mapping[str, float]) -> str:
   if math.isnan(r["value"]):
     return "n/a"
@@ -174,6 +187,7 @@ def write_r3_report(workdir: str,
                     settings: Optional[Mapping[str, Any]] = None,
                     timings: Optional[Mapping[str, Any]] = None,
                     load: Optional[Mapping[str, Any]] = None,
+                    grading: Optional[Mapping[str, str]] = None,
                     plots: bool = True) -> dict[str, Any]:
   """Writes report.json / report.md / plots into `workdir`.
 
@@ -186,6 +200,9 @@ def write_r3_report(workdir: str,
     paired: task -> `evaluation.paired_comparison` of vanilla (a) and
       trained (b) at attempt 2.
     settings / timings / load: recorded as given.
+    grading: task -> the grading its verifier used (e.g.
+      {'function_calling': 'strict'}), in report.json as 'grading' and in a
+      'Grading' section of report.md.
     plots: write PNGs.
   Returns:
     The report.json content.
@@ -212,12 +229,14 @@ def write_r3_report(workdir: str,
       "failure_dataset": dict(failure_stats or {}),
       "grpo_batches": {"count": len(rollouts),
                        "first": rollouts[:1], "last": rollouts[-1:]},
+      "grading": dict(grading or {}),
       "settings": dict(settings or {}), "timings_s": dict(timings or {}),
       "load_average": dict(load or {})}
   paths = report_lib.write_report(workdir, tables, extra=extra,
                                   title="R3: reflect, retry, reward",
                                   plots=plots)
-  parts = ["", "## Second attempt, trained vs vanilla", "",
+  parts = _grading_markdown(grading) if grading else []
+  parts += ["", "## Second attempt, trained vs vanilla", "",
            "| task | vanilla@2 | trained@2 | difference | CIs overlap |",
            "|---|---|---|---|---|"]
   t2 = tables["accuracy@t2"]

@@ -6,20 +6,40 @@
 * `generate(n, seed, split)`: queries over a small set of invented APIs
   (weather, currency conversion, stock prices, timers, ...), each with its
   gold call(s) and a tool list padded with distractor functions.
-* `parse_answer`: the last `<tool_call> ... </tool_call>` (else a fenced or
-  bare JSON call); `verify` parses it with `swirl_jax.tools.functions`.
+* `parse_answer`: the last `<tool_call> ... </tool_call>` of the reply;
+  `verify` grades its content against the gold calls.
 
 Categories (R3's error analysis):
 
 * `format_error`: no call, unparsable JSON, or not {name, arguments} objects;
 * `wrong_tool`: the called function names differ from the gold ones;
 * `wrong_arguments`: same functions, but argument names or values differ;
-* `correct`: names, argument names and values all match (calls in any order).
+* `correct`: names, argument names and values all match (calls in any order,
+  each gold call matched by one predicted call).
 
-Values are compared with type-aware normalisation guided by the function
-specs: "5" equals 5 for a numeric parameter, 5 equals 5.0, "true" equals
-true for a boolean one, strings compare after trimming spaces, and an
-omitted argument equals its documented default.
+`grading` chooses how strictly (see `GRADINGS`):
+
+* 'strict' (default, R3's rule: tool name, parameter names and values all
+  match exactly). The reply must hold `<tool_call> JSON </tool_call>` as the
+  prompt asks: a non-empty JSON list (no code fence, no NaN / Infinity) of
+  objects with exactly the keys "name" (a string) and "arguments" (an
+  object); anything else is a `format_error`. A call is correct when its
+  name equals the gold name, its set of parameter names equals the gold set
+  (an omitted optional parameter is missing, even if its value would be the
+  default; a default written out is unexpected if the gold call omits it),
+  and each value equals the gold value as parsed JSON: strings exactly (case
+  and spaces count), true / false / null only themselves, lists in order,
+  objects key by key. Numbers compare by value, so 5 equals 5.0: JSON has one
+  number type, and the function receives the same number either way; but
+  "5" (a string) does not equal 5, and true does not equal 1.
+* 'lenient' (this repository's earlier verifier): also accepts an untagged
+  reply (a fenced JSON block, else the whole reply) and the shapes
+  `swirl_jax.tools.functions.parse_calls` accepts (a single object,
+  "parameters" for "arguments", arguments as a JSON string); values are
+  compared after type-aware normalisation guided by the function specs: "5"
+  equals 5 for a numeric parameter, "true" equals true for a boolean one,
+  strings compare after trimming spaces, and an omitted argument equals its
+  documented default (on both sides).
 """
 
 from __future__ import annotations
@@ -40,6 +60,17 @@ FORMAT_ERROR = "format_error"
 WRONG_TOOL = "wrong_tool"
 WRONG_ARGUMENTS = "wrong_arguments"
 TOOL_CALL_TAG = "tool_call"
+STRICT = "strict"
+LENIENT = "lenient"
+GRADINGS = {
+    STRICT: "R3's rule: a <tool_call> JSON list of {name, arguments} calls "
+            "whose tool names, parameter names and values (as JSON; 5 == "
+            "5.0, \"5\" != 5) equal the gold calls', in any call order",
+    LENIENT: "also untagged replies and other call shapes; values after "
+             "type-aware normalisation (numeric / boolean strings, trimmed "
+             "spaces), omitted arguments equal to their defaults",
+}
+CALL_KEYS = frozenset({"name", "arguments"})
 
 _FENCE_RE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
 _MISSING = object()
@@ -305,6 +336,87 @@ def normalize_value(value: Any, schema: Optional[Mapping[str, Any]] = None
   return ("other", repr(value))
 
 
+def strict_value(value: Any) -> Any:
+  """A comparable form of a parsed JSON value for strict grading.
+
+  Equal forms mean equal JSON values: numbers by value (5 == 5.0), booleans,
+  strings and null only to themselves, lists in order, objects key by key.
+  """
+  if isinstance(value, bool):
+    return ("bool", value)
+  if isinstance(value, (int, float)):
+    return ("num", value)
+  if isinstance(value, str):
+    return ("str", value)
+  if value is None:
+    return ("none",)
+  if isinstance(value, list):
+    return ("list", tuple(strict_value(v) for v in value))
+  if isinstance(value, dict):
+    return ("dict", tuple(sorted((str(k), strict_value(v))
+                                 for k, v in value.items())))
+  return ("other", repr(value))
+
+
+def check_grading(grading: str) -> str:
+  """`grading` if it is one of GRADINGS, else ValueError naming it."""
+  if grading not in GRADINGS:
+    raise ValueError(f"Unknown function-calling grading {grading!r}; choose "
+                     f"one of {list(GRADINGS)}.")
+  return grading
+
+
+def _json_kind(value: Any) -> str:
+  kinds = ((bool, "a boolean"), (dict, "an object"), (list, "a list"),
+           (str, "a string"), ((int, float), "a number"))
+  if value is None:
+    return "null"
+  return next((k for t, k in kinds if isinstance(value, t)),
+              type(value).__name__)
+
+
+def _reject_constant(name: str) -> Any:
+  raise ValueError(f"{name} is not JSON")
+
+
+def parse_strict_calls(text: str
+                       ) -> tuple[Optional[list[dict[str, Any]]], str]:
+  """(calls, "") if `text` is the prompt's call format, else (None, why).
+
+  The format: a non-empty JSON list of objects with exactly the keys "name"
+  (a non-empty string) and "arguments" (an object).
+  """
+  text = text.strip()
+  if len(text) > functions_lib.MAX_CALL_CHARS:
+    return None, f"function call is too long ({len(text)} characters)"
+  try:
+    data = json.loads(text, parse_constant=_reject_constant)
+  except (ValueError, RecursionError) as e:
+    return None, f"malformed JSON: {e}"
+  if not isinstance(data, list) or not data:
+    got = "an empty list" if data == [] else _json_kind(data)
+    return None, f"expected a non-empty JSON list of calls, got {got}"
+  calls = []
+  for i, item in enumerate(data):
+    if not isinstance(item, dict) or set(item) != CALL_KEYS:
+      got = (f"keys {sorted(item)}" if isinstance(item, dict)
+             else _json_kind(item))
+      return None, (f"call {i} must be an object with exactly the keys "
+                    f"'arguments' and 'name', got {got}")
+    if not isinstance(item["name"], str) or not item["name"]:
+      return None, (f"call {i}: 'name' must be a non-empty string, got "
+                    f"{_json_kind(item['name'])}")
+    if not isinstance(item["arguments"], dict):
+      return None, (f"call {i}: 'arguments' must be an object, got "
+                    f"{_json_kind(item['arguments'])}")
+    calls.append({"name": item["name"], "arguments": item["arguments"]})
+  return calls, ""
+
+
+def _strict_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
+  return {k: strict_value(v) for k, v in (call.get("arguments") or {}).items()}
+
+
 def _normalized_arguments(call: Mapping[str, Any],
                           spec: Optional[functions_lib.FunctionSpec]
                           ) -> dict[str, Any]:
@@ -332,18 +444,31 @@ def _describe_diff(pred: Mapping[str, Any], gold: Mapping[str, Any]) -> str:
 
 def compare_calls(predicted: Sequence[Mapping[str, Any]],
                   gold: Sequence[Mapping[str, Any]],
-                  specs: Mapping[str, functions_lib.FunctionSpec]
-                  ) -> base.Verdict:
-  """Grades parsed calls against gold calls (order-insensitive)."""
+                  specs: Mapping[str, functions_lib.FunctionSpec],
+                  grading: str = STRICT) -> base.Verdict:
+  """Grades parsed calls against gold calls (order-insensitive).
+
+  Args:
+    predicted / gold: calls {name, arguments}.
+    specs: the available functions (their defaults and types are used by
+      'lenient' grading only).
+    grading: one of GRADINGS (see the module docstring).
+  """
+  check_grading(grading)
+
+  def arguments(call):
+    if grading == STRICT:
+      return _strict_arguments(call)
+    return _normalized_arguments(call, specs.get(call["name"]))
+
   pred_names = sorted(c["name"] for c in predicted)
   gold_names = sorted(c["name"] for c in gold)
   if pred_names != gold_names:
     return base.Verdict(False, WRONG_TOOL,
                         f"called {pred_names}, expected {gold_names}")
-  remaining = [(c["name"], _normalized_arguments(c, specs.get(c["name"])))
-               for c in gold]
+  remaining = [(c["name"], arguments(c)) for c in gold]
   for call in predicted:
-    args = _normalized_arguments(call, specs.get(call["name"]))
+    args = arguments(call)
     match = next((j for j, (n, a) in enumerate(remaining)
                   if n == call["name"] and a == args), None)
     if match is None:
@@ -372,6 +497,10 @@ class FunctionCallingTask(base.Task):
 
   Args:
     num_distractors: extra functions in each generated tool list.
+    grading: 'strict' (R3's rule, the default) or 'lenient' (see the module
+      docstring); set it per task, e.g. in gin
+      `r3_experiment.task_kwargs = {'function_calling': {'grading':
+      'lenient'}}`.
   """
 
   name = "function_calling"
@@ -379,11 +508,12 @@ class FunctionCallingTask(base.Task):
   max_steps = 1
   reflection_instruction = prompts.REFLECTION_INSTRUCTION
 
-  def __init__(self, num_distractors: int = 3):
+  def __init__(self, num_distractors: int = 3, grading: str = STRICT):
     if not 0 <= num_distractors <= len(API_SPECS) - 2:
       raise ValueError(f"num_distractors must be in [0, "
                        f"{len(API_SPECS) - 2}], got {num_distractors}")
     self.num_distractors = num_distractors
+    self.grading = check_grading(grading)
 
   # -- loading ---------------------------------------------------------------
 
@@ -463,10 +593,12 @@ class FunctionCallingTask(base.Task):
     return prompts.function_calling_prompt(example.question, tools_json)
 
   def parse_answer(self, text: str) -> Optional[str]:
+    """The last <tool_call> content ('lenient': else a fenced block, else
+    the whole reply); None if there is none."""
     if not text or not text.strip():
       return None
     tagged = answers_lib.extract_tagged(text, TOOL_CALL_TAG)
-    if tagged is not None:
+    if tagged is not None or self.grading == STRICT:
       return tagged
     fenced = _FENCE_RE.findall(text)
     if fenced:
@@ -476,8 +608,16 @@ class FunctionCallingTask(base.Task):
   def verify(self, example: base.Example,
              answer: Optional[str]) -> base.Verdict:
     if answer is None or not answer.strip():
-      return base.Verdict(False, FORMAT_ERROR, "no function call given")
-    calls = functions_lib.parse_calls(answer)
-    if functions_lib.is_parse_error(calls):
-      return base.Verdict(False, FORMAT_ERROR, calls[0]["message"])
-    return compare_calls(calls, self.gold_calls(example), self.specs(example))
+      where = (f" (expected <{TOOL_CALL_TAG}> [...] </{TOOL_CALL_TAG}>)"
+               if self.grading == STRICT else "")
+      return base.Verdict(False, FORMAT_ERROR, "no function call given" + where)
+    if self.grading == STRICT:
+      calls, why = parse_strict_calls(answer)
+      if calls is None:
+        return base.Verdict(False, FORMAT_ERROR, why)
+    else:
+      calls = functions_lib.parse_calls(answer)
+      if functions_lib.is_parse_error(calls):
+        return base.Verdict(False, FORMAT_ERROR, calls[0]["message"])
+    return compare_calls(calls, self.gold_calls(example), self.specs(example),
+                         self.grading)

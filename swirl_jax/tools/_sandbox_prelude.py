@@ -11,6 +11,10 @@ any untrusted code runs, this file, in order:
    ids, then dropping the namespace's capabilities); silently skipped when the
    kernel refuses;
 3. as root, drops to the unprivileged user given in the config (nobody);
+   everything imported from then on is read as that user, so on a host
+   whose interpreter that user cannot reach the host starts this file with
+   a readable mirror of the interpreter (see `sandbox`), whose sys.path is
+   the mirror's;
 4. sets resource limits: CPU seconds, address space, file size, no new
    processes or threads, few file descriptors, no core dumps;
 5. removes the few os/signal functions that have no audit event and could
