@@ -183,8 +183,37 @@ def _reader(path: str):
   return _READERS[key]
 
 
-def _open_reader(path: str):
+class _TruncatedTensor(Exception):
+  """Raised by the checked reader before it maps a tensor past the end."""
+
+
+def _checked_reader_class():
+  """gguf.GGUFReader that checks each tensor's extent before mapping it."""
   import gguf  # pylint: disable=g-import-not-at-top
+
+  class CheckedReader(gguf.GGUFReader):
+
+    def _build_tensors(self, start_offs, fields):  # pylint: disable=invalid-name
+      size = len(self.data)
+      for field in fields:
+        _, name_data, _, dims, raw_dtype, offset = field.parts
+        name = bytes(name_data).decode("utf-8", errors="replace")
+        try:
+          qtype = gguf.GGMLQuantizationType(int(raw_dtype[0]))
+        except ValueError:
+          raise _TruncatedTensor(name, f"unknown type id {int(raw_dtype[0])}",
+                                 None, size) from None
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        end = int(start_offs + offset[0]) + (
+            int(np.prod(dims)) * type_size // block)
+        if end > size:
+          raise _TruncatedTensor(name, qtype.name, end, size)
+      super()._build_tensors(start_offs, fields)
+
+  return CheckedReader
+
+
+def _open_reader(path: str):
   try:
     with open(path, "rb") as f:
       magic = f.read(4)
@@ -194,20 +223,19 @@ def _open_reader(path: str):
     raise GGUFError(f"{path}: not a GGUF file (magic {magic!r}, expected "
                     "b'GGUF').")
   try:
-    reader = gguf.GGUFReader(path)
+    return _checked_reader_class()(path)
+  except _TruncatedTensor as e:
+    name, type_name, end, size = e.args
+    if end is None:
+      raise GGUFError(f"{path}: tensor {name!r} has {type_name}, which the "
+                      "gguf package does not know.") from None
+    raise GGUFError(
+        f"{path}: tensor {name!r} ({type_name}) needs bytes up to offset "
+        f"{end}, but the file has {size} bytes (truncated file).") from None
   except Exception as e:  # pylint: disable=broad-except
     raise GGUFError(f"{path}: the GGUF header or tensor table cannot be read "
                     f"(truncated or corrupt file?): {type(e).__name__}: "
                     f"{e}") from e
-  size = os.path.getsize(path)
-  for tensor in reader.tensors:
-    end = int(tensor.data_offset) + int(tensor.n_bytes)
-    if end > size or tensor.data.nbytes != int(tensor.n_bytes):
-      raise GGUFError(
-          f"{path}: tensor {tensor.name!r} ({tensor.tensor_type.name}) needs "
-          f"bytes up to offset {end}, but the file has {size} bytes "
-          "(truncated file).")
-  return reader
 
 
 def _field(reader, key: str, default: Any = None) -> Any:
@@ -434,25 +462,12 @@ def load(path: str | os.PathLike, dtype: Any = None
   names = tensor_names(config)
   expected = _common.expected_shapes(config)
 
-  arrays: dict[str, np.ndarray] = {}
-  unexpected, heads = [], []
-  for tensor in reader.tensors:
-    if tensor.name in names:
-      ours, kind = names[tensor.name]
-      shape = tuple(int(n) for n in reversed(tensor.shape))
-      _common.check_shape(tensor.name, shape,
-                          _our_shape_in_file(kind, expected[ours], config),
-                          path)
-      arrays[ours] = _to_ours(dequantize(tensor, path), kind, config)
-    elif tensor.name == "output.weight":
-      heads.append(tensor)
-    elif tensor.name == "rope_freqs.weight":
-      raise GGUFError(f"{path}: tensor 'rope_freqs.weight' (per-dimension "
-                      "RoPE factors) is not supported.")
-    else:
-      unexpected.append(tensor.name)
-  missing = [name for name, (ours, _) in names.items() if ours not in arrays]
-  _common.report_names(missing, unexpected, "tensors", path)
+  try:
+    arrays, heads = _read_tensors(reader, path, config, names, expected)
+  except GGUFError:
+    raise
+  except ValueError as e:  # names / shapes, from _common
+    raise GGUFError(str(e)) from e
   for head in heads:
     weights = dequantize(head, path)
     if weights.shape != arrays["embedding"].shape or not np.allclose(
@@ -476,6 +491,31 @@ def load(path: str | os.PathLike, dtype: Any = None
   params = {name: jnp.asarray(a.astype(np_dtype, copy=False))
             for name, a in arrays.items()}
   return config, _common.unflatten(params)
+
+
+def _read_tensors(reader, path, config, names, expected):
+  """(our '/'-path -> float32 array, [output.weight tensors]) of a file."""
+  arrays: dict[str, np.ndarray] = {}
+  unexpected, heads = [], []
+  for tensor in reader.tensors:
+    if tensor.name in names:
+      ours, kind = names[tensor.name]
+      shape = tuple(int(n) for n in reversed(tensor.shape))
+      _common.check_shape(tensor.name, shape,
+                          _our_shape_in_file(kind, expected[ours], config),
+                          path)
+      arrays[ours] = _to_ours(dequantize(tensor, path), kind, config)
+    elif tensor.name == "output.weight":
+      heads.append(tensor)
+    elif tensor.name == "rope_freqs.weight":
+      raise GGUFError(f"{path}: tensor 'rope_freqs.weight' (per-dimension "
+                      "RoPE factors) is not supported.")
+    else:
+      unexpected.append(tensor.name)
+  missing = [name for name, (ours, _) in names.items() if ours not in arrays]
+  _common.report_names(missing, unexpected, "tensors", path)
+  return arrays, heads
+
 
 
 # --------------------------------------------------------------------------
