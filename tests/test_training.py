@@ -257,3 +257,33 @@ def test_init_from_hf_and_workdir(tmp_path, tiny):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     load_initial_params(str(tmp_path / "empty"), config, jax.random.key(5),
                         None)
+
+
+def test_optimizer_frozen_params_do_not_move_and_hold_no_state():
+  params = {"embedding": jnp.ones((4, 2)),
+            "layer_0": {"mlp": {"up": jnp.ones((2, 3))}}}
+  grads = {"embedding": jnp.full((4, 2), 100.0),
+           "layer_0": {"mlp": {"up": jnp.full((2, 3), 0.1)}}}
+  tx = make_optimizer(optax.constant_schedule(0.1), max_grad_norm=1.0,
+                      frozen=("embedding",))
+  state = tx.init(params)
+  sizes = [x.size for x in jax.tree.leaves(state) if hasattr(x, "size")]
+  assert sum(sizes) <= 2 * 6 + 4  # moments of `up` only (+ counters)
+  updates, _ = tx.update(grads, state, params)
+  assert float(jnp.abs(updates["embedding"]).max()) == 0.0
+  # The trainable leaf still gets Adam's first step, -lr * sign(g).
+  np.testing.assert_allclose(updates["layer_0"]["mlp"]["up"], -0.1,
+                             rtol=1e-4)
+  unfrozen = make_optimizer(optax.constant_schedule(0.1), max_grad_norm=1.0)
+  moved, _ = unfrozen.update(grads, unfrozen.init(params), params)
+  assert float(jnp.abs(moved["embedding"]).max()) > 0.0
+
+
+def test_optimizer_frozen_pattern_errors():
+  params = {"embedding": jnp.ones((4, 2))}
+  with pytest.raises(ValueError, match=r"\['layer_9/.*'\] match no "
+                     r"parameter \(paths look like \['embedding'\]\)"):
+    make_optimizer(optax.constant_schedule(0.1),
+                   frozen=("layer_9/.*",)).init(params)
+  with pytest.raises(ValueError, match=r"'\(' is not a regular expression"):
+    make_optimizer(optax.constant_schedule(0.1), frozen=("(",))

@@ -239,10 +239,16 @@ def _open_reader(path: str):
 
 
 def _field(reader, key: str, default: Any = None) -> Any:
+  """A metadata value; float32 scalars as the shortest decimal that reads
+  back to them (1e-06, not 9.99999997e-07, as the source config wrote it)."""
   field = reader.fields.get(key)
   if field is None:
     return default
   value = field.contents()
+  if isinstance(value, float) and len(field.types) == 1 and (
+      field.types[0].name == "FLOAT32"):
+    value = float(np.format_float_positional(np.float32(value), unique=True,
+                                             trim="-"))
   return value
 
 
