@@ -3,6 +3,12 @@
     python benchmarks/train_step_mfu.py                      # tiny, CPU
     python benchmarks/train_step_mfu.py --preset gemma2-2b --seq 2048 \\
         --batch 8 --dtype bfloat16 --remat dots_no_batch      # on a GPU
+    python benchmarks/train_step_mfu.py --preset gemma3-270m --batch 8 \\
+        --seq 512 --steps 3 --freeze embedding --chunk_tokens 64  # real model
+
+--freeze takes `make_optimizer.frozen` patterns (the run's optimizer is the
+project's AdamW with clipping); the peak resident memory of the process
+(ru_maxrss) is printed, so compare variants in separate processes.
 
 Model FLOPs per step = 6 * N * T + attention, with N the parameters without
 the embedding lookup (the tied unembedding matmul counted once: 2 * D * V
@@ -18,6 +24,7 @@ the result is labelled as such.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import jax
@@ -27,6 +34,7 @@ import optax
 
 from swirl_jax import models
 from swirl_jax.objectives import get_objective
+from swirl_jax.training.optimizer import make_optimizer
 from swirl_jax.training.train_state import TrainState
 from swirl_jax.training.train_step import make_train_step
 
@@ -64,13 +72,23 @@ def main():
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--remat", default="none")
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--param_dtype", default="float32")
+  parser.add_argument("--freeze", nargs="*", default=(),
+                      help="make_optimizer.frozen patterns, e.g. embedding")
+  parser.add_argument("--chunk_tokens", type=int, default=None,
+                      help="target_logprobs.chunk_tokens: logits formed this "
+                      "many positions at a time")
   args = parser.parse_args()
+  if args.chunk_tokens:
+    import gin  # pylint: disable=g-import-not-at-top
+    gin.bind_parameter("swirl_jax.objectives.common.target_logprobs."
+                       "chunk_tokens", args.chunk_tokens)
 
   config = models.get_config(args.preset, dtype=args.dtype,
-                             param_dtype="float32")
+                             param_dtype=args.param_dtype)
   model = models.Transformer(config, remat_policy=args.remat)
   params = models.init_params(config, jax.random.key(0))
-  tx = optax.adamw(1e-4)
+  tx = make_optimizer(optax.constant_schedule(1e-4), frozen=args.freeze)
   state = TrainState.create(params, tx, jax.random.key_data(jax.random.key(1)))
   rng = np.random.default_rng(0)
   b, s = args.batch, args.seq
@@ -84,8 +102,10 @@ def main():
   step = jax.jit(make_train_step(model, get_objective("sft"), tx,
                                  optax.constant_schedule(1e-4)),
                  donate_argnums=(0,))
+  start = time.perf_counter()
   state, metrics = step(state, batch, None)
   jax.block_until_ready(metrics)
+  first = time.perf_counter() - start
   times = []
   for _ in range(args.steps):
     start = time.perf_counter()
@@ -102,14 +122,19 @@ def main():
     peak = measured_matmul_peak()
     peak_label = "measured float32 2048^3 matmul rate on this device"
   print(f"device={device.device_kind} preset={args.preset} batch={b} seq={s} "
-        f"dtype={args.dtype} remat={args.remat} "
+        f"dtype={args.dtype} param_dtype={args.param_dtype} "
+        f"freeze={list(args.freeze)} chunk_tokens={args.chunk_tokens} "
+        f"remat={args.remat} "
         f"params={config.num_params():,}")
+  print(f"first step (compile) : {first * 1e3:9.1f} ms")
   print(f"step time            : {step_time * 1e3:9.1f} ms (median of "
         f"{args.steps})")
   print(f"tokens/s             : {b * s / step_time:11,.0f}")
   print(f"model TFLOP/s        : {flops / step_time / 1e12:11.4f}")
   print(f"peak TFLOP/s         : {peak / 1e12:11.4f} ({peak_label})")
   print(f"MFU                  : {flops / step_time / peak:11.1%}")
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  print(f"peak resident memory : {peak_rss:11.2f} GiB (whole process)")
 
 
 if __name__ == "__main__":

@@ -282,3 +282,35 @@ def test_registered_objectives_with_exact_kl():
     assert float(got) == pytest.approx(want, rel=1e-5), fn.__name__
     with pytest.raises(KeyError, match="ref_logits"):
       fn(params, batch, None, model, kl_estimator="exact", **kwargs)
+
+
+def test_chunked_target_logprobs_equal_the_plain_ones():
+  """`target_logprobs.chunk_tokens`: same values and parameter gradients."""
+  from swirl_jax import models  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import common  # pylint: disable=g-import-not-at-top
+  config = models.get_config("tiny", sliding_window_size=8)
+  model = models.Transformer(config)
+  params = models.init_params(config, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  b, length = 2, 37  # not a multiple of the chunk
+  inputs = rng.integers(0, config.vocab_size, (b, length)).astype(np.int32)
+  segments = np.ones((b, length), np.int32)
+  segments[1, 30:] = 0
+  batch = dict(inputs=inputs, targets=np.roll(inputs, -1, 1),
+               positions=np.tile(np.arange(length, dtype=np.int32), (b, 1)),
+               segment_ids=segments)
+  weights = jnp.asarray(rng.normal(size=(b, length)), jnp.float32)
+
+  def loss(p, chunk):
+    return jnp.sum(common.target_logprobs(model, p, batch,
+                                          chunk_tokens=chunk) * weights)
+
+  plain, plain_grad = jax.value_and_grad(loss)(params, None)
+  chunked, chunked_grad = jax.jit(jax.value_and_grad(loss),
+                                  static_argnums=1)(params, 8)
+  np.testing.assert_allclose(chunked, plain, rtol=1e-5)
+  for a, c in zip(jax.tree.leaves(plain_grad), jax.tree.leaves(chunked_grad)):
+    np.testing.assert_allclose(c, a, rtol=1e-3, atol=1e-5)
+  with pytest.raises(ValueError, match="chunk_tokens must be a positive int, "
+                     "got -1"):
+    common.target_logprobs(model, params, batch, chunk_tokens=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import gin
 import jax
 import jax.numpy as jnp
 
@@ -57,13 +58,28 @@ def selected_log_softmax(logits: jax.Array, targets: jax.Array,
   return jnp.sum(jnp.where(hit, shifted, 0.0), axis=-1) - log_norm
 
 
-def target_logprobs(model, params, batch, return_logits: bool = False):
+@gin.configurable(allowlist=["chunk_tokens"])
+def target_logprobs(model, params, batch, return_logits: bool = False,
+                    chunk_tokens: Optional[int] = None):
   """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32.
 
   A batch with 'prefix_inputs' computes each group's shared prefix once
   (`swirl_jax.objectives.shared_prefix`); the result is the same.
+
+  chunk_tokens (gin: `target_logprobs.chunk_tokens`): compute the logits
+  `chunk_tokens` positions at a time, rematerialised in the backward pass
+  (`chunked_target_logprobs`), so that no [B, L, V] array exists: for a
+  262k vocabulary, 8 x 512 rows hold 4.3 GB of float32 logits (and as much
+  again for their gradient), 8 x 64 hold 0.5 GB. Same values and gradients;
+  the unembedding is then computed twice in a training step. None: all at
+  once (what small vocabularies want). Not used with `return_logits` or a
+  shared-prefix batch.
   """
   mask = segment_attention_mask(batch["segment_ids"])
+  if chunk_tokens and not return_logits and (
+      shared_prefix.PREFIX_KEY not in batch) and hasattr(model,
+                                                         "hidden_states"):
+    return chunked_target_logprobs(model, params, batch, mask, chunk_tokens)
   if shared_prefix.PREFIX_KEY in batch:
     logits = shared_prefix.shared_prefix_logits(model, params, batch, mask)
   else:
@@ -77,6 +93,40 @@ def target_logprobs(model, params, batch, return_logits: bool = False):
   if return_logits:
     return out, logits
   return out
+
+
+def chunked_target_logprobs(model, params, batch, mask, chunk_tokens: int
+                            ) -> jax.Array:
+  """`target_logprobs` with the logits formed `chunk_tokens` at a time.
+
+  The final hidden states [B, L, D] are computed once; the unembedding and
+  log-softmax run over chunks of positions in a `lax.map` whose body is
+  rematerialised (`jax.checkpoint`), so the backward pass recomputes each
+  chunk's [B, C, V] logits instead of keeping all of them. Returns [B, L].
+  """
+  if not isinstance(chunk_tokens, int) or chunk_tokens <= 0:
+    raise ValueError(f"target_logprobs.chunk_tokens must be a positive int, "
+                     f"got {chunk_tokens!r}.")
+  x = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                  mask, method="hidden_states")
+  b, length, d = x.shape
+  chunk = min(chunk_tokens, length)
+  count = -(-length // chunk)
+  pad = count * chunk - length
+  targets = jnp.pad(batch["targets"], ((0, 0), (0, pad)))
+  x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
+  xs = x.reshape(b, count, chunk, d).swapaxes(0, 1)
+  ts = targets.reshape(b, count, chunk).swapaxes(0, 1)
+  table_t = jax.lax.optimization_barrier(params["embedding"].T)
+  bound = model.config.final_logit_soft_cap
+
+  @jax.checkpoint
+  def one(x_chunk, t_chunk, table):
+    logits = model.apply({"params": params}, x_chunk, table, method="unembed")
+    return selected_log_softmax(logits, t_chunk, bound=bound)
+
+  out = jax.lax.map(lambda a: one(a[0], a[1], table_t), (xs, ts))
+  return out.swapaxes(0, 1).reshape(b, count * chunk)[:, :length]
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
