@@ -287,3 +287,38 @@ def test_optimizer_frozen_pattern_errors():
                    frozen=("layer_9/.*",)).init(params)
   with pytest.raises(ValueError, match=r"'\(' is not a regular expression"):
     make_optimizer(optax.constant_schedule(0.1), frozen=("(",))
+
+
+def test_optimizer_frozen_names_ignore_flax_boxes():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.optimizer import frozen_labels  # pylint: disable=g-import-not-at-top
+  boxed = {"embedding": nn.LogicallyPartitioned(jnp.ones((4, 2)),
+                                                ("vocab", "embed")),
+           "final_norm": {"scale": nn.LogicallyPartitioned(
+               jnp.ones((2,)), ("embed",))}}
+  labels = frozen_labels(boxed, ("embedding",))
+  assert jax.tree.leaves(labels) == ["frozen", "train"]
+
+
+def test_training_run_with_a_frozen_embedding(tmp_path):
+  """A gin-configured run: the frozen embedding ends where it started, the
+  other parameters move (and the sharded optimizer state builds)."""
+  config = models.get_config("tiny")
+  params = models.init_params(config, jax.random.key(3))
+  from swirl_jax.checkpoints import hf
+  from swirl_jax.training.trainer import load_initial_params
+  hf.save(str(tmp_path / "hf"), config, params)
+  proc = _main("--gin_file=gin_configs/experiments/sft_tiny.gin",
+               f"--workdir={tmp_path}/w", "--gin.TRAIN_STEPS=2",
+               "--gin.BATCH_SIZE=2", "--gin.SEQ_LEN=64",
+               "--gin.swirl_jax.training.trainer.train.init_from="
+               f"'hf:{tmp_path / 'hf'}'",
+               "--gin.swirl_jax.training.optimizer.make_optimizer.frozen="
+               "('embedding',)")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  trained = load_initial_params(str(tmp_path / "w"), config,
+                                jax.random.key(5), None)
+  np.testing.assert_array_equal(trained["embedding"], params["embedding"])
+  moved = np.abs(np.asarray(trained["layer_0"]["mlp"]["up"])
+                 - np.asarray(params["layer_0"]["mlp"]["up"])).max()
+  assert moved > 0

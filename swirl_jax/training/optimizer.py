@@ -83,7 +83,14 @@ def make_optimizer(schedule: optax.Schedule,
 
 
 def _path_name(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  """'layer_0/attn/q' for a key path (the '.value' of a flax logical-axis
+  box, as the trainer's boxed params have, is not part of the name)."""
+  parts = []
+  for k in path:
+    if isinstance(k, jax.tree_util.GetAttrKey):
+      continue
+    parts.append(str(getattr(k, "key", getattr(k, "idx", k))))
+  return "/".join(parts)
 
 
 def frozen_labels(params, patterns: Sequence[str]):

@@ -132,6 +132,17 @@ def model_config_json(config: TransformerConfig,
                     sort_keys=True)
 
 
+def _drop_empty_boxes(tree):
+  """Unwraps logical-axis boxes that hold no array: the optimizer state of a
+  frozen parameter (`make_optimizer.frozen`) keeps its box around optax's
+  empty `MaskedNode`, which has a partition spec but no leaf."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(
+      lambda x: x.value if (isinstance(x, nn.Partitioned)
+                            and not jax.tree.leaves(x.value)) else x,
+      tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def _unbox(tree):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   return nn.unbox(tree)
@@ -227,7 +238,7 @@ def train(workdir: str,
     boxed = _boxed_init(model_config, r)
     return TrainState.create(boxed, tx, jax.random.key_data(state_rng))
 
-  abstract_boxed = jax.eval_shape(boxed_state, init_rng)
+  abstract_boxed = _drop_empty_boxes(jax.eval_shape(boxed_state, init_rng))
   state_shardings = sharding_lib.boxed_shardings(abstract_boxed, mesh)
   param_shardings = state_shardings.params
   abstract_state = checkpointing.abstract_with_shardings(
