@@ -6,6 +6,13 @@ new tokens, greedy; prints tokens/s for both and the ratio.
 
     python benchmarks/sampler_throughput.py --batch 8 --prompt_len 32 --new 128
 
+The real pretrained model (`--gguf`): gemma3-270m dequantised from its
+packaged GGUF by `checkpoints.gguf`, and `transformers` loading the same
+file with its own GGUF reader (float32 both); `--batch` may list sizes:
+
+    python benchmarks/sampler_throughput.py --gguf gemma-3-270m-q4_k_m.gguf \
+        --batch 1,8 --new 64 --repeats 2
+
 GPU (`--roofline`): gemma2-2b shapes with random bfloat16 weights, context
 1k, batch sizes 1..256; prints decode tokens/s and the fraction of the
 memory-bandwidth roofline, where one decode step must read all weights plus
@@ -57,39 +64,49 @@ def cpu_comparison(args):
   import transformers
   from swirl_jax.checkpoints import hf
   torch.set_num_threads(os.cpu_count() or 1)
-  config = models.get_config(args.preset)
-  params = models.init_params(config, jax.random.key(0))
-  prompts = _prompts(args.batch, args.prompt_len, config.vocab_size)
-  sampler = Sampler(config, params)
-
-  def ours():
-    out = sampler.generate(prompts, args.new)
-    assert all(len(t) == args.new for t in out.tokens)
-  t_ours = _time(ours, args.repeats)
-
-  with tempfile.TemporaryDirectory() as tmp:
-    hf.save(os.path.join(tmp, "model"), config, params)
+  if args.gguf:
+    from swirl_jax.checkpoints import gguf
+    path = gguf.resolve_path(args.gguf)
+    config, params = gguf.load(path)
+    args.preset = os.path.basename(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.join(tmp, "model"), dtype=torch.float32).eval()
+        os.path.dirname(path), gguf_file=os.path.basename(path),
+        dtype=torch.float32).eval()
+  else:
+    config = models.get_config(args.preset)
+    params = models.init_params(config, jax.random.key(0))
+    with tempfile.TemporaryDirectory() as tmp:
+      hf.save(os.path.join(tmp, "model"), config, params)
+      model = transformers.AutoModelForCausalLM.from_pretrained(
+          os.path.join(tmp, "model"), dtype=torch.float32).eval()
   model.generation_config.eos_token_id = None
-  ids = torch.tensor(prompts)
-  mask = torch.ones_like(ids)
+  sampler = Sampler(config, params, stop_tokens=())
+  print(f"preset={args.preset} prompt={args.prompt_len} new={args.new} "
+        f"device={jax.devices()[0].platform} cores={os.cpu_count()} "
+        f"threads(torch)={torch.get_num_threads()} greedy, float32")
+  for batch in [int(b) for b in str(args.batch).split(",")]:
+    prompts = _prompts(batch, args.prompt_len, config.vocab_size)
 
-  def theirs():
-    with torch.no_grad():
-      model.generate(input_ids=ids, attention_mask=mask,
-                     max_new_tokens=args.new, min_new_tokens=args.new,
-                     do_sample=False, pad_token_id=0)
-  t_theirs = _time(theirs, args.repeats)
-  n = args.batch * args.new
-  print(f"preset={args.preset} batch={args.batch} prompt={args.prompt_len} "
-        f"new={args.new} device={jax.devices()[0].platform} "
-        f"cores={os.cpu_count()}")
-  print(f"swirl_jax Sampler      : {n / t_ours:10.1f} tokens/s "
-        f"({t_ours * 1e3:.1f} ms per call)")
-  print(f"transformers generate  : {n / t_theirs:10.1f} tokens/s "
-        f"({t_theirs * 1e3:.1f} ms per call)")
-  print(f"ratio (ours / theirs)  : {t_theirs / t_ours:10.2f}x")
+    def ours():
+      out = sampler.generate(prompts, args.new)
+      assert all(len(t) == args.new for t in out.tokens)
+    t_ours = _time(ours, args.repeats)
+    ids = torch.tensor(prompts)
+    mask = torch.ones_like(ids)
+
+    def theirs():
+      with torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=mask,
+                       max_new_tokens=args.new, min_new_tokens=args.new,
+                       do_sample=False, pad_token_id=0)
+    t_theirs = _time(theirs, args.repeats)
+    n = batch * args.new
+    print(f"batch={batch:3d} swirl_jax Sampler     : {n / t_ours:8.1f} "
+          f"tokens/s ({t_ours * 1e3:.0f} ms per call, prefill included)")
+    print(f"batch={batch:3d} transformers generate : {n / t_theirs:8.1f} "
+          f"tokens/s ({t_theirs * 1e3:.0f} ms per call)")
+    print(f"batch={batch:3d} ratio (ours / theirs) : {t_theirs / t_ours:8.2f}x",
+          flush=True)
 
 
 def roofline(args):
@@ -125,7 +142,10 @@ def roofline(args):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default=None)
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batch", default="8",
+                      help="batch size, or sizes: 1,8 (CPU comparison)")
+  parser.add_argument("--gguf", default=None,
+                      help="compare on a Gemma GGUF file's real weights")
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=3)
