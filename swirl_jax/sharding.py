@@ -13,6 +13,7 @@ failing, and `describe_sharding` shows what was chosen.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -219,15 +220,48 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+@functools.lru_cache(maxsize=32)
+def local_batch_shards(mesh: Mesh) -> int:
+  """How many slices of the batch dimension this process's devices hold
+  under `batch_sharding(mesh)` (all of them, data x fsdp, on one process)."""
+  names = list(mesh.axis_names)
+  batch_dims = [names.index(a) for a in BATCH_AXES]
+  me = jax.process_index()
+  coords = {tuple(idx[d] for d in batch_dims)
+            for idx in np.ndindex(*mesh.devices.shape)
+            if mesh.devices[idx].process_index == me}
+  return len(coords)
+
+
+def check_local_rows(rows: int, mesh: Mesh, what: str = "batch") -> None:
+  """Refuses a per-host batch whose rows do not split evenly over this
+  process's batch shards (ValueError naming the sizes)."""
+  local = local_batch_shards(mesh)
+  if rows % local:
+    total = math.prod(mesh.shape[a] for a in BATCH_AXES)
+    raise ValueError(
+        f"The per-host {what} has {rows} rows, which do not divide evenly "
+        f"over this process's {local} batch shards (mesh data x fsdp = "
+        f"{total} shards over {jax.process_count()} process(es)); make "
+        f"the rows per host a multiple of {local} (global batch a multiple "
+        f"of {total}).")
+
+
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
   """Assembles global arrays from this process's rows of the batch.
 
   Each process passes only its own rows (global_batch / process_count); the
-  result is a dict of global jax.Arrays sharded over (data, fsdp).
+  result is a dict of global jax.Arrays sharded over (data, fsdp). Rows
+  that do not split over this process's batch shards are a ValueError
+  naming the sizes (`check_local_rows`).
   """
   sharding = batch_sharding(mesh)
   shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
   local_batch = dict(local_batch)
+  for key, value in local_batch.items():
+    if key != _PREFIX_KEY:
+      check_local_rows(int(np.shape(value)[0]), mesh, f"batch {key!r}")
+      break
   prefix = local_batch.get(_PREFIX_KEY)
   if prefix is not None and (len(prefix) * jax.process_count()) % shards:
     # One shared prefix per group, but fewer groups than batch shards: the
@@ -255,3 +289,179 @@ def describe_sharding(tree: Any) -> dict[str, str]:
     spec = getattr(getattr(x, "sharding", None), "spec", None)
     out[jax.tree_util.keystr(path)] = str(spec)
   return out
+
+
+# ----------------------------------------------------------------------------
+# Several processes: what the online RL paths need (see docs/tpu_gpu.md,
+# "Online RL on several hosts").
+
+
+def is_multiprocess() -> bool:
+  return jax.process_count() > 1
+
+
+def _allgather_ints(values) -> np.ndarray:
+  """[process_count, k] int64: every process's `values` (a collective)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  local = np.asarray(values, np.int64).reshape(-1)
+  return np.asarray(multihost_utils.process_allgather(local)).reshape(
+      jax.process_count(), local.size)
+
+
+def process_row_offset(rows: int, what: str = "records") -> int:
+  """Index of this process's first row in the global list of `rows`-sized
+  per-process lists (process p's rows come after those of 0..p-1).
+
+  Every process must hold the same number (a ValueError naming them
+  otherwise): an online RL builder numbers its rows globally from it, and
+  the train step's global batch needs equal shares. One collective on
+  several processes (every process calls it at the same point); 0 on one.
+  """
+  if not is_multiprocess():
+    return 0
+  counts = _allgather_ints([rows])[:, 0]
+  if np.any(counts != counts[0]):
+    raise ValueError(
+        f"The processes hold different numbers of {what}: "
+        f"{dict(enumerate(counts.tolist()))} (process: count); each must "
+        "get the same share of the global batch (make the global batch a "
+        "multiple of the process count).")
+  return int(jax.process_index() * rows)
+
+
+def global_sums(values) -> np.ndarray:
+  """Element-wise sums of float `values` [k] over the processes (one
+  collective on several; the values themselves on one)."""
+  values = np.asarray(values, np.float64).reshape(-1)
+  if not is_multiprocess():
+    return values
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  gathered = np.asarray(multihost_utils.process_allgather(values))
+  return gathered.reshape(jax.process_count(), -1).sum(axis=0)
+
+
+def _is_global(x) -> bool:
+  return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+def spans_processes(tree: Any) -> bool:
+  """Whether any array of `tree` lives on other processes' devices too."""
+  return any(_is_global(x) for x in jax.tree.leaves(tree))
+
+
+def host_meshes() -> tuple[Mesh, Mesh]:
+  """(hosts x local mesh over all devices, this process's local mesh).
+
+  The first has axes ('hosts',) + MESH_AXES, shape (P, 1, n, 1): row p
+  holds process p's n devices (by id); the second is this process's row
+  as a (1, n, 1) (data, fsdp, tensor) mesh.
+  """
+  count = jax.process_count()
+  rows = [sorted((d for d in jax.devices() if d.process_index == p),
+                 key=lambda d: d.id) for p in range(count)]
+  if len({len(r) for r in rows}) != 1:
+    raise ValueError(f"Processes have different device counts: "
+                     f"{[len(r) for r in rows]}.")
+  grid = np.asarray(rows, dtype=object)
+  n = grid.shape[1]
+  both = Mesh(grid.reshape(count, 1, n, 1), ("hosts",) + MESH_AXES)
+  local = Mesh(grid[jax.process_index()].reshape(1, n, 1), MESH_AXES)
+  return both, local
+
+
+def _local_spec(x: jax.Array, n: int) -> PartitionSpec:
+  """x's dims sharded over 'fsdp' globally stay so over the n local
+  devices when n divides them; everything else is replicated."""
+  spec = tuple(getattr(x.sharding, "spec", ()) or ())
+  out = []
+  used = False
+  for dim, entry in zip(x.shape, spec + (None,) * (x.ndim - len(spec))):
+    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    if not used and "fsdp" in axes and n > 1 and dim % n == 0:
+      out.append("fsdp")
+      used = True
+    else:
+      out.append(None)
+  return PartitionSpec(*out)
+
+
+_RESHARDS: dict = {}  # layout -> the jitted reshard to host-local copies
+
+
+def host_local_copy(tree: Any) -> tuple[Any, Optional[Mesh]]:
+  """A copy of `tree` that lives on this process's devices only.
+
+  For sampling on several hosts: each host decodes its own prompts with
+  the whole model on its own devices, so no sampling step waits on
+  another host. Arrays sharded over all processes are resharded (one
+  collective: every process calls this at the same point) to a copy on
+  each host's devices, FSDP-sharded over them where the global array was
+  (its 'embed' dims), else replicated; per device that is about
+  params / local_devices bytes beside the training state.
+
+  Returns (tree, local_mesh): `tree` itself and None when nothing in it
+  spans processes (one process: no copy, no change).
+  """
+  if not spans_processes(tree):
+    return tree, None
+  both, local = host_meshes()
+  n = local.devices.size
+
+  def target(x):
+    if not _is_global(x):
+      return None
+    return NamedSharding(both, _local_spec(x, n))
+
+  leaves, treedef = jax.tree.flatten(tree)
+  moving = [i for i, x in enumerate(leaves) if _is_global(x)]
+  targets = tuple(target(leaves[i]) for i in moving)
+  key = (targets, tuple((leaves[i].shape, leaves[i].dtype, leaves[i].sharding)
+                        for i in moving))
+  if key not in _RESHARDS:  # one compilation per tree layout
+    _RESHARDS[key] = jax.jit(lambda xs: xs, out_shardings=list(targets))
+  moved = _RESHARDS[key]([leaves[i] for i in moving])
+  out = list(leaves)
+  for i, y in zip(moving, moved):
+    spec = y.sharding.spec
+    out[i] = jax.make_array_from_single_device_arrays(
+        y.shape, NamedSharding(local, spec),
+        [shard.data for shard in y.addressable_shards])
+  return jax.tree.unflatten(treedef, out), local
+
+
+def mesh_of(tree: Any) -> Optional[Mesh]:
+  """The mesh of the first NamedSharding'ed array of `tree`, or None."""
+  for x in jax.tree.leaves(tree):
+    mesh = getattr(getattr(x, "sharding", None), "mesh", None)
+    if isinstance(mesh, Mesh):
+      return mesh
+  return None
+
+
+_GLOBAL_CALLS: dict = {}  # (fn, mesh) -> its jit with batch-sharded outputs
+
+
+def host_rows_call(fn, params: Any, local_batch: dict[str, np.ndarray],
+                   mesh: Optional[Mesh] = None) -> Any:
+  """`fn(params, batch)` on the global batch; this process's rows back.
+
+  On one process (or params that do not span processes) this is just
+  `fn(params, local_batch)` with numpy inputs, as before. On several, the
+  processes' rows are assembled into global arrays (`put_batch`, over
+  the mesh of `params` unless given), `fn` (jitted, its outputs [B, ...]
+  sharded like the batch) runs once over all of them, and each process
+  gets numpy arrays of its own rows back, in its order. A collective:
+  every process calls it at the same point, with the same shapes.
+  """
+  if not spans_processes(params):
+    return jax.tree.map(np.asarray, fn(params, local_batch))
+  mesh = mesh if mesh is not None else mesh_of(params)
+  batch = put_batch(local_batch, mesh)
+  key = (fn, mesh)
+  if key not in _GLOBAL_CALLS:
+    _GLOBAL_CALLS[key] = jax.jit(fn, out_shardings=batch_sharding(mesh))
+  out = _GLOBAL_CALLS[key](params, batch)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  local = multihost_utils.global_array_to_host_local_array(
+      out, mesh, PartitionSpec(BATCH_AXES))
+  return jax.tree.map(np.asarray, local)

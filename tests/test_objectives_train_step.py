@@ -169,3 +169,94 @@ def test_hyperparameters_are_gin_configurable():
       gin_utils.check_binding_types()
   finally:
     gin.clear_config()
+
+
+def _tiny():
+  config = models.get_config("tiny", vocab_size=VOCAB, num_layers=2,
+                             attention_types=("local", "global"))
+  return config, models.Transformer(config)
+
+
+def test_exact_kl_from_gin_runs_in_the_train_step():
+  """kl_estimator='exact' bound by gin: the step computes the reference's
+  logits itself (no 'ref_logits' in the batch), its 'kl' metric is the
+  exact KL over the vocabulary of the two models' logits, and its gradient
+  is not k3's."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives.common import segment_attention_mask  # pylint: disable=g-import-not-at-top
+  config, model = _tiny()
+  params = _random_params(config)
+  ref_params = _random_params(config, seed=7)  # far from params: a real KL
+  tx = optax.sgd(1.0)
+  schedule = optax.constant_schedule(1.0)
+  state = TrainState.create(params, tx,
+                            jax.random.key_data(jax.random.key(0)))
+  batch = _rl_batch()
+  assert "ref_logits" not in batch and "ref_logprobs" not in batch
+  steps = {}
+  try:
+    for kind in ("exact", "k3"):
+      gin.clear_config()
+      gin.parse_config([f"stepwise_pg_loss.kl_estimator = '{kind}'",
+                        "stepwise_pg_loss.kl_coef = 1.0"])
+      objective = get_objective("stepwise_pg")
+      assert objective.kl_estimator == kind
+      assert objective.needs_ref_logits == (kind == "exact")
+      steps[kind] = make_train_step(model, objective, tx, schedule)
+    # The step decides at build time whether to add 'ref_logits'; the loss
+    # reads its kl_estimator from gin when traced, so each step is traced
+    # under the binding it was built with.
+    gin.clear_config()
+    gin.parse_config(["stepwise_pg_loss.kl_estimator = 'exact'",
+                      "stepwise_pg_loss.kl_coef = 1.0"])
+    exact_state, exact_m = jax.jit(steps["exact"])(state, batch, ref_params)
+    gin.clear_config()
+    gin.parse_config(["stepwise_pg_loss.kl_estimator = 'k3'",
+                      "stepwise_pg_loss.kl_coef = 1.0"])
+    k3_state, k3_m = jax.jit(steps["k3"])(state, batch, ref_params)
+  finally:
+    gin.clear_config()
+
+  mask = segment_attention_mask(batch["segment_ids"])
+
+  def logits(p):
+    return np.asarray(model.apply({"params": p}, batch["inputs"],
+                                  batch["positions"], mask), np.float64)
+
+  def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+  logp, logr = log_softmax(logits(params)), log_softmax(logits(ref_params))
+  kl_tok = np.sum(np.exp(logp) * (logp - logr), axis=-1)  # [B, L]
+  action = np.asarray(batch["action_mask"])
+  want = float(np.sum(kl_tok * action) / np.sum(action))  # 'token' mean
+  assert want > 1e-3
+  assert float(exact_m["kl"]) == pytest.approx(want, rel=1e-4, abs=1e-7)
+  assert float(exact_m["kl"]) != pytest.approx(float(k3_m["kl"]), rel=1e-3)
+  # Same policy-gradient term, different KL gradients: SGD(1) moves the
+  # params by -grad, so the updates differ.
+  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(exact_state.params), jax.tree.leaves(k3_state.params)))
+  assert diff > 1e-4
+  assert float(exact_m["grad_norm"]) != pytest.approx(
+      float(k3_m["grad_norm"]), rel=1e-3)
+
+
+def test_exact_kl_without_reference_logits_option_is_refused_clearly():
+  """Built with ref_logits=False, an 'exact' loss names what it misses."""
+  config, model = _tiny()
+  params = _random_params(config)
+  tx = optax.sgd(1.0)
+  state = TrainState.create(params, tx,
+                            jax.random.key_data(jax.random.key(0)))
+  objective = get_objective("stepwise_pg")
+  import functools  # pylint: disable=g-import-not-at-top
+  exact = objective.__class__(
+      "stepwise_pg", functools.partial(objective.loss_fn,
+                                       kl_estimator="exact"), True)
+  assert exact.needs_ref_logits  # a partial's keyword counts too
+  step = make_train_step(model, exact, tx, optax.constant_schedule(1.0),
+                         ref_logits=False)
+  with pytest.raises(KeyError, match="ref_logits"):
+    jax.eval_shape(step, state, _rl_batch(), params)

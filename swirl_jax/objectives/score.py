@@ -138,7 +138,9 @@ def _masks_and_logps(batch, params, model, name, needed, kl_estimator):
   missing = [k for k in needed if k not in batch]
   if missing:
     hint = (" ('exact' needs the reference's logits [B, L, V]; the train "
-            "step fills only 'ref_logprobs')" if "ref_logits" in missing
+            "step adds them when built with kl_estimator bound to 'exact' "
+            "or with make_train_step(ref_logits=True))"
+            if "ref_logits" in missing
             else "")
     raise KeyError(f"{name}: the batch is missing {missing}{hint} (it has "
                    f"{sorted(batch)}).")

@@ -39,7 +39,8 @@ token of a long action like the summed log-likelihood of REINFORCE does.
 Batch: 'inputs', 'targets', 'positions', 'segment_ids' [B, L]; 'action_mask'
 [B, L] (falls back to 'loss_mask'); 'advantages' [B], or 'rewards' [B] (judge
 score in [0, 1]) and 'group_ids' [B]; 'ref_logprobs' [B, L] (added by the
-train step); 'ref_logits' [B, L, V] for kl_estimator='exact' only.
+train step); 'ref_logits' [B, L, V] for kl_estimator='exact' only (also
+added by the train step, see `swirl_jax.training.train_step`).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def add_kl_term(loss, metrics: dict, logp, ref_logp, mask, *, coef: float,
     if coef:
       loss = loss + coef * kl
   elif coef:
-    hint = (" [B, L, V], the reference's logits (the train step fills only "
-            "'ref_logprobs': a batch_fn must add them)"
+    hint = (" [B, L, V], the reference's logits (the train step adds them "
+            "when it is built with this loss's kl_estimator bound to "
+            "'exact', or with make_train_step(ref_logits=True))"
             if kind == "exact" else "")
     raise KeyError(f"{who}: a KL coefficient > 0 with kl_estimator="
                    f"{kind!r} needs batch[{reference_key(kind)!r}]{hint}.")

@@ -45,6 +45,16 @@ the current params (`'recompute'`, fused in one jitted call with the
 reference pass). With `reference_params`, 'ref_logprobs' are computed once
 per sampled batch here instead of at every inner update by the train step.
 
+Several processes: every process calls the builder at each step with its own
+(equally many) records; each host samples on its own copy of the params,
+every row drawing the randomness of its global index (`row_keyed`); the
+old / reference log-probs are one forward over the global batch
+(`sharding.host_rows_call`); `queries_per_step` is the global number of
+groups, each host keeping queries_per_step / process_count of its own pool;
+each host caches its own batch (`rollout_<step>.process<p>of<P>.npz`), and
+the hosts reload a cycle's batches only if every one of them has its own
+(see docs/tpu_gpu.md).
+
 Retries are sampled at `retry_temperature` (greedy in the CPU default): the
 retry is not trained, and decoding it greedily makes a reflection's reward
 depend on the reflection, not on sampling noise in the retry. Rows are
@@ -236,6 +246,10 @@ class ReflectionBatchBuilder:
       multiple of this), so every forward on the batch (reference, old and
       policy log-probs) computes it once instead of G times (see
       `swirl_jax.objectives.shared_prefix`; same results). 0 turns it off.
+    row_keyed: reflection / retry j of global record i draws from the key
+      of row i * G + j (`RowKeyedSampler`), so several hosts sample what
+      one process would; None (default): on several processes only (one
+      process keeps each call's [N, B] draw).
   """
 
   def __init__(self, config, tokenizer, *,
@@ -251,7 +265,8 @@ class ReflectionBatchBuilder:
                cache_dir: Optional[str] = None,
                reference_params: Any = None, old_logprobs: str = "sampler",
                log_path: Optional[str] = None, sampler: Any = None,
-               shared_prefix_bucket: int = 16):
+               shared_prefix_bucket: int = 16,
+               row_keyed: Optional[bool] = None):
     check_on_policy_sampling("ReflectionBatchBuilder", temperature=temperature,
                              top_p=top_p)
     if int(num_reflections) < 2:
@@ -297,10 +312,14 @@ class ReflectionBatchBuilder:
       sampler = failures_lib.make_sampler(
           config, tokenizer, batch_bucket=self.num_reflections)
     self.sampler = sampler
+    from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
+    self._keyed = RowKeyedSampler(
+        sampler, enabled=(sharding.is_multiprocess() if row_keyed is None
+                          else bool(row_keyed)))
     # Reflections, then retries: the two sampler calls of a
     # run_reflect_retry with given first attempts.
     self._turn_sampler = TurnTemperatures(
-        sampler, (self.temperature, self.retry_temperature))
+        self._keyed, (self.temperature, self.retry_temperature))
     self._engines: dict[str, Any] = {}
     self._tasks: dict[str, base.Task] = {}
     self._logprob_fn = None
@@ -329,10 +348,19 @@ class ReflectionBatchBuilder:
     """The step whose params sampled the batch used at `step`."""
     return int(step) - int(step) % self.inner_updates
 
+  @staticmethod
+  def _cache_suffix() -> str:
+    """'' on one process; each process caches its own rows on several."""
+    if not sharding.is_multiprocess():
+      return ""
+    import jax  # pylint: disable=g-import-not-at-top
+    return f".process{jax.process_index()}of{jax.process_count()}"
+
   def _cache_path(self, step: int) -> Optional[str]:
     if not self.cache_dir:
       return None
-    return os.path.join(self.cache_dir, f"rollout_{int(step):08d}.npz")
+    return os.path.join(self.cache_dir,
+                        f"rollout_{int(step):08d}{self._cache_suffix()}.npz")
 
   def _save(self, step: int, batch: dict[str, np.ndarray]) -> None:
     path = self._cache_path(step)
@@ -342,9 +370,12 @@ class ReflectionBatchBuilder:
     tmp = f"{path}.tmp-{os.getpid()}.npz"
     np.savez(tmp, **batch)
     os.replace(tmp, path)
+    suffix = self._cache_suffix() + ".npz"
     for name in os.listdir(self.cache_dir):  # keep only this cycle's batch
-      if name.startswith("rollout_") and os.path.join(
-          self.cache_dir, name) != path:
+      mine = name.endswith(suffix) and (bool(self._cache_suffix()) or
+                                        ".process" not in name)
+      if (name.startswith("rollout_") and mine and
+          os.path.join(self.cache_dir, name) != path):
         os.remove(os.path.join(self.cache_dir, name))
 
   def _load(self, step: int) -> Optional[dict[str, np.ndarray]]:
@@ -366,8 +397,10 @@ class ReflectionBatchBuilder:
           lambda ps, b: [target_logprobs(model, p, b) for p in ps])
     keys = ("inputs", "targets", "positions", "segment_ids",
             shared_prefix.PREFIX_KEY)
-    out = self._logprob_fn(list(params_list),
-                           {k: batch[k] for k in keys if k in batch})
+    # One process: the jitted call on the numpy rows. Several: one forward
+    # over the global batch, this host's rows back.
+    out = sharding.host_rows_call(self._logprob_fn, list(params_list),
+                                  {k: batch[k] for k in keys if k in batch})
     return [np.asarray(x) for x in out]
 
   # -- sampling -------------------------------------------------------------
@@ -379,6 +412,7 @@ class ReflectionBatchBuilder:
     Records of the same task go through one `run_reflect_retry` call (two
     sampler calls: reflections, then retries).
     """
+    first = sharding.process_row_offset(len(records), "records")
     self.sampler.update_params(params)
     by_task: dict[str, list[int]] = collections.defaultdict(list)
     for i, rec in enumerate(records):
@@ -389,9 +423,12 @@ class ReflectionBatchBuilder:
       examples = [failures_lib.example_of(records[i]) for i in idx]
       firsts = [failures_lib.attempt_of(records[i]) for i in idx]
       self._turn_sampler.reset()
-      eps = self._engine(name).run_reflect_retry(
-          task, examples, num_reflections=self.num_reflections,
-          first_attempts=firsts, seed=base.seed_for(seed, "task", t))
+      g = self.num_reflections
+      with self._keyed.rows([(first + i) * g + j for i in idx
+                             for j in range(g)]):
+        eps = self._engine(name).run_reflect_retry(
+            task, examples, num_reflections=g, first_attempts=firsts,
+            seed=base.seed_for(seed, "task", t))
       if self._turn_sampler.calls != 2:
         raise RuntimeError(f"Expected 2 sampler calls (reflections, "
                            f"retries), saw {self._turn_sampler.calls}.")
@@ -439,6 +476,13 @@ class ReflectionBatchBuilder:
                        "failure records.")
     keep = len(records) if self.queries_per_step is None else (
         self.queries_per_step)
+    if self.queries_per_step is not None and sharding.is_multiprocess():
+      import jax  # pylint: disable=g-import-not-at-top
+      if keep % jax.process_count():
+        raise ValueError(f"queries_per_step={keep} does not divide over "
+                         f"{jax.process_count()} processes; each keeps an "
+                         "equal share of the groups.")
+      keep //= jax.process_count()
     if keep > len(records):
       raise ValueError(f"queries_per_step={keep} but the dataset gave only "
                        f"{len(records)} records; its batch is the pool and "
@@ -525,6 +569,9 @@ class ReflectionBatchBuilder:
     if self._cached is not None and self._cached[0] == start:
       return dict(self._cached[1])
     batch = self._load(start)
+    if sharding.is_multiprocess() and not sharding.agreed_minimum(
+        int(batch is not None)):
+      batch = None  # some host has no stored batch: every host resamples
     if batch is None:
       if start != step:
         log.warning("No stored batch of step %d for step %d (cache_dir=%s); "

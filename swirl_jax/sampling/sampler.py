@@ -11,18 +11,28 @@ S = P + N slots, N the bucketed number of new tokens.
 Log-probabilities returned are those of the model's own distribution
 (temperature 1, no top-k / top-p) at each generated token: the quantity RL
 objectives need for importance ratios and KL terms.
+
+Several processes (hosts): params sharded over all of them are copied to
+each host's own devices (`sharding.host_local_copy`, in `update_params`),
+and every host decodes its own prompts there, without waiting on the
+others. `row_ids` (or the `RowKeyedSampler` adapter) gives each row the
+randomness of its global identity, so the samples do not depend on which
+host, batch or padding a row is in (see docs/tpu_gpu.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 from typing import Any, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swirl_jax import sharding as sharding_lib
 from swirl_jax.models.config import TransformerConfig
 from swirl_jax.models.transformer import (Transformer, init_cache,
                                           positions_from_mask)
@@ -61,7 +71,7 @@ def _round_up(n: int, multiple: int) -> int:
 def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
               rng, temperature, top_p, *, num_new: int, greedy: bool,
               top_k: Optional[int], use_top_p: bool, pad_id: int,
-              cache_dtype, group: int = 1):
+              cache_dtype, group: int = 1, row_ids=None):
   """Prefill + on-device decode loop.
 
   Args:
@@ -74,6 +84,9 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
     num_new: static N, size of the output buffers.
     group: static; rows come in consecutive groups of this many identical
       prompts, each prefilled once.
+    row_ids: None, or [B] int32: row i draws its uniforms from
+      fold_in(rng, row_ids[i]) (independent of B and N) instead of column
+      i of one [N, B] draw.
   Returns:
     out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B].
   """
@@ -98,7 +111,13 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
 
   # One U[0, 1) number per row and step, drawn up front: the per-step
   # draw costs only an index (see `inverse_cdf_sample`).
-  uniforms = jax.random.uniform(rng, (num_new, b), jnp.float32)
+  if row_ids is None:
+    uniforms = jax.random.uniform(rng, (num_new, b), jnp.float32)
+  else:
+    # Threefry is counter-based and partitionable: element t of a row's
+    # draw is the same for any num_new, so only the row's id matters.
+    uniforms = jax.vmap(lambda i: jax.random.uniform(
+        jax.random.fold_in(rng, i), (num_new,), jnp.float32))(row_ids).T
 
   def pick(logits_row, step, finished):
     tok = sample_tokens(logits_row, None, greedy=greedy,
@@ -211,10 +230,39 @@ class Sampler:
     self.cache_dtype = cache_dtype or config.compute_dtype
     self._model = Transformer(config)
     self._compiled = _jitted_generate(config)
+    self._local_mesh = None
+    # (source tree, host-local copy, its mesh), newest last: the policy and
+    # the reference alternate without copying again (several processes).
+    self._copies: list[tuple[Any, Any, Any]] = []
+    self.update_params(params)
 
   def update_params(self, params: Any) -> None:
-    """Swaps in new weights (same shapes: no recompilation)."""
-    self.params = params
+    """Swaps in new weights (same shapes: no recompilation).
+
+    Params sharded over several processes are copied to this host's
+    devices (`sharding.host_local_copy`: a collective, so every process
+    swaps in the same trees in the same order); the last two trees' copies
+    are kept, so swapping back and forth copies each once. On one process
+    the params are used as they are.
+    """
+    if not sharding_lib.spans_processes(params):
+      self.params, self._local_mesh = params, None
+      return
+    for i, (source, copy, mesh) in enumerate(self._copies):
+      if source is params:
+        self._copies.append(self._copies.pop(i))
+        self.params, self._local_mesh = copy, mesh
+        return
+    copy, mesh = sharding_lib.host_local_copy(params)
+    self._copies = self._copies[-1:] + [(params, copy, mesh)]
+    self.params, self._local_mesh = copy, mesh
+
+  def _device_context(self):
+    """The host's own mesh for a host-local copy (the trainer's global
+    activation rules would place the decode on every host's devices)."""
+    if self._local_mesh is None:
+      return contextlib.nullcontext()
+    return sharding_lib.activation_rules(self._local_mesh)
 
   def _stop_array(self, stop_tokens: StopTokens, batch: int) -> np.ndarray:
     if stop_tokens is None:
@@ -259,7 +307,8 @@ class Sampler:
                temperature: float = 0.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, stop_tokens: StopTokens = None,
                seed: int = 0, rng: Optional[jax.Array] = None,
-               group_size: int = 1) -> SamplerOutput:
+               group_size: int = 1,
+               row_ids: Optional[Sequence[int]] = None) -> SamplerOutput:
     """Samples continuations.
 
     Args:
@@ -276,6 +325,11 @@ class Sampler:
         prompt is prefilled once instead of G times (same results; on the
         CPU the prefill of 32 rows of 32 tokens costs ~3.5x that of 8).
         A batch that does not split into such groups is a ValueError.
+      row_ids: None (row i uses column i of one [N, B] draw of uniforms),
+        or one id in [0, 2^31) per prompt: row i then draws from
+        fold_in(key, row_ids[i]), the same whatever the batch, its
+        padding, the other rows or the host (several hosts: give rows
+        globally unique ids, see `RowKeyedSampler`).
     Returns:
       SamplerOutput.
     """
@@ -320,16 +374,28 @@ class Sampler:
     stops = np.full((b, stop_rows.shape[1]), -1, np.int32)
     stops[:batch] = stop_rows
     group = self._check_groups(tokens, mask, batch, group_size)
+    ids = None
+    if row_ids is not None:
+      given = np.asarray(row_ids, np.int64)
+      if given.shape != (batch,) or np.any(given < 0) or np.any(
+          given >= 2 ** 31):
+        raise ValueError(f"row_ids must hold one id in [0, 2^31) per prompt "
+                         f"({batch}), got shape {given.shape}.")
+      ids = np.zeros(b, np.int32)
+      ids[:batch] = given
 
     greedy = temperature == 0.0
-    key = rng if rng is not None else jax.random.key(seed)
-    out_tokens, out_logp, lengths, stopped = self._compiled(
-        self.params, tokens, mask, max_new, stops, key,
-        jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0),
-        num_new=num_new, greedy=greedy,
-        top_k=None if greedy else (top_k or None),
-        use_top_p=(not greedy and top_p is not None and top_p < 1.0),
-        pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group)
+    with self._device_context():
+      # Made here: a key made under the trainer's global mesh would carry it.
+      key = rng if rng is not None else jax.random.key(seed)
+      out_tokens, out_logp, lengths, stopped = self._compiled(
+          self.params, tokens, mask, max_new, stops, key,
+          jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0),
+          num_new=num_new, greedy=greedy,
+          top_k=None if greedy else (top_k or None),
+          use_top_p=(not greedy and top_p is not None and top_p < 1.0),
+          pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group,
+          **({} if ids is None else {"row_ids": ids}))
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
     lengths = np.asarray(lengths)[:batch]
@@ -339,3 +405,56 @@ class Sampler:
         logprobs=[out_logp[i, :lengths[i]].tolist() for i in range(batch)],
         done=[bool(x) for x in stopped],
         token_array=out_tokens, logprob_array=out_logp, lengths=lengths)
+
+
+class RowKeyedSampler:
+  """Gives every sampled row the randomness of its global identity.
+
+  Wraps a sampler whose `generate` takes `row_ids` (a `Sampler`). A batch
+  builder sets the ids of the rows the next calls will sample (e.g. record
+  index x samples + sample index, numbered over every host) with
+  `with keyed.rows(ids): engine.run...(...)`; each `generate` call then
+  passes them on, so a row's sample does not depend on the host it is
+  sampled on nor on the other rows of its call: several hosts draw what
+  one process would, and no two rows share their randomness. Outside
+  `rows(...)` (or with `enabled` False) calls go through unchanged.
+
+  A call with fewer prompts than ids (the rollout engine leaves out rows
+  whose context has no room left) uses the first ids: still unique, but
+  then not the same as another topology's.
+  """
+
+  def __init__(self, sampler: Any, enabled: bool = True):
+    self.sampler = sampler
+    self.enabled = bool(enabled)
+    self._ids: Optional[list[int]] = None
+    self._warned = False
+
+  def update_params(self, params: Any) -> None:
+    self.sampler.update_params(params)
+
+  @contextlib.contextmanager
+  def rows(self, ids: Sequence[int]):
+    """Calls inside the block sample rows with these ids."""
+    previous, self._ids = self._ids, [int(i) for i in ids]
+    try:
+      yield self
+    finally:
+      self._ids = previous
+
+  def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens,
+               **kwargs) -> SamplerOutput:
+    if self.enabled and self._ids is not None:
+      ids = self._ids
+      if len(ids) != len(prompts):
+        if not self._warned:
+          logging.getLogger(__name__).warning(
+              "RowKeyedSampler: %d prompts for %d row ids (rows left out by "
+              "the engine); using the first ids.", len(prompts), len(ids))
+          self._warned = True
+        if len(prompts) > len(ids):
+          raise ValueError(f"RowKeyedSampler: {len(prompts)} prompts but "
+                           f"only {len(ids)} row ids.")
+        ids = ids[:len(prompts)]
+      kwargs["row_ids"] = ids
+    return self.sampler.generate(prompts, max_new_tokens, **kwargs)

@@ -44,6 +44,13 @@ Options:
 
 Sampling randomness derives from (seed, step, task): a resumed run draws the
 same episodes.
+
+Several processes: every process calls the builder at each step with its own
+(equally many) records; each host samples its episodes on its own copy of the
+params, each row drawing the randomness of its global index (`row_keyed`),
+and the reference log-probs are one forward over the global batch
+(`sharding.host_rows_call`); the adaptive beta2 follows the KL measured over
+every host's episodes (see docs/tpu_gpu.md).
 """
 
 from __future__ import annotations
@@ -306,6 +313,10 @@ class TwoAttemptBatchBuilder:
       builders and evaluations shares its compiled programs.
     length_bucket: a batch's rows have L = its longest episode rounded up to
       a multiple of this (at most seq_len); None: L = seq_len always.
+    row_keyed: every sampled row draws from the key of its global identity
+      (record index over all hosts, sample index; `RowKeyedSampler`), so
+      several hosts sample what one process would; None (default): on
+      several processes only (one process keeps each call's [N, B] draw).
   """
 
   def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
@@ -316,10 +327,12 @@ class TwoAttemptBatchBuilder:
                adaptive: Optional[AdaptiveBeta2] = None,
                group_baseline: bool = True,
                instruction: Optional[str] = None, sampler: Any = None,
-               length_bucket: Optional[int] = 64):
+               length_bucket: Optional[int] = 64,
+               row_keyed: Optional[bool] = None):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
     from swirl_jax.objectives.common import check_on_policy_sampling  # pylint: disable=g-import-not-at-top
     from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
     check_on_policy_sampling("TwoAttemptBatchBuilder",
                              temperature=temperature)
     if int(num_samples) < 1:
@@ -355,8 +368,11 @@ class TwoAttemptBatchBuilder:
         config, None, pad_id=tokenizer.pad_id,
         stop_tokens=episodes_lib.stop_ids(tokenizer), prompt_bucket=64,
         batch_bucket=8)
+    self._keyed = RowKeyedSampler(
+        self.sampler, enabled=(sharding.is_multiprocess() if row_keyed is None
+                               else bool(row_keyed)))
     self.engine = RolloutEngine(
-        self.sampler, tokenizer, max_new_tokens=max_new_tokens,
+        self._keyed, tokenizer, max_new_tokens=max_new_tokens,
         temperature=temperature, max_context_tokens=self.seq_len + 1,
         progress=False, tool_workers=4)
     self.last_stats: dict[str, float] = {}
@@ -365,8 +381,17 @@ class TwoAttemptBatchBuilder:
   def _ref_logprobs(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
     keys = ("inputs", "targets", "positions", "segment_ids")
     fn = _logprob_fn(self.config)
-    return np.asarray(fn(self.ref_params, {k: batch[k] for k in keys}),
-                      np.float32)
+    # One process: fn on the numpy rows. Several: one forward over the
+    # global batch, this host's rows back.
+    return np.asarray(sharding.host_rows_call(
+        fn, self.ref_params, {k: batch[k] for k in keys}), np.float32)
+
+  def _row_ids(self, first: int, records: Sequence[int], offset: int,
+               count: int) -> list[int]:
+    """Global ids of `count` rows per record (its samples offset..)."""
+    per = self.num_samples + self.base_first_attempts
+    return [(first + i) * per + offset + s for i in records
+            for s in range(count)]
 
   def _step_seed(self, step: int, task_name: str) -> int:
     return task_base.seed_for(self.seed, "score-batch", int(step),
@@ -377,6 +402,7 @@ class TwoAttemptBatchBuilder:
     if not records:
       raise ValueError("TwoAttemptBatchBuilder got an empty batch of "
                        "records.")
+    first = sharding.process_row_offset(len(records), "records")
     self.sampler.update_params(params)
     eot = self.tokenizer.end_of_turn_id
     by_task: dict[str, list[int]] = {}
@@ -398,15 +424,17 @@ class TwoAttemptBatchBuilder:
       seed = self._step_seed(step, name)
       g = self.num_samples
       if self.single_turn:
-        firsts = episodes_lib.first_attempts(self.engine, task, examples, g,
-                                             seed=seed)
+        with self._keyed.rows(self._row_ids(first, idx, 0, g)):
+          firsts = episodes_lib.first_attempts(self.engine, task, examples,
+                                               g, seed=seed)
         for j, (_, turn, _, verdict) in enumerate(firsts):
           slots[idx[j // g]].append((first_attempt_row(turn),
                                      verdict.reward, 0.0, (idx[j // g], 0)))
         continue
-      eps = self.engine.run_two_attempts(task, examples,
-                                         instruction=self.instruction,
-                                         num_samples=g, seed=seed)
+      with self._keyed.rows(self._row_ids(first, idx, 0, g)):
+        eps = self.engine.run_two_attempts(task, examples,
+                                           instruction=self.instruction,
+                                           num_samples=g, seed=seed)
       episodes += eps
       for j, ep in enumerate(eps):
         row = episode_row(ep, eot)
@@ -415,15 +443,18 @@ class TwoAttemptBatchBuilder:
                                    (idx[j // g], 0)))
       k = self.base_first_attempts
       if k:
+        base_ids = self._row_ids(first, idx, g, k)
         self.sampler.update_params(self.ref_params)
         try:
-          firsts = episodes_lib.first_attempts(self.engine, task, examples,
-                                               k, seed=seed + 1)
+          with self._keyed.rows(base_ids):
+            firsts = episodes_lib.first_attempts(self.engine, task, examples,
+                                                 k, seed=seed + 1)
         finally:
           self.sampler.update_params(params)
-        extra = episodes_lib.two_attempts_from_first(
-            self.engine, task, firsts, seed=seed + 2,
-            instruction=self.instruction, sample_offset=g)
+        with self._keyed.rows(base_ids):
+          extra = episodes_lib.two_attempts_from_first(
+              self.engine, task, firsts, seed=seed + 2,
+              instruction=self.instruction, sample_offset=g)
         episodes += extra
         for j, ep in enumerate(extra):
           slots[idx[j // k]].append((episode_row(ep, eot, train_first=False),
@@ -447,7 +478,16 @@ class TwoAttemptBatchBuilder:
     if self.ref_params is not None:
       batch["ref_logprobs"] = self._ref_logprobs(batch)
       on_policy = (batch["attempt1_mask"] > 0) & (policy_logp != 0)
-      if on_policy.any():
+      if sharding.is_multiprocess():
+        # The KL of every host's first attempts (what one process with the
+        # whole batch measures), so every host gets the same beta2.
+        total, count = sharding.global_sums([
+            np.sum(k3(policy_logp[on_policy],
+                      batch["ref_logprobs"][on_policy])),
+            np.sum(on_policy)])
+        if count > 0:
+          stats["kl1"] = float(total / count)
+      elif on_policy.any():
         stats["kl1"] = float(np.mean(k3(policy_logp[on_policy],
                                         batch["ref_logprobs"][on_policy])))
       if self.adaptive is not None:

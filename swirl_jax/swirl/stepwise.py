@@ -13,6 +13,12 @@ for the choices the paper leaves open).
 Used as `train(..., batch_fn=builder)`: the trainer calls it with the current
 params before every step. Sampling randomness derives from (seed, step), so a
 resumed run draws the same actions.
+
+Several processes: every process calls the builder at each step with its own
+(equally many) states; each host samples its actions on its own copy of the
+params (`Sampler.update_params`), row j of state i drawing the randomness of
+its global index (`row_keyed`), so two hosts draw what one process with the
+whole batch would (see docs/tpu_gpu.md).
 """
 
 from __future__ import annotations
@@ -52,12 +58,17 @@ class StepwiseBatchBuilder:
     length_bucket: a batch's rows have L = its longest row rounded up to a
       multiple of this (at most seq_len), so a batch of short states does not
       pay for seq_len tokens; None: L = seq_len always.
+    row_keyed: action j of global state i draws from the key of row
+      i * G + j (`Sampler.generate(row_ids=...)`), whatever the host; None
+      (default): on several processes only (one process keeps the batch's
+      [N, B] draw, as before).
   """
 
   def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
-               seed: int = 0, length_bucket: Optional[int] = 128):
+               seed: int = 0, length_bucket: Optional[int] = 128,
+               row_keyed: Optional[bool] = None):
     check_on_policy_sampling("StepwiseBatchBuilder", temperature=temperature,
                              top_p=top_p)
     if num_samples < 2:
@@ -80,6 +91,7 @@ class StepwiseBatchBuilder:
                            stop_tokens=(tokenizer.end_of_turn_id,
                                         tokenizer.eos_id),
                            prompt_bucket=64)
+    self.row_keyed = row_keyed
     self.last_stats: dict[str, float] = {}
 
   def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
@@ -91,10 +103,15 @@ class StepwiseBatchBuilder:
     contexts = [_fit(self.tokenizer.encode_chat(context_turns(r)), room)
                 for r in records]
     prompts = [c for c in contexts for _ in range(g)]
+    first = sharding.process_row_offset(len(records), "states")
+    keyed = (sharding.is_multiprocess() if self.row_keyed is None
+             else self.row_keyed)
     self.sampler.update_params(params)
-    out = self.sampler.generate(prompts, self.max_new_tokens,
-                                temperature=self.temperature, top_p=self.top_p,
-                                seed=hash((self.seed, int(step))) % (2 ** 31))
+    out = self.sampler.generate(
+        prompts, self.max_new_tokens, temperature=self.temperature,
+        top_p=self.top_p, seed=hash((self.seed, int(step))) % (2 ** 31),
+        **({"row_ids": range(first * g, (first + len(records)) * g)}
+           if keyed else {}))
     stops = {self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}
     texts = [self.tokenizer.decode([t for t in toks if t not in stops])
              for toks in out.tokens]

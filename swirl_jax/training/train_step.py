@@ -5,12 +5,29 @@
 
 `ref_params` is the frozen reference model (or None); when the objective
 needs it and the batch does not carry them already, `batch['ref_logprobs']`
-is filled in here, outside the gradient.
+is filled in here, outside the gradient. An objective configured with
+`kl_estimator='exact'` (gin, e.g. `stepwise_pg_loss.kl_estimator =
+'exact'`; see `Objective.needs_ref_logits`) also gets `batch['ref_logits']`
+[B, L, V] from the same reference forward pass, inside the jitted step
+(stop_gradient; never copied to the host).
+
+Memory of 'exact': one [B, L, V] copy of the reference logits is
+B * L * V * 4 bytes in float32 (2 in bfloat16, the compute dtype of the
+larger presets), for the whole batch before it is split into
+microbatches, beside the policy's own logits and the ~3 more [b, L, V]
+temporaries of each microbatch's KL and its gradient (see
+`objectives.common.exact_kl`). With Gemma's V = 256,128: 1 GiB per 1,024
+tokens of B * L (padding included) in float32; e.g. B * L = 16 x 512 =
+8k tokens is 8 GiB per copy, so on a 16 / 80 / 141 GiB accelerator, with
+the model's own memory left over, keep B * L to about 2k / 10k / 20k
+tokens (fewer with microbatches of a larger batch: the reference copy
+is of the whole batch). The tiny presets (V in the hundreds) fit at any
+batch size used here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -78,13 +95,26 @@ def _grads_and_metrics(loss_fn, params, batch, rng, num_microbatches):
 def make_train_step(model, objective: Objective,
                     tx: optax.GradientTransformation,
                     schedule: Callable[[Any], Any],
-                    num_microbatches: int = 1) -> Callable:
+                    num_microbatches: int = 1,
+                    ref_logits: Optional[bool] = None) -> Callable:
   """Builds `step(state, batch, ref_params) -> (state, metrics)` (not jitted).
 
   The trainer jits it with explicit in/out shardings.
+
+  Args:
+    model: the Transformer module.
+    objective: the registered objective.
+    tx, schedule: optimizer and learning-rate schedule.
+    num_microbatches: gradient accumulation factor.
+    ref_logits: also put the reference's logits into the batch as
+      'ref_logits' (what `kl_estimator='exact'` reads). None (default):
+      when `objective.needs_ref_logits`, i.e. its loss's `kl_estimator` is
+      bound (by gin, in the scope active now) or defaults to 'exact'.
   """
   if num_microbatches < 1:
     raise ValueError(f"num_microbatches must be >= 1, got {num_microbatches}.")
+  want_logits = (objective.needs_ref_logits if ref_logits is None
+                 else bool(ref_logits))
 
   def loss_fn(params, batch, rng):
     return objective.loss_fn(params, batch, rng, model)
@@ -93,13 +123,22 @@ def make_train_step(model, objective: Objective,
     rng = jax.random.wrap_key_data(state.rng)
     rng, step_rng = jax.random.split(rng)
     # A batch that already has 'ref_logprobs' (an online-RL batch_fn computed
-    # them once for several updates on the same batch) keeps them.
-    if objective.needs_reference and "ref_logprobs" not in batch:
+    # them once for several updates on the same batch) keeps them; so does
+    # one that has 'ref_logits'.
+    need_logprobs = objective.needs_reference and "ref_logprobs" not in batch
+    need_logits = want_logits and "ref_logits" not in batch
+    if need_logprobs or need_logits:
       if ref_params is None:
         raise ValueError(f"Objective {objective.name!r} needs a reference "
                          "model, but none was given.")
-      batch = dict(batch, ref_logprobs=jax.lax.stop_gradient(
-          target_logprobs(model, ref_params, batch)))
+      if need_logits:
+        logprobs, logits = target_logprobs(model, ref_params, batch,
+                                           return_logits=True)
+        batch = dict(batch, ref_logits=jax.lax.stop_gradient(logits))
+      else:
+        logprobs = target_logprobs(model, ref_params, batch)
+      if need_logprobs:
+        batch = dict(batch, ref_logprobs=jax.lax.stop_gradient(logprobs))
     grads, metrics = _grads_and_metrics(loss_fn, state.params, batch,
                                         step_rng, num_microbatches)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
