@@ -75,6 +75,10 @@ def main():
   parser.add_argument("--param_dtype", default="float32")
   parser.add_argument("--freeze", nargs="*", default=(),
                       help="make_optimizer.frozen patterns, e.g. embedding")
+  parser.add_argument("--memory_only", action="store_true",
+                      help="compile the step and print XLA's memory "
+                      "analysis (arguments, outputs, temporaries) without "
+                      "running it")
   parser.add_argument("--chunk_tokens", type=int, default=None,
                       help="target_logprobs.chunk_tokens: logits formed this "
                       "many positions at a time")
@@ -102,6 +106,18 @@ def main():
   step = jax.jit(make_train_step(model, get_objective("sft"), tx,
                                  optax.constant_schedule(1e-4)),
                  donate_argnums=(0,))
+  if args.memory_only:
+    compiled = step.lower(state, batch, None).compile()
+    mem = compiled.memory_analysis()
+    gib = lambda n: n / 2 ** 30  # noqa: E731
+    print(f"preset={args.preset} batch={b} seq={s} dtype={args.dtype} "
+          f"param_dtype={args.param_dtype} freeze={list(args.freeze)} "
+          f"chunk_tokens={args.chunk_tokens} remat={args.remat}")
+    print(f"XLA memory (GiB): arguments {gib(mem.argument_size_in_bytes):.2f}"
+          f"  outputs {gib(mem.output_size_in_bytes):.2f}  temporaries "
+          f"{gib(mem.temp_size_in_bytes):.2f}  (aliased "
+          f"{gib(mem.alias_size_in_bytes):.2f})")
+    return
   start = time.perf_counter()
   state, metrics = step(state, batch, None)
   jax.block_until_ready(metrics)

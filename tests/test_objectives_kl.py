@@ -314,3 +314,29 @@ def test_chunked_target_logprobs_equal_the_plain_ones():
   with pytest.raises(ValueError, match="chunk_tokens must be a positive int, "
                      "got -1"):
     common.target_logprobs(model, params, batch, chunk_tokens=-1)
+
+
+def test_sft_loss_is_the_same_with_chunked_logits():
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import models  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import get_objective  # pylint: disable=g-import-not-at-top
+  config = models.get_config("tiny")
+  model = models.Transformer(config)
+  params = models.init_params(config, jax.random.key(0))
+  rng = np.random.default_rng(1)
+  inputs = rng.integers(0, config.vocab_size, (2, 20)).astype(np.int32)
+  batch = dict(inputs=inputs, targets=np.roll(inputs, -1, 1),
+               positions=np.tile(np.arange(20, dtype=np.int32), (2, 1)),
+               segment_ids=np.ones((2, 20), np.int32),
+               loss_mask=np.ones((2, 20), np.float32))
+  sft = get_objective("sft").loss_fn
+  plain = sft(params, batch, None, model)
+  with gin.unlock_config():
+    gin.bind_parameter(
+        "swirl_jax.objectives.common.target_logprobs.chunk_tokens", 6)
+  try:
+    chunked = sft(params, batch, None, model)
+  finally:
+    gin.clear_config()
+  np.testing.assert_allclose(chunked[0], plain[0], rtol=1e-5)
+  np.testing.assert_allclose(chunked[1]["accuracy"], plain[1]["accuracy"])

@@ -60,7 +60,8 @@ def selected_log_softmax(logits: jax.Array, targets: jax.Array,
 
 @gin.configurable(allowlist=["chunk_tokens"])
 def target_logprobs(model, params, batch, return_logits: bool = False,
-                    chunk_tokens: Optional[int] = None):
+                    chunk_tokens: Optional[int] = None,
+                    return_hits: bool = False):
   """log pi(targets[t] | inputs[:t+1]) for every position: [B, L] float32.
 
   A batch with 'prefix_inputs' computes each group's shared prefix once
@@ -74,12 +75,16 @@ def target_logprobs(model, params, batch, return_logits: bool = False,
   the unembedding is then computed twice in a training step. None: all at
   once (what small vocabularies want). Not used with `return_logits` or a
   shared-prefix batch.
+
+  return_hits: also return [B, L] float32, 1.0 where argmax(logits) is the
+  target (an accuracy metric), computed chunk by chunk when chunking.
   """
   mask = segment_attention_mask(batch["segment_ids"])
   if chunk_tokens and not return_logits and (
       shared_prefix.PREFIX_KEY not in batch) and hasattr(model,
                                                          "hidden_states"):
-    return chunked_target_logprobs(model, params, batch, mask, chunk_tokens)
+    return chunked_target_logprobs(model, params, batch, mask, chunk_tokens,
+                                   with_hits=return_hits)
   if shared_prefix.PREFIX_KEY in batch:
     logits = shared_prefix.shared_prefix_logits(model, params, batch, mask)
   else:
@@ -92,17 +97,21 @@ def target_logprobs(model, params, batch, return_logits: bool = False,
   out = selected_log_softmax(logits, batch["targets"], bound=bound)
   if return_logits:
     return out, logits
+  if return_hits:
+    return out, jax.lax.stop_gradient(
+        (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32))
   return out
 
 
-def chunked_target_logprobs(model, params, batch, mask, chunk_tokens: int
-                            ) -> jax.Array:
+def chunked_target_logprobs(model, params, batch, mask, chunk_tokens: int,
+                            with_hits: bool = False):
   """`target_logprobs` with the logits formed `chunk_tokens` at a time.
 
   The final hidden states [B, L, D] are computed once; the unembedding and
   log-softmax run over chunks of positions in a `lax.map` whose body is
   rematerialised (`jax.checkpoint`), so the backward pass recomputes each
-  chunk's [B, C, V] logits instead of keeping all of them. Returns [B, L].
+  chunk's [B, C, V] logits instead of keeping all of them. Returns [B, L];
+  with `with_hits`, also [B, L] float32 1.0 where argmax(logits) == target.
   """
   if not isinstance(chunk_tokens, int) or chunk_tokens <= 0:
     raise ValueError(f"target_logprobs.chunk_tokens must be a positive int, "
@@ -123,10 +132,15 @@ def chunked_target_logprobs(model, params, batch, mask, chunk_tokens: int
   @jax.checkpoint
   def one(x_chunk, t_chunk, table):
     logits = model.apply({"params": params}, x_chunk, table, method="unembed")
-    return selected_log_softmax(logits, t_chunk, bound=bound)
+    hits = jax.lax.stop_gradient(
+        (jnp.argmax(logits, -1) == t_chunk).astype(jnp.float32))
+    return selected_log_softmax(logits, t_chunk, bound=bound), hits
 
-  out = jax.lax.map(lambda a: one(a[0], a[1], table_t), (xs, ts))
-  return out.swapaxes(0, 1).reshape(b, count * chunk)[:, :length]
+  out, hits = jax.lax.map(lambda a: one(a[0], a[1], table_t), (xs, ts))
+  unchunk = lambda y: y.swapaxes(0, 1).reshape(b, count * chunk)[:, :length]  # noqa: E731
+  if with_hits:
+    return unchunk(out), unchunk(hits)
+  return unchunk(out)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

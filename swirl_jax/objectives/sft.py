@@ -22,9 +22,8 @@ def sft_loss(params, batch, rng, model):
     (loss scalar, metrics with 'nll', 'accuracy', 'weight' = #target tokens).
   """
   del rng
-  logp, logits = target_logprobs(model, params, batch, return_logits=True)
+  logp, correct = target_logprobs(model, params, batch, return_hits=True)
   mask = batch["loss_mask"]
   loss = masked_mean(-logp, mask)
-  correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
   return loss, {"nll": loss, "accuracy": masked_mean(correct, mask),
                 "weight": jnp.sum(mask)}
