@@ -104,7 +104,8 @@ def main():
                segment_ids=np.ones((b, s), np.int32))
   batch = jax.device_put(batch)
   step = jax.jit(make_train_step(model, get_objective("sft"), tx,
-                                 optax.constant_schedule(1e-4)),
+                                 optax.constant_schedule(1e-4),
+                                 frozen=args.freeze),
                  donate_argnums=(0,))
   if args.memory_only:
     compiled = step.lower(state, batch, None).compile()

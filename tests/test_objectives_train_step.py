@@ -260,3 +260,45 @@ def test_exact_kl_without_reference_logits_option_is_refused_clearly():
                          ref_logits=False)
   with pytest.raises(KeyError, match="ref_logits"):
     jax.eval_shape(step, state, _rl_batch(), params)
+
+
+def test_frozen_params_get_no_gradient_and_do_not_move():
+  """make_train_step(frozen=...) (default: make_optimizer.frozen from gin)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import models  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import get_objective  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.train_state import TrainState  # pylint: disable=g-import-not-at-top
+  from swirl_jax.training.train_step import make_train_step  # pylint: disable=g-import-not-at-top
+  config = models.get_config("tiny")
+  model = models.Transformer(config)
+  params = models.init_params(config, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(0, config.vocab_size, (2, 16)).astype(np.int32)
+  batch = dict(inputs=inputs, targets=np.roll(inputs, -1, 1),
+               positions=np.tile(np.arange(16, dtype=np.int32), (2, 1)),
+               segment_ids=np.ones((2, 16), np.int32),
+               loss_mask=np.ones((2, 16), np.float32))
+  schedule = optax.constant_schedule(1e-2)
+  with gin.unlock_config():
+    gin.bind_parameter("swirl_jax.training.optimizer.make_optimizer.frozen",
+                       ("embedding",))
+  try:
+    tx = make_optimizer(schedule)
+    step = make_train_step(model, get_objective("sft"), tx, schedule)
+  finally:
+    gin.clear_config()
+  state = TrainState.create(params, tx, jax.random.key_data(jax.random.key(1)))
+  new_state, metrics = jax.jit(step)(state, batch, None)
+  np.testing.assert_array_equal(new_state.params["embedding"],
+                                params["embedding"])
+  assert np.abs(np.asarray(new_state.params["layer_0"]["mlp"]["up"])
+                - np.asarray(params["layer_0"]["mlp"]["up"])).max() > 0
+  # The grad norm is that of the trainable parameters only.
+  plain_tx = make_optimizer(schedule)
+  plain = make_train_step(model, get_objective("sft"), plain_tx, schedule,
+                          frozen=())
+  _, plain_metrics = jax.jit(plain)(
+      TrainState.create(params, plain_tx,
+                        jax.random.key_data(jax.random.key(1))), batch, None)
+  assert float(metrics["grad_norm"]) < float(plain_metrics["grad_norm"])

@@ -27,7 +27,7 @@ batch size used here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +96,8 @@ def make_train_step(model, objective: Objective,
                     tx: optax.GradientTransformation,
                     schedule: Callable[[Any], Any],
                     num_microbatches: int = 1,
-                    ref_logits: Optional[bool] = None) -> Callable:
+                    ref_logits: Optional[bool] = None,
+                    frozen: Optional[Sequence[str]] = None) -> Callable:
   """Builds `step(state, batch, ref_params) -> (state, metrics)` (not jitted).
 
   The trainer jits it with explicit in/out shardings.
@@ -110,13 +111,29 @@ def make_train_step(model, objective: Objective,
       'ref_logits' (what `kl_estimator='exact'` reads). None (default):
       when `objective.needs_ref_logits`, i.e. its loss's `kl_estimator` is
       bound (by gin, in the scope active now) or defaults to 'exact'.
+    frozen: parameter-path patterns held constant in the loss
+      (`jax.lax.stop_gradient`), so no gradient is computed for them at all
+      (for gemma3-270m's frozen embedding, the [V, D] products of the
+      embedding lookup's and the unembedding's backward passes). None
+      (default): `make_optimizer.frozen` as gin binds it in the scope active
+      now, the parameters the optimizer keeps fixed.
   """
   if num_microbatches < 1:
     raise ValueError(f"num_microbatches must be >= 1, got {num_microbatches}.")
   want_logits = (objective.needs_ref_logits if ref_logits is None
                  else bool(ref_logits))
+  if frozen is None:
+    from swirl_jax.objectives.registry import configured_option  # pylint: disable=g-import-not-at-top
+    from swirl_jax.training.optimizer import make_optimizer  # pylint: disable=g-import-not-at-top
+    frozen = configured_option(make_optimizer, "frozen", ())
+  frozen = tuple(frozen or ())
 
   def loss_fn(params, batch, rng):
+    if frozen:
+      from swirl_jax.training.optimizer import frozen_labels  # pylint: disable=g-import-not-at-top
+      params = jax.tree.map(
+          lambda p, label: jax.lax.stop_gradient(p) if label == "frozen"
+          else p, params, frozen_labels(params, frozen))
     return objective.loss_fn(params, batch, rng, model)
 
   def step(state: TrainState, batch: dict, ref_params: Any):
