@@ -103,7 +103,8 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
   cache = init_cache(cfg, b // group, s, cache_dtype)
   logits, cache = model.apply(
       {"params": params}, tokens[first], positions[first],
-      prefill_mask[first], cache, jnp.int32(0), method="forward_with_cache")
+      prefill_mask[first], cache, jnp.int32(0), None, True,
+      method="forward_with_cache")
   last_logits = jnp.repeat(logits[:, -1], group, axis=0)
   if group > 1:
     cache = jax.tree.map(lambda c: jnp.repeat(c, group, axis=0), cache)
