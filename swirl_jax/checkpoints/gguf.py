@@ -155,9 +155,14 @@ def resolve_path(path: str | os.PathLike) -> str:
     target = os.path.join(cache_dir(), name)
     if not os.path.exists(target):
       # Assemble under a temporary name so a killed run leaves no half file.
-      tmp = tempfile.mktemp(prefix=f".{name}.", dir=cache_dir())
-      module.assemble(tmp)
-      os.replace(tmp, target)
+      fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache_dir())
+      os.close(fd)
+      try:
+        module.assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)
     return target
   if os.path.exists(path):
     raise FileNotFoundError(f"GGUF path {path!r} is not a file.")

@@ -132,9 +132,11 @@ def chunked_target_logprobs(model, params, batch, mask, chunk_tokens: int,
   @jax.checkpoint
   def one(x_chunk, t_chunk, table):
     logits = model.apply({"params": params}, x_chunk, table, method="unembed")
-    hits = jax.lax.stop_gradient(
+    logp = selected_log_softmax(logits, t_chunk, bound=bound)
+    if not with_hits:  # no argmax pass over the [B, C, V] logits
+      return logp, jnp.zeros((), jnp.float32)
+    return logp, jax.lax.stop_gradient(
         (jnp.argmax(logits, -1) == t_chunk).astype(jnp.float32))
-    return selected_log_softmax(logits, t_chunk, bound=bound), hits
 
   out, hits = jax.lax.map(lambda a: one(a[0], a[1], table_t), (xs, ts))
   unchunk = lambda y: y.swapaxes(0, 1).reshape(b, count * chunk)[:, :length]  # noqa: E731
