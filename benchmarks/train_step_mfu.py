@@ -6,6 +6,13 @@
     python benchmarks/train_step_mfu.py --preset gemma3-270m --batch 8 \\
         --seq 512 --steps 3 --freeze embedding --chunk_tokens 64  # real model
 
+--against transformers also times the same step in transformers (PyTorch):
+the same model built from our config (`checkpoints.hf.config_to_hf`), the
+same batch of random ids, the loss over every position, AdamW with
+clipping, the parameters matching --freeze given requires_grad=False, eager
+mode, float32. Each implementation runs in its own child process, one after
+the other in one run, so each prints its own peak memory.
+
 --freeze takes `make_optimizer.frozen` patterns (the run's optimizer is the
 project's AdamW with clipping); the peak resident memory of the process
 (ru_maxrss) is printed, so compare variants in separate processes.
@@ -24,7 +31,11 @@ the result is labelled as such.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import resource
+import subprocess
+import sys
 import time
 
 import jax
@@ -82,7 +93,16 @@ def main():
   parser.add_argument("--chunk_tokens", type=int, default=None,
                       help="target_logprobs.chunk_tokens: logits formed this "
                       "many positions at a time")
+  parser.add_argument("--against", choices=("none", "transformers"),
+                      default="none",
+                      help="also time transformers' step on the same batch")
+  parser.add_argument("--impl", choices=("swirl_jax", "transformers"),
+                      default="swirl_jax", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.against != "none":
+    return side_by_side(args)
+  if args.impl == "transformers":
+    return transformers_step(args)
   if args.chunk_tokens:
     import gin  # pylint: disable=g-import-not-at-top
     gin.bind_parameter("swirl_jax.objectives.common.target_logprobs."
@@ -94,9 +114,8 @@ def main():
   params = models.init_params(config, jax.random.key(0))
   tx = make_optimizer(optax.constant_schedule(1e-4), frozen=args.freeze)
   state = TrainState.create(params, tx, jax.random.key_data(jax.random.key(1)))
-  rng = np.random.default_rng(0)
   b, s = args.batch, args.seq
-  inputs = rng.integers(4, config.vocab_size, (b, s)).astype(np.int32)
+  inputs = _random_batch(config.vocab_size, b, s)
   batch = dict(inputs=inputs,
                targets=np.roll(inputs, -1, axis=1),
                loss_mask=np.ones((b, s), np.float32),
@@ -152,6 +171,87 @@ def main():
   print(f"MFU                  : {flops / step_time / peak:11.1%}")
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(f"peak resident memory : {peak_rss:11.2f} GiB (whole process)")
+
+
+def _random_batch(vocab: int, b: int, s: int) -> np.ndarray:
+  return np.random.default_rng(0).integers(4, vocab, (b, s)).astype(np.int32)
+
+
+def transformers_step(args):
+  """The same step in transformers: forward, loss, backward, AdamW."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from swirl_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
+  if args.dtype != "float32" or args.remat != "none":
+    raise SystemExit("--against transformers compares float32 steps "
+                     "without remat only.")
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  config = models.get_config(args.preset)
+  hf_config = transformers.AutoConfig.for_model(**hf.config_to_hf(config))
+  model = transformers.AutoModelForCausalLM.from_config(
+      hf_config, dtype=torch.float32)
+  model.train()
+  # --freeze patterns match our names; transformers' embed_tokens (tied
+  # with the unembedding, as ours) is 'embedding', other parameters are
+  # matched by their transformers names.
+  frozen = [re.compile(p) for p in args.freeze]
+  for name, p in model.named_parameters():
+    ours = "embedding" if "embed_tokens" in name else name
+    if any(f.search(ours) for f in frozen):
+      p.requires_grad_(False)
+  trained = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.0)
+  b, s = args.batch, args.seq
+  inputs = torch.from_numpy(_random_batch(config.vocab_size, b, s)).long()
+  targets = torch.roll(inputs, -1, dims=1)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    logits = model(input_ids=inputs, use_cache=False).logits
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained, 1.0)
+    opt.step()
+    return float(loss)
+
+  start = time.perf_counter()
+  step()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(args.steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  step_time = float(np.median(times))
+  print(f"transformers {transformers.__version__} torch {torch.__version__} "
+        f"threads={torch.get_num_threads()} preset={args.preset} batch={b} "
+        f"seq={s} float32 eager freeze={list(args.freeze)} "
+        f"trained params={sum(p.numel() for p in trained):,}")
+  print(f"first step           : {first * 1e3:9.1f} ms")
+  print(f"step time            : {step_time * 1e3:9.1f} ms (median of "
+        f"{args.steps})")
+  print(f"tokens/s             : {b * s / step_time:11,.0f}")
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  print(f"peak resident memory : {peak_rss:11.2f} GiB (whole process)")
+
+
+def side_by_side(args):
+  """Runs ours, then transformers, each in a child process; prints both."""
+  argv = [a for a in sys.argv[1:] if not a.startswith("--against")]
+  if "transformers" in argv:  # '--against transformers' as two words
+    argv.remove("transformers")
+  rates = {}
+  for impl in ("swirl_jax", "transformers"):
+    print(f"== {impl} ==", flush=True)
+    out = subprocess.run([sys.executable, __file__, *argv, "--impl", impl],
+                         check=True, capture_output=True, text=True).stdout
+    print(out, end="", flush=True)
+    m = re.search(r"step time\s*:\s*([\d.]+) ms", out)
+    rates[impl] = float(m.group(1))
+  print(f"ratio (transformers step / ours) : "
+        f"{rates['transformers'] / rates['swirl_jax']:.2f}x")
 
 
 if __name__ == "__main__":

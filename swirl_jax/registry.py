@@ -11,6 +11,7 @@ import gin
 
 from swirl_jax import judges, models, sharding  # noqa: F401
 from swirl_jax.data import demonstrations, sources, trajectories  # noqa: F401
+from swirl_jax.evaluation import base_accuracy  # noqa: F401
 from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
 from swirl_jax.r3 import experiment as r3_experiment  # noqa: F401
 from swirl_jax.score import experiment as score_experiment  # noqa: F401

@@ -35,7 +35,7 @@ def test_registry_builds_by_name_and_suggests_close_names():
   assert judges.get_judge_class("model") is judges.ModelJudge
   with pytest.raises(ValueError, match="Did you mean 'rules'"):
     judges.get_judge("rule")
-  with pytest.raises(ValueError, match="Registered judges"):
+  with pytest.raises(ValueError, match="Known judges"):
     judges.get_judge("xyzzy")
 
 

@@ -127,7 +127,7 @@ def test_kl_estimators():
 
 def test_unknown_objective_suggests():
   assert "sft" in objective_names()
-  with pytest.raises(ValueError, match=r"Did you mean \['sft'\]"):
+  with pytest.raises(ValueError, match=r"Did you mean 'sft'\?"):
     get_objective("sfft")
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import difflib
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import gin
+
+from swirl_jax import registries
 
 GOOD = "GOOD"
 BAD = "BAD"
@@ -28,8 +29,6 @@ LABELS = (GOOD, BAD)
 
 Turn = tuple[str, str]
 T = TypeVar("T", bound=type)
-
-_REGISTRY: dict[str, type["Judge"]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,28 +156,10 @@ def check_results(results: Sequence[JudgeResult], num_requests: int,
 # Registry.
 
 
-def register_judge(name: str) -> Callable[[T], T]:
-  """Class decorator: registers a `Judge` subclass under `name`.
-
-  Sets `cls.name = name`. Registering a different class under a taken name
-  is an error (re-registering the same class, e.g. on reload, is allowed).
-  """
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"Judge name must be a non-empty string, got {name!r}.")
-
-  def decorator(cls: T) -> T:
-    if not (isinstance(cls, type) and issubclass(cls, Judge)):
-      raise TypeError(
-          f"@register_judge({name!r}) needs a Judge subclass, got {cls!r}.")
-    old = _REGISTRY.get(name)
-    if old is not None and old.__qualname__ != cls.__qualname__:
-      raise ValueError(
-          f"Judge name {name!r} is already registered to {old.__qualname__}.")
-    cls.name = name
-    _REGISTRY[name] = cls
-    return cls
-
-  return decorator
+def _check_judge(name: str, cls: Any) -> None:
+  if not (isinstance(cls, type) and issubclass(cls, Judge)):
+    raise TypeError(
+        f"@register_judge({name!r}) needs a Judge subclass, got {cls!r}.")
 
 
 def _import_builtin() -> None:
@@ -186,22 +167,34 @@ def _import_builtin() -> None:
   import swirl_jax.judges  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
 
 
+JUDGES: registries.Registry[type[Judge]] = registries.Registry(
+    "judge", importer=_import_builtin, check=_check_judge)
+
+
+def register_judge(name: str) -> Callable[[T], T]:
+  """Class decorator: registers a `Judge` subclass under `name`.
+
+  Sets `cls.name = name`. Registering a different class under a taken name
+  is an error (re-registering the same class, e.g. on reload, is allowed).
+  """
+  add = JUDGES.register(name)
+
+  def decorator(cls: T) -> T:
+    add(cls)
+    cls.name = name
+    return cls
+
+  return decorator
+
+
 def judge_names() -> list[str]:
   """Sorted names of the registered judges."""
-  _import_builtin()
-  return sorted(_REGISTRY)
+  return JUDGES.names()
 
 
 def get_judge_class(name: str) -> type[Judge]:
   """The class registered as `name`; ValueError naming the closest names."""
-  _import_builtin()
-  if isinstance(name, str) and name in _REGISTRY:
-    return _REGISTRY[name]
-  known = sorted(_REGISTRY)
-  close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.4)
-  hint = f" Did you mean {close[0]!r}?" if close else ""
-  raise ValueError(f"Unknown judge {name!r}.{hint} Registered judges: "
-                   f"{known}.")
+  return JUDGES.get(name)
 
 
 @gin.configurable(module="swirl_jax.judges")

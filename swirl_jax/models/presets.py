@@ -6,19 +6,14 @@ call it through `swirl_jax.models.preset_config`.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
+from swirl_jax import registries
 from swirl_jax.models.config import GLOBAL, TransformerConfig, alternating_pattern
 
-_PRESETS: dict[str, Callable[[], TransformerConfig]] = {}
-
-
-def _register(name: str):
-  def wrap(fn):
-    _PRESETS[name] = fn
-    return fn
-  return wrap
+PRESETS: registries.Registry[Callable[[], TransformerConfig]] = (
+    registries.Registry("model preset"))
+_register = PRESETS.register
 
 
 def _gemma1(num_layers, embed_dim, hidden_dim, num_heads, num_kv_heads):
@@ -122,15 +117,10 @@ def gemma3_27b():
 
 
 def preset_names() -> list[str]:
-  return sorted(_PRESETS)
+  return PRESETS.names()
 
 
 def get_config(name: str, **overrides: Any) -> TransformerConfig:
   """The preset `name`, with dataclass fields replaced by `overrides`."""
-  if name not in _PRESETS:
-    close = difflib.get_close_matches(name, _PRESETS, n=3)
-    hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"Unknown model preset {name!r}.{hint} "
-                     f"Known presets: {preset_names()}.")
-  config = _PRESETS[name]()
+  config = PRESETS.get(name)()
   return config.replace(**overrides) if overrides else config

@@ -19,12 +19,13 @@ whose `kl_estimator` is 'exact' (gin binding or default, see
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
 from typing import Any, Callable, Optional
 
 import gin
+
+from swirl_jax import registries
 
 LossFn = Callable[..., tuple[Any, dict[str, Any]]]
 
@@ -86,37 +87,29 @@ class Objective:
     return self.needs_reference and self.kl_estimator == "exact"
 
 
-_OBJECTIVES: dict[str, Objective] = {}
+def _import_builtin():
+  # Importing the modules registers their objectives.
+  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
+
+
+OBJECTIVES: registries.Registry[Objective] = registries.Registry(
+    "objective", importer=_import_builtin)
 
 
 def register_objective(name: str, needs_reference: bool = False):
   """Decorator registering `loss_fn` under `name`."""
   def wrap(fn: LossFn) -> LossFn:
-    if name in _OBJECTIVES:
-      raise ValueError(f"Objective {name!r} is already registered.")
-    _OBJECTIVES[name] = Objective(name, fn, needs_reference)
+    OBJECTIVES.add(name, Objective(name, fn, needs_reference))
     return fn
   return wrap
 
 
 def objective_names() -> list[str]:
-  _import_builtin()
-  return sorted(_OBJECTIVES)
+  return OBJECTIVES.names()
 
 
 @gin.configurable
 def get_objective(name: str) -> Objective:
   """The registered objective `name`, or a ValueError with the close names."""
-  _import_builtin()
-  if name not in _OBJECTIVES:
-    close = difflib.get_close_matches(name, _OBJECTIVES, n=3)
-    hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"Unknown objective {name!r}.{hint} Registered: "
-                     f"{sorted(_OBJECTIVES)}.")
-  return _OBJECTIVES[name]
-
-
-def _import_builtin():
-  # Importing the modules registers their objectives.
-  # pylint: disable=g-import-not-at-top,unused-import
-  from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401
+  return OBJECTIVES.get(name)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import difflib
 import gzip
 import hashlib
 import json
 import os
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from swirl_jax import registries
 
 SPLITS = ("train", "validation", "test")
 # Fractions of the content-hash space per split (train, validation, test).
@@ -325,53 +326,31 @@ class Task(abc.ABC):
 # ----------------------------------------------------------------------------
 # Registry.
 
-_REGISTRY: dict[str, Callable[..., Task]] = {}
-_PREFIX_FACTORIES: dict[str, Callable[..., Task]] = {}
+def _import_task_modules() -> None:
+  # Importing the package registers every task family.
+  import swirl_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
+
+
+TASKS: registries.Registry[Callable[..., Task]] = registries.Registry(
+    "task", importer=_import_task_modules)
 
 
 def register_task(name: str):
   """Class / factory decorator: makes `get_task(name, **kw)` build it."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"Task name must be a non-empty string, got {name!r}")
-
-  def wrap(factory):
-    if name in _REGISTRY and _REGISTRY[name] is not factory:
-      raise ValueError(f"Task name {name!r} is already registered to "
-                       f"{_REGISTRY[name]!r}")
-    _REGISTRY[name] = factory
-    return factory
-
-  return wrap
+  return TASKS.register(name)
 
 
 def register_task_prefix(prefix: str, factory: Callable[..., Task]) -> None:
   """Names '<prefix>/<rest>' build `factory(rest, **kw)` (e.g. 'rg/gcd')."""
-  _PREFIX_FACTORIES[prefix] = factory
+  TASKS.add_prefix(prefix, factory)
 
 
 def task_names() -> list[str]:
   """Registered task names (prefix families shown as '<prefix>/<name>')."""
-  _import_task_modules()
-  return sorted(_REGISTRY) + sorted(f"{p}/<name>" for p in _PREFIX_FACTORIES)
+  return TASKS.names()
 
 
 def get_task(name: str, **kwargs) -> Task:
   """Builds the task registered as `name` with constructor `kwargs`."""
-  _import_task_modules()
-  if name in _REGISTRY:
-    return _REGISTRY[name](**kwargs)
-  if "/" in name:
-    prefix, rest = name.split("/", 1)
-    if prefix in _PREFIX_FACTORIES:
-      return _PREFIX_FACTORIES[prefix](rest, **kwargs)
-  known = sorted(_REGISTRY)
-  close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-  hint = f" Did you mean {close[0]!r}?" if close else ""
-  prefixes = ", ".join(f"'{p}/<name>'" for p in sorted(_PREFIX_FACTORIES))
-  raise ValueError(f"Unknown task {name!r}.{hint} Known tasks: {known}"
-                   + (f"; also {prefixes}." if prefixes else "."))
+  return TASKS.build(name, **kwargs)
 
-
-def _import_task_modules() -> None:
-  # Importing the package registers every task family.
-  import swirl_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import

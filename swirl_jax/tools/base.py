@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import difflib
 import re
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+from swirl_jax import registries
 
 ERROR_PREFIX = "Error:"
 
-_REGISTRY: dict[str, type["Tool"]] = {}
 _TAG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 T = TypeVar("T", bound=type)
@@ -85,26 +85,34 @@ def is_error(result: str) -> bool:
 # --- registry -----------------------------------------------------------------
 
 
+def _check_tool(name: str, cls: Any) -> None:
+  if not (isinstance(cls, type) and issubclass(cls, Tool)):
+    raise TypeError(f"@register_tool({name!r}) needs a Tool subclass, got "
+                    f"{cls!r}.")
+  if not _TAG_RE.match(cls.tag or ""):
+    raise ValueError(f"Tool {cls.__name__} has an invalid tag {cls.tag!r}.")
+
+
+def _import_builtin() -> None:
+  # Importing the package registers the built-in tools.
+  import swirl_jax.tools  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+
+
+TOOLS: registries.Registry[type[Tool]] = registries.Registry(
+    "tool", importer=_import_builtin, check=_check_tool)
+
+
 def register_tool(name: str) -> Callable[[T], T]:
   """Class decorator: registers a `Tool` subclass under `name`.
 
   Sets `cls.name = name`. Registering a second class under a taken name is an
   error (re-registering the same class, e.g. on module reload, is allowed).
   """
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"Tool name must be a non-empty string, got {name!r}.")
+  add = TOOLS.register(name)
 
   def decorator(cls: T) -> T:
-    if not (isinstance(cls, type) and issubclass(cls, Tool)):
-      raise TypeError(f"@register_tool({name!r}) needs a Tool subclass, got {cls!r}.")
-    if not _TAG_RE.match(cls.tag or ""):
-      raise ValueError(f"Tool {cls.__name__} has an invalid tag {cls.tag!r}.")
-    old = _REGISTRY.get(name)
-    if old is not None and old.__qualname__ != cls.__qualname__:
-      raise ValueError(
-          f"Tool name {name!r} is already registered to {old.__qualname__}.")
+    add(cls)
     cls.name = name
-    _REGISTRY[name] = cls
     return cls
 
   return decorator
@@ -112,20 +120,12 @@ def register_tool(name: str) -> Callable[[T], T]:
 
 def tool_names() -> list[str]:
   """Sorted names of the registered tools."""
-  return sorted(_REGISTRY)
+  return TOOLS.names()
 
 
 def get_tool_class(name: str) -> type[Tool]:
   """The class registered under `name` (ValueError naming the closest match)."""
-  try:
-    return _REGISTRY[name]
-  except (KeyError, TypeError):
-    known = tool_names()
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"Unknown tool {name!r}; known tools: {', '.join(known) or '(none)'}."
-        f"{hint}") from None
+  return TOOLS.get(name)
 
 
 def get_tool(name: str, **kwargs) -> Tool:
