@@ -66,9 +66,9 @@ class OraclePolicy:
 def _scripts(families, n, seed=0):
   """question -> the model turns of its solved conversation, per family."""
   scripts, held_out = {}, {}
-  for i, family in enumerate(families):
+  for family in families:
     task = _task(family)
-    exs = ba.family_examples(task, n, seed=seed + 104729 * (i + 1),
+    exs = ba.family_examples(task, n, seed=ba.held_out_seed(seed, family),
                              split="test")
     held_out[family] = (task, exs)
     for ex, turns in zip(exs, ba.demonstration_turns(family, task, exs)):

@@ -23,6 +23,7 @@ solution and SCoRe's final-answer sentence for math, the reference program
 for code. The demonstrations come from their own seed and split, so no
 held-out question is ever shown.
 
+Stages run shot count by shot count (all families at shots[0] first).
 Each (family, shots) pair is one resumable stage `<workdir>/<family>-<k>shot`
 (its per-question rows in `rows.jsonl`); `report.json` and a Markdown table
 hold accuracy with its 95% Wilson interval and n.
@@ -63,6 +64,12 @@ def make_family_task(family: str, **kwargs) -> base.Task:
   if family in MULTI_STEP:
     kwargs.setdefault("prompt_style", "full")
   return get_task(family, **kwargs)
+
+
+def held_out_seed(seed: int, family: str) -> int:
+  """The held-out questions' seed of `family`: from its name, so a run of
+  a subset of the families asks the same questions."""
+  return base.seed_for(seed, "base-accuracy-test", family) % (1 << 31)
 
 
 def family_examples(task: base.Task, n: int, *, seed: int,
@@ -282,7 +289,7 @@ def base_accuracy_experiment(
     shots: demonstration counts to evaluate, e.g. (0, 2).
     task_kwargs: family -> task constructor arguments.
     num_questions: held-out questions per family (the same for every shot
-      count, so the shot counts compare paired).
+      count, so the shot counts compare paired; `held_out_seed`).
     max_new_tokens: budget of one model turn.
     max_new_tokens_per_family: overrides of it per family.
     max_context_tokens: the longest multi-step chat.
@@ -316,11 +323,14 @@ def base_accuracy_experiment(
                                       batch_bucket=batch_bucket)
   params = None
   results = {}
-  for i, family in enumerate(families):
+  held_out = {}
+  for family in families:
     task = make_family_task(family, **task_kwargs.get(family, {}))
-    examples = family_examples(task, num_questions,
-                               seed=seed + 104729 * (i + 1), split="test")
-    for k in shots:
+    held_out[family] = (task, family_examples(
+        task, num_questions, seed=held_out_seed(seed, family), split="test"))
+  for k in shots:  # every family at the first shot count first
+    for family in families:
+      task, examples = held_out[family]
       name = f"{family}-{k}shot"
 
       def run(stage_dir, family=family, task=task, examples=examples, k=k):
