@@ -88,6 +88,12 @@ def format_turn(role: str, text: str) -> str:
   return f"{START_OF_TURN}{role}\n{text}{END_OF_TURN}\n"
 
 
+def stop_ids(tokenizer) -> list[int]:
+  """The ids that end a model turn: <end_of_turn> and EOS (those defined)."""
+  return sorted({int(t) for t in (tokenizer.end_of_turn_id, tokenizer.eos_id)
+                 if t >= 0})
+
+
 def format_chat(turns: Sequence[Turn], add_generation_prompt: bool = True
                 ) -> str:
   """Formats a conversation with the Gemma chat template (without BOS).

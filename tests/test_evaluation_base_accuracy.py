@@ -125,13 +125,13 @@ def test_oracle_scores_one_and_nonsense_zero(tokenizer, family):
 
 def test_experiment_report_and_resume(tokenizer, tmp_path, monkeypatch):
   from swirl_jax import stages
-  from swirl_jax.r3 import failures as failures_lib
+  from swirl_jax import sampling
   families = ("countdown", "math")
   scripts, _ = _scripts(families, 4)
   policy = OraclePolicy(tokenizer, scripts)
   monkeypatch.setattr(stages, "experiment_tokenizer", lambda wd: tokenizer)
   monkeypatch.setattr(stages, "load_policy", lambda *a, **k: None)
-  monkeypatch.setattr(failures_lib, "make_sampler", lambda *a, **k: policy)
+  monkeypatch.setattr(sampling, "chat_sampler", lambda *a, **k: policy)
   kw = dict(model_config=None, init_from="gguf:x.gguf", families=families,
             shots=(0, 1), task_kwargs=TASK_KW, num_questions=4)
   report = ba.base_accuracy_experiment(str(tmp_path), **kw)

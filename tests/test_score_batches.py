@@ -85,7 +85,7 @@ def builder_parts(tiny_policy):
   records = [{"task": "math_small", "example": e.to_dict()} for e in examples]
   from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
   sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
-                    stop_tokens=episodes_lib.stop_ids(tokenizer),
+                    stop_tokens=tokenizer_lib.stop_ids(tokenizer),
                     prompt_bucket=64, batch_bucket=8)
   return config, params, tokenizer, task, records, sampler
 

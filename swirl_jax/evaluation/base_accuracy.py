@@ -299,7 +299,7 @@ def base_accuracy_experiment(
     The report: {'results': {'<family>-<k>shot': {...}}, 'settings', ...}.
   """
   from swirl_jax import stages  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import failures as failures_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax import sampling  # pylint: disable=g-import-not-at-top
   started = time.time()
   families = tuple(families)
   unknown = sorted(set(families) - set(FAMILIES))
@@ -319,8 +319,8 @@ def base_accuracy_experiment(
                      f"families {extra} that are not in families="
                      f"{list(families)}.")
   tokenizer = stages.experiment_tokenizer(workdir)
-  sampler = failures_lib.make_sampler(model_config, tokenizer,
-                                      batch_bucket=batch_bucket)
+  sampler = sampling.chat_sampler(model_config, tokenizer,
+                                  batch_bucket=batch_bucket)
   params = None
   results = {}
   held_out = {}

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 import gin
 
+from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.judges import base
 from swirl_jax.judges import rules
 from swirl_jax.rollout import actions
@@ -178,8 +179,7 @@ class ModelJudge(base.Judge):
                               else int(max_prompt_tokens))
     self.batch_size = None if batch_size is None else int(batch_size)
     self.template = template
-    self._stop_ids = sorted({int(t) for t in (tokenizer.end_of_turn_id,
-                                              tokenizer.eos_id) if t >= 0})
+    self._stop_ids = tokenizer_lib.stop_ids(tokenizer)
     self._calls = 0
     self.num_requests = 0
     self.num_unparsed = 0
@@ -268,14 +268,14 @@ def model_judge(checkpoint: str = gin.REQUIRED, model_config: Any = gin.REQUIRED
     **judge_kwargs: `ModelJudge` options (max_new_tokens, batch_size, ...).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   from swirl_jax.training.trainer import load_initial_params  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer(tokenizer_path)
   from swirl_jax.stages import policy_shardings  # pylint: disable=g-import-not-at-top
   params = load_initial_params(checkpoint, model_config, jax.random.key(0),
                                policy_shardings(model_config))
-  sampler = Sampler(model_config, params, pad_id=tokenizer.pad_id,
-                    stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
-                    prompt_bucket=prompt_bucket, batch_bucket=batch_bucket)
+  sampler = chat_sampler(model_config, tokenizer, params,
+                         prompt_bucket=prompt_bucket,
+                         batch_bucket=batch_bucket)
   return ModelJudge(sampler, tokenizer, **judge_kwargs)

@@ -309,8 +309,9 @@ class ReflectionBatchBuilder:
                        f"{shared_prefix_bucket}.")
     self.shared_prefix_bucket = int(shared_prefix_bucket)
     if sampler is None:
-      sampler = failures_lib.make_sampler(
-          config, tokenizer, batch_bucket=self.num_reflections)
+      from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+      sampler = chat_sampler(config, tokenizer,
+                             batch_bucket=self.num_reflections)
     self.sampler = sampler
     from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
     self._keyed = RowKeyedSampler(

@@ -148,7 +148,8 @@ def evaluate_model(config, params, tokenizer, examples_by_task: Mapping[
                    ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
   """`evaluate_task` and `summarize` for every task; (summaries, rows)."""
   if sampler is None:
-    sampler = failures_lib.make_sampler(config, tokenizer)
+    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+    sampler = chat_sampler(config, tokenizer, batch_bucket=16)
   sampler.update_params(params)
   summaries, rows = {}, {}
   for name, (task, examples) in examples_by_task.items():

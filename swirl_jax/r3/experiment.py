@@ -224,7 +224,8 @@ def r3_experiment(workdir: str, *,
 
   # One sampler for the failure search and both evaluations: the shapes
   # they share compile once.
-  sampler = failures_lib.make_sampler(model_config, tokenizer)
+  from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+  sampler = chat_sampler(model_config, tokenizer, batch_bucket=16)
 
   # 3. Failure dataset of the vanilla model.
   failure_dir = stages.stage_dir(workdir, "failures")

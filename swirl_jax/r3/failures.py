@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.tasks import base
 
@@ -102,25 +103,6 @@ def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
 # Sampling.
 
 
-def make_sampler(config, tokenizer, params: Any = None, batch_bucket: int = 16):
-  """A KV-cache `Sampler` stopping at end_of_turn / eos.
-
-  Prompt lengths and budgets are bucketed by 64 and batch sizes by
-  `batch_bucket`, so that the few shapes of an experiment compile once;
-  share one sampler between stages (`update_params`) to reuse them.
-  """
-  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-  return Sampler(config, params, pad_id=tokenizer.pad_id,
-                 stop_tokens=stop_ids(tokenizer), prompt_bucket=64,
-                 batch_bucket=batch_bucket)
-
-
-def stop_ids(tokenizer) -> list[int]:
-  """The ids that end a model turn (end_of_turn, eos)."""
-  return sorted({int(t) for t in (tokenizer.end_of_turn_id, tokenizer.eos_id)
-                 if t >= 0})
-
-
 def sample_turns(sampler: Any, tokenizer: Any, task: base.Task,
                  examples: Sequence[base.Example], *, num_samples: int = 1,
                  max_new_tokens: int = 64, temperature: float = 1.0,
@@ -147,7 +129,7 @@ def sample_turns(sampler: Any, tokenizer: Any, task: base.Task,
     raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
   if not examples:
     return []
-  stops = stop_ids(tokenizer)
+  stops = tokenizer_lib.stop_ids(tokenizer)
   contexts = [tokenizer.encode_chat([(traj.USER, task.prompt(ex))],
                                     add_generation_prompt=True)
               for ex in examples]
@@ -504,7 +486,7 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
       `find_failures`.
     seed: query generation and sampling.
     shards: ArrayRecord shards.
-    sampler: the sampler to use (default: `make_sampler`); it gets
+    sampler: the sampler to use (default: `sampling.chat_sampler`, batches bucketed by 16); it gets
       `params` through `update_params`.
   """
   from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
@@ -518,7 +500,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
     except (FailureDataError, ValueError):
       pass
   if sampler is None:
-    sampler = make_sampler(config, tokenizer)
+    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+    sampler = chat_sampler(config, tokenizer, batch_bucket=16)
   sampler.update_params(params)
   task_kwargs = dict(task_kwargs or {})
   records, stats = [], {}

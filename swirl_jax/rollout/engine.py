@@ -263,8 +263,7 @@ class RolloutEngine:
     self._bos = [int(tokenizer.bos_id)]
     self._generation_prompt = list(tokenizer.encode(
         tokenizer_lib.format_chat([], add_generation_prompt=True)))
-    self._stop_ids = sorted({int(t) for t in (tokenizer.end_of_turn_id,
-                                              tokenizer.eos_id) if t >= 0})
+    self._stop_ids = tokenizer_lib.stop_ids(tokenizer)
 
   # -- resources ------------------------------------------------------------
 

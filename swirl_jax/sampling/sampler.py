@@ -37,6 +37,7 @@ from swirl_jax.models.config import TransformerConfig
 from swirl_jax.models.transformer import (Transformer, init_cache,
                                           positions_from_mask)
 from swirl_jax.sampling.logits import sample_tokens, token_logprobs
+from swirl_jax.tokenizer import stop_ids
 
 StopTokens = Union[None, Sequence[int], Sequence[Sequence[int]]]
 
@@ -406,6 +407,19 @@ class Sampler:
         logprobs=[out_logp[i, :lengths[i]].tolist() for i in range(batch)],
         done=[bool(x) for x in stopped],
         token_array=out_tokens, logprob_array=out_logp, lengths=lengths)
+
+
+def chat_sampler(config: TransformerConfig, tokenizer: Any,
+                 params: Any = None, *, prompt_bucket: int = 64,
+                 batch_bucket: int = 8, **kwargs) -> "Sampler":
+  """The sampler of chat turns every recipe uses: pads with the tokenizer's
+  pad id, stops a turn at `stop_ids(tokenizer)`, buckets prompt lengths
+  (and budgets) by `prompt_bucket` and batch sizes by `batch_bucket`, so
+  the few shapes of an experiment compile once; share one between stages
+  with `update_params`. `kwargs` go to `Sampler` (e.g. cache_dtype)."""
+  return Sampler(config, params, pad_id=tokenizer.pad_id,
+                 stop_tokens=stop_ids(tokenizer), prompt_bucket=prompt_bucket,
+                 batch_bucket=batch_bucket, **kwargs)
 
 
 class RowKeyedSampler:

@@ -331,7 +331,7 @@ class TwoAttemptBatchBuilder:
                row_keyed: Optional[bool] = None):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
     from swirl_jax.objectives.common import check_on_policy_sampling  # pylint: disable=g-import-not-at-top
-    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
     from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
     check_on_policy_sampling("TwoAttemptBatchBuilder",
                              temperature=temperature)
@@ -364,10 +364,7 @@ class TwoAttemptBatchBuilder:
     self.adaptive = adaptive
     self.group_baseline = bool(group_baseline)
     self.instruction = instruction
-    self.sampler = sampler or Sampler(
-        config, None, pad_id=tokenizer.pad_id,
-        stop_tokens=episodes_lib.stop_ids(tokenizer), prompt_bucket=64,
-        batch_bucket=8)
+    self.sampler = sampler or chat_sampler(config, tokenizer)
     self._keyed = RowKeyedSampler(
         self.sampler, enabled=(sharding.is_multiprocess() if row_keyed is None
                                else bool(row_keyed)))

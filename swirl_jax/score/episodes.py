@@ -21,17 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.tasks import base as task_base
 
 SELF_REFINE_FEEDBACK_INSTRUCTION = (
     "Review your previous answer and find problems with your answer.")
-
-
-def stop_ids(tokenizer) -> list[int]:
-  """The ids that end a model turn: <end_of_turn> and EOS."""
-  return sorted({int(t) for t in (tokenizer.end_of_turn_id, tokenizer.eos_id)
-                 if t >= 0})
 
 
 def sample_turns(engine: Any, convs: Sequence[Any], seed: int,
@@ -60,7 +55,7 @@ def sample_turns(engine: Any, convs: Sequence[Any], seed: int,
     if b < 1:
       out[i] = traj.ModelTurn("", [], [], prompts[i], traj.TURN_CONTEXT_LIMIT)
   if live:
-    stops = stop_ids(tokenizer)
+    stops = tokenizer_lib.stop_ids(tokenizer)
     result = sampler.generate(
         [prompts[i] for i in live], max_new_tokens=[budgets[i] for i in live],
         temperature=engine.temperature, top_k=engine.top_k,

@@ -132,12 +132,8 @@ class _Experiment:
   def sampler(self):
     """One sampler for every stage (its compiled programs are shared)."""
     if self._sampler is None:
-      from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
-      self._sampler = Sampler(self.model_config, None,
-                              pad_id=self.tokenizer.pad_id,
-                              stop_tokens=episodes_lib.stop_ids(
-                                  self.tokenizer),
-                              prompt_bucket=64, batch_bucket=8)
+      from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+      self._sampler = chat_sampler(self.model_config, self.tokenizer)
     return self._sampler
 
   # -- models -----------------------------------------------------------------

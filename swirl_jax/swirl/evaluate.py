@@ -45,12 +45,10 @@ def evaluate_policy(config, params, tokenizer, *,
   """
   from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
   from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-  from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+  from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
   from swirl_jax.tasks import get_task  # pylint: disable=g-import-not-at-top
   judge = judge or get_judge("rules")
-  sampler = Sampler(config, params, pad_id=tokenizer.pad_id,
-                    stop_tokens=(tokenizer.end_of_turn_id, tokenizer.eos_id),
-                    prompt_bucket=64, batch_bucket=8)
+  sampler = chat_sampler(config, tokenizer, params)
   out = {}
   for i, name in enumerate(task_names):
     task = get_task(name, prompt_style=prompt_style)

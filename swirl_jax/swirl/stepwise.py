@@ -77,7 +77,7 @@ class StepwiseBatchBuilder:
     if seq_len <= max_new_tokens + 8:
       raise ValueError(f"seq_len={seq_len} leaves no room for a context "
                        f"beside max_new_tokens={max_new_tokens}.")
-    from swirl_jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
     self.tokenizer = tokenizer
     self.judge = judge
     self.num_samples = num_samples
@@ -87,10 +87,7 @@ class StepwiseBatchBuilder:
     self.seq_len = seq_len
     self.seed = seed
     self.length_bucket = length_bucket
-    self.sampler = Sampler(config, None, pad_id=tokenizer.pad_id,
-                           stop_tokens=(tokenizer.end_of_turn_id,
-                                        tokenizer.eos_id),
-                           prompt_bucket=64)
+    self.sampler = chat_sampler(config, tokenizer, batch_bucket=1)
     self.row_keyed = row_keyed
     self.last_stats: dict[str, float] = {}
 
