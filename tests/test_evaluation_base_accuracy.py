@@ -85,6 +85,8 @@ def test_few_shot_prompt_shows_train_examples_only():
   assert tail.strip() == task.prompt(held[0]).strip()
   assert head.count("=== Example") == 2
   assert "<math_exp>" in head and "<answer>" in head and " -> " in head
+  # The instructions come once, in the asked question's prompt.
+  assert prompt.count("I will allow you") == 1
   demos = ba.family_examples(task, 2, seed=ba.base.seed_for(0, "few-shot",
                                                             "gsm8k"),
                              split="train")
@@ -156,6 +158,10 @@ def test_bad_settings_are_named(tmp_path):
     ba.base_accuracy_experiment(str(tmp_path), families=("gsm9k",), **kw)
   with pytest.raises(ValueError, match="non-negative"):
     ba.base_accuracy_experiment(str(tmp_path), shots=(-2,), **kw)
+  with pytest.raises(ValueError, match=r"Question counts must be >= 1, "
+                     r"got \{'math': 0\}"):
+    ba.base_accuracy_experiment(str(tmp_path), families=("math",),
+                                num_questions_per_family={"math": 0}, **kw)
   with pytest.raises(ValueError, match=r"families \['code'\] that are not"):
     ba.base_accuracy_experiment(str(tmp_path), families=("math",),
                                 task_kwargs={"code": {}}, **kw)

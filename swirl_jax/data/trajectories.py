@@ -294,7 +294,15 @@ class TrajectoryDataSource(collections.abc.Sequence):
       cannot be read or a shard is missing, truncated or corrupted; also
       raised by `__getitem__` for a record that cannot be read.
     ValueError: the split does not exist.
+
+  Other record datasets (R3's failures) subclass it, setting the class
+  attributes: `required_fields` (the features a dataset of the kind must
+  have), `kind` (its name in messages) and `error` (the exception raised).
   """
+
+  required_fields: Mapping[str, Any] = filters.RECORD_FIELDS
+  kind = "SWiRL trajectory"
+  error: type[ValueError] = TrajectoryDataError
 
   def __init__(self, dataset_dir: str | os.PathLike, split: str = DEFAULT_SPLIT,
                verify: bool = False):
@@ -311,7 +319,7 @@ class TrajectoryDataSource(collections.abc.Sequence):
       builder = tfds.builder_from_directory(self.dataset_dir)
       info = builder.info
     except Exception as e:  # pylint: disable=broad-except
-      raise TrajectoryDataError(
+      raise self.error(
           f"Cannot read the dataset description in {self.dataset_dir} "
           f"({INFO_FILENAME} / {FEATURES_FILENAME}): {type(e).__name__}: "
           f"{e}") from e
@@ -320,14 +328,14 @@ class TrajectoryDataSource(collections.abc.Sequence):
                        f"{self.split!r}; it has {sorted(info.splits)}.")
     file_format = getattr(info.file_format, "value", info.file_format)
     if str(file_format) != "array_record":
-      raise TrajectoryDataError(
+      raise self.error(
           f"The dataset in {self.dataset_dir} is stored as "
           f"{file_format}, not array_record; rebuild it with "
           "prepare_dataset.")
-    missing = [k for k in filters.RECORD_FIELDS if k not in info.features]
+    missing = [k for k in self.required_fields if k not in info.features]
     if missing:
-      raise TrajectoryDataError(
-          f"The dataset in {self.dataset_dir} is not a SWiRL trajectory "
+      raise self.error(
+          f"The dataset in {self.dataset_dir} is not a {self.kind} "
           f"dataset: its features lack {missing}.")
     self._fields = _flat_fields(info.features)
     split_info = info.splits[self.split]
@@ -339,11 +347,16 @@ class TrajectoryDataSource(collections.abc.Sequence):
     self._ends = list(itertools.accumulate(self.shard_lengths))
     if check:
       for path, n in zip(self.shard_paths, self.shard_lengths):
-        check_shard(path, n, verify=verify)
+        try:
+          check_shard(path, n, verify=verify)
+        except TrajectoryDataError as e:
+          if self.error is TrajectoryDataError:
+            raise
+          raise self.error(str(e)) from e
     try:
       self._source = builder.as_data_source(split=self.split)
     except Exception as e:  # pylint: disable=broad-except
-      raise TrajectoryDataError(
+      raise self.error(
           f"Cannot open split {self.split!r} of {self.dataset_dir} (shards "
           f"{self.shard_paths}): {type(e).__name__}: {e}") from e
     # The undecoded ArrayRecord source, for the fast path.
@@ -351,7 +364,7 @@ class TrajectoryDataSource(collections.abc.Sequence):
                  if self._fields is not None else None)
     expected = self._ends[-1] if self._ends else 0
     if len(self._source) != expected:
-      raise TrajectoryDataError(
+      raise self.error(
           f"Split {self.split!r} of {self.dataset_dir} has "
           f"{len(self._source)} records but its shards promise "
           f"{expected}.")
@@ -388,7 +401,7 @@ class TrajectoryDataSource(collections.abc.Sequence):
       return _parse_example(self._raw[index], self._fields)
     except Exception as e:  # pylint: disable=broad-except
       path, pos = self.shard_of(index)
-      raise TrajectoryDataError(
+      raise self.error(
           f"Cannot read record {index} of split {self.split!r}: shard {path} "
           f"(its record {pos}) is truncated or corrupted: "
           f"{type(e).__name__}: {e}") from e
@@ -409,7 +422,7 @@ class TrajectoryDataSource(collections.abc.Sequence):
       yield self._read(i)
 
   def __repr__(self) -> str:
-    return (f"TrajectoryDataSource({self.dataset_dir!r}, split="
+    return (f"{type(self).__name__}({self.dataset_dir!r}, split="
             f"{self.split!r}, records={len(self)}, shards="
             f"{len(self.shard_paths)})")
 

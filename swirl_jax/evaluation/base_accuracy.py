@@ -88,13 +88,19 @@ def demonstration_turns(family: str, task: base.Task,
                         ) -> list[list[tuple[str, str]]]:
   """The solved conversation of each example: [(role, text), ...].
 
-  Roles are 'user' / 'model'; the first turn is `task.prompt(example)`.
+  Roles are 'user' / 'model'; the first turn is `task.prompt(example)`,
+  except for the multi-step families, where it is 'Question: ...' alone:
+  the instructions (about 220 tokens) come once, in the asked question's
+  own prompt, rather than once per demonstration, since every step of an
+  episode prefills the whole chat again.
   """
   if family in MULTI_STEP:
     from swirl_jax.data import demonstrations  # pylint: disable=g-import-not-at-top
-    return demonstrations.demonstrate(family, examples,
-                                      max_steps=task.max_steps,
-                                      prompt_style=task.prompt_style)
+    out = demonstrations.demonstrate(family, examples,
+                                     max_steps=task.max_steps,
+                                     prompt_style=task.prompt_style)
+    return [[("user", f"Question: {ex.question}")] + turns[1:]
+            for ex, turns in zip(examples, out)]
   out = []
   for ex in examples:
     out.append([("user", task.prompt(ex)),
@@ -276,6 +282,7 @@ def base_accuracy_experiment(
     num_questions: int = 100,
     max_new_tokens: int = 96,
     max_new_tokens_per_family: Optional[Mapping[str, int]] = None,
+    num_questions_per_family: Optional[Mapping[str, int]] = None,
     max_context_tokens: int = 2048,
     batch_bucket: int = 16,
     seed: int = 0) -> dict[str, Any]:
@@ -292,6 +299,7 @@ def base_accuracy_experiment(
       count, so the shot counts compare paired; `held_out_seed`).
     max_new_tokens: budget of one model turn.
     max_new_tokens_per_family: overrides of it per family.
+    num_questions_per_family: overrides of num_questions per family.
     max_context_tokens: the longest multi-step chat.
     batch_bucket: sampler batch bucket.
     seed: question, demonstration and sampling seed.
@@ -309,15 +317,20 @@ def base_accuracy_experiment(
   shots = tuple(int(k) for k in shots)
   if not shots or min(shots) < 0:
     raise ValueError(f"shots must be non-negative counts, got {shots}.")
-  if int(num_questions) < 1:
-    raise ValueError(f"num_questions must be >= 1, got {num_questions}.")
   task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
   per_family = dict(max_new_tokens_per_family or {})
-  extra = sorted((set(task_kwargs) | set(per_family)) - set(families))
+  questions = {f: int(num_questions) for f in families}
+  questions.update({f: int(n) for f, n in
+                    (num_questions_per_family or {}).items()})
+  extra = sorted((set(task_kwargs) | set(per_family) | set(questions))
+                 - set(families))
   if extra:
-    raise ValueError(f"task_kwargs / max_new_tokens_per_family name "
-                     f"families {extra} that are not in families="
-                     f"{list(families)}.")
+    raise ValueError(f"task_kwargs / max_new_tokens_per_family / "
+                     f"num_questions_per_family name families {extra} that "
+                     f"are not in families={list(families)}.")
+  bad = {f: n for f, n in questions.items() if n < 1}
+  if bad:
+    raise ValueError(f"Question counts must be >= 1, got {bad}.")
   tokenizer = stages.experiment_tokenizer(workdir)
   sampler = sampling.chat_sampler(model_config, tokenizer,
                                   batch_bucket=batch_bucket)
@@ -327,7 +340,8 @@ def base_accuracy_experiment(
   for family in families:
     task = make_family_task(family, **task_kwargs.get(family, {}))
     held_out[family] = (task, family_examples(
-        task, num_questions, seed=held_out_seed(seed, family), split="test"))
+        task, questions[family], seed=held_out_seed(seed, family),
+        split="test"))
   for k in shots:  # every family at the first shot count first
     for family in families:
       task, examples = held_out[family]
@@ -362,7 +376,7 @@ def base_accuracy_experiment(
       "results": results,
       "settings": {"init_from": init_from, "families": list(families),
                    "shots": list(shots), "task_kwargs": task_kwargs,
-                   "num_questions": int(num_questions),
+                   "num_questions": questions,
                    "max_new_tokens": int(max_new_tokens),
                    "max_new_tokens_per_family": per_family,
                    "max_context_tokens": int(max_context_tokens),

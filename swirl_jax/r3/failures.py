@@ -21,7 +21,6 @@ of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
 from __future__ import annotations
 
 import collections
-import collections.abc
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import tokenizer as tokenizer_lib
+from swirl_jax.data import trajectories
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.tasks import base
 
@@ -264,7 +264,6 @@ def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
     The dataset directory.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import failure_builder  # pylint: disable=g-import-not-at-top
   if int(shards) < 1:
     raise ValueError(f"shards must be >= 1, got {shards}.")
@@ -288,102 +287,20 @@ def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
   return os.fspath(builder.data_dir)
 
 
-def _to_python(value: Any) -> Any:
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
+class FailureSource(trajectories.TrajectoryDataSource):
+  """Random access to a split of a failure dataset, as Python dicts:
+  `TrajectoryDataSource` (shard checks, pickling as directory and split,
+  errors naming the file) with the failure fields (`FAILURE_FIELDS`)
+  required and `FailureDataError` raised."""
 
-
-class FailureSource(collections.abc.Sequence):
-  """Random access to a split of a failure dataset, as Python dicts.
-
-  Pickles as its directory and split (for grain workers) and reopens lazily.
-
-  Args:
-    dataset_dir: the directory with dataset_info.json.
-    split: the split.
-  Raises:
-    FailureDataError: unreadable description, not a failure dataset, or a
-      missing / truncated shard (naming it).
-    ValueError: no such split.
-  """
-
-  def __init__(self, dataset_dir: str, split: str = DEFAULT_SPLIT):
-    self.dataset_dir = os.fspath(dataset_dir)
-    self.split = split
-    self._open(check=True)
-
-  def _open(self, check: bool) -> None:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
-    try:
-      builder = tfds.builder_from_directory(self.dataset_dir)
-      info = builder.info
-    except Exception as e:  # pylint: disable=broad-except
-      raise FailureDataError(f"Cannot read the dataset description in "
-                             f"{self.dataset_dir}: {type(e).__name__}: {e}"
-                             ) from e
-    missing = [k for k in FAILURE_FIELDS if k not in info.features]
-    if missing:
-      raise FailureDataError(f"The dataset in {self.dataset_dir} is not an "
-                             f"R3 failure dataset: its features lack "
-                             f"{missing}.")
-    if self.split not in info.splits:
-      raise ValueError(f"The dataset in {self.dataset_dir} has no split "
-                       f"{self.split!r}; it has {sorted(info.splits)}.")
-    split_info = info.splits[self.split]
-    self.shard_paths = [os.fspath(p) for p in split_info.filepaths]
-    self.shard_lengths = [int(x) for x in split_info.shard_lengths]
-    if check:
-      for path, count in zip(self.shard_paths, self.shard_lengths):
-        try:
-          trajectories.check_shard(path, count)
-        except trajectories.TrajectoryDataError as e:
-          raise FailureDataError(str(e)) from e
-    self._source = builder.as_data_source(split=self.split)
-    self._len = sum(self.shard_lengths)
-
-  def __getstate__(self) -> dict[str, Any]:
-    return {"dataset_dir": self.dataset_dir, "split": self.split}
-
-  def __setstate__(self, state: Mapping[str, Any]) -> None:
-    self.dataset_dir, self.split = state["dataset_dir"], state["split"]
-    self._open(check=False)
-
-  def __len__(self) -> int:
-    return self._len
-
-  def _read(self, index: int) -> dict[str, Any]:
-    if not -self._len <= index < self._len:
-      raise IndexError(f"Record {index} out of range: split {self.split!r} "
-                       f"of {self.dataset_dir} has {self._len} records.")
-    raw = self._source[index % self._len]
-    return {k: _to_python(v) for k, v in raw.items()}
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return [self._read(i) for i in range(*index.indices(self._len))]
-    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
-      return self._read(int(index))
-    raise TypeError(f"Record indices must be integers or slices, not "
-                    f"{type(index).__name__}.")
-
-  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-    return [self._read(int(i)) for i in indices]
-
-  def __repr__(self) -> str:
-    return (f"FailureSource({self.dataset_dir!r}, split={self.split!r}, "
-            f"records={self._len})")
+  required_fields = FAILURE_FIELDS
+  kind = "R3 failure"
+  error = FailureDataError
 
 
 def open_failures(data_dir: str, split: str = DEFAULT_SPLIT,
                   version: Optional[str] = None) -> FailureSource:
   """Opens a split of a failure dataset (the dataset dir or its data dir)."""
-  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
   try:
     path = trajectories.find_dataset_dir(data_dir, NAME, version)
   except FileNotFoundError as e:
