@@ -41,3 +41,29 @@ def test_data_pipeline_benchmark_measures_both_sides(tmp_path):
   text = bench.report(results)
   assert "train step" in text and "pipeline (pack)" in text
   assert "the train step" in text
+
+
+def test_train_step_benchmark_against_transformers_same_step():
+  """Both sides time the same frozen-embedding step; the ratio is printed."""
+  import re
+  import subprocess
+  import sys
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from swirl_jax import models
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks", "train_step_mfu.py"),
+       "--preset", "tiny", "--batch", "1", "--seq", "16", "--steps", "1",
+       "--freeze", "embedding", "--against", "transformers"],
+      check=True, capture_output=True, text=True, timeout=600).stdout
+  assert "== swirl_jax ==" in out and "== transformers ==" in out
+  times = re.findall(r"step time\s*:\s*([\d.]+) ms", out)
+  assert len(times) == 2 and all(float(t) > 0 for t in times)
+  ratio = float(re.search(r"ratio \(transformers step / ours\) : "
+                          r"([\d.]+)x", out).group(1))
+  assert ratio == pytest.approx(float(times[1]) / float(times[0]), abs=0.006)
+  config = models.get_config("tiny")
+  trained = int(re.search(r"trained params=([\d,]+)", out).group(1)
+                .replace(",", ""))
+  assert trained == (config.num_params()
+                     - config.vocab_size * config.embed_dim)

@@ -24,6 +24,7 @@ from swirl_jax.checkpoints import hf  # noqa: E402
 from swirl_jax.models import (  # noqa: E402
     GLOBAL, LOCAL, Transformer, TransformerConfig, causal_attention_mask,
     positions_from_mask)
+from swirl_jax import models  # noqa: E402
 from swirl_jax.models.config import same_architecture  # noqa: E402
 
 WINDOW = 8
@@ -479,3 +480,15 @@ def test_config_round_trip_without_weights():
   back = hf.config_from_hf(hf_config)
   assert back.param_dtype == "float32"
   assert same_architecture(back, config)
+
+
+def test_save_writes_extra_files_inside_the_atomic_directory(tmp_path):
+  config = models.get_config("tiny", vocab_size=64)
+  params = models.init_params(config, jax.random.key(0))
+  hf.save(tmp_path / "m", config, params,
+          extra_files={"tokenizer.model": b"spm", "notes.json": b"{}"})
+  assert (tmp_path / "m" / "tokenizer.model").read_bytes() == b"spm"
+  assert (tmp_path / "m" / "notes.json").read_bytes() == b"{}"
+  with pytest.raises(ValueError, match=r"plain file names, got '\.\./x'"):
+    hf.save(tmp_path / "bad", config, params, extra_files={"../x": b""})
+  assert not (tmp_path / "bad").exists() and not (tmp_path / "x").exists()

@@ -657,15 +657,17 @@ def load_tokenizer(path: str | os.PathLike):
 
 def convert(path: str, output: str, dtype: str = "float32",
             overwrite: bool = False, with_tokenizer: bool = True) -> None:
-  """Writes the GGUF model as a transformers directory (+ tokenizer.model)."""
+  """Writes the GGUF model as a transformers directory (+ tokenizer.model
+  and swirl_jax_source.json, written before the directory is renamed into
+  place)."""
   from swirl_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
   config, params = load(path, "float32")
-  hf.save(output, config, params, dtype=dtype, overwrite=overwrite)
-  with open(os.path.join(output, "swirl_jax_source.json"), "w") as f:
-    json.dump(provenance(path, dtype), f, indent=2)
+  extra = {"swirl_jax_source.json":
+           json.dumps(provenance(path, dtype), indent=2).encode()}
   if with_tokenizer:
-    with open(os.path.join(output, "tokenizer.model"), "wb") as f:
-      f.write(sentencepiece_proto(path))
+    extra["tokenizer.model"] = sentencepiece_proto(path)
+  hf.save(output, config, params, dtype=dtype, overwrite=overwrite,
+          extra_files=extra)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -689,7 +689,8 @@ def _shards(tensors: Mapping[str, np.ndarray], max_shard_bytes: Optional[int]
 
 def save(path: str | os.PathLike, config: TransformerConfig, params: Params,
          dtype: Any = "float32", *, overwrite: bool = False,
-         max_shard_bytes: Optional[int] = None) -> None:
+         max_shard_bytes: Optional[int] = None,
+         extra_files: Optional[Mapping[str, bytes]] = None) -> None:
   """Writes a directory `transformers.AutoModelForCausalLM.from_pretrained`
   loads (config.json + safetensors, tied embeddings).
 
@@ -707,6 +708,9 @@ def save(path: str | os.PathLike, config: TransformerConfig, params: Params,
     max_shard_bytes: if set, split into model-0000i-of-0000n.safetensors
       files of at most this many bytes (a larger tensor gets its own shard)
       plus model.safetensors.index.json.
+    extra_files: file name -> contents, written into the directory before
+      it is renamed into place (a tokenizer, provenance), so a reader never
+      sees the model without them.
   Raises:
     ValueError: bad dtype, params that do not match the config, or a config
       no transformers Gemma class expresses.
@@ -744,3 +748,9 @@ def save(path: str | os.PathLike, config: TransformerConfig, params: Params,
         json.dump(index, f, indent=2)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config, f, indent=2, sort_keys=True)
+    for name, data in (extra_files or {}).items():
+      if os.path.basename(name) != name or name in ("", ".", ".."):
+        raise ValueError(f"extra_files names must be plain file names, "
+                         f"got {name!r}.")
+      with open(os.path.join(tmp, name), "wb") as f:
+        f.write(data)
