@@ -31,6 +31,7 @@ hold accuracy with its 95% Wilson interval and n.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -143,7 +144,7 @@ def render_demonstrations(conversations: Sequence[Sequence[tuple[str, str]]]
   return "\n\n".join(parts) + "\n"
 
 
-class FewShotTask(base.Task):
+class FewShotTask(base.TaskWrapper):
   """`task` with solved demonstrations in front of every prompt.
 
   Everything but `prompt` is the wrapped task's (tools, step limit,
@@ -155,38 +156,11 @@ class FewShotTask(base.Task):
   """
 
   def __init__(self, task: base.Task, prefix: str):
-    self.inner = task
+    super().__init__(task)
     self.prefix = prefix
-    self.name = task.name
-    self.tools = task.tools
-    self.max_steps = task.max_steps
-    self.correction_instruction = task.correction_instruction
-    self.reflection_instruction = task.reflection_instruction
-
-  def __getattr__(self, attr: str) -> Any:
-    if attr == "inner":  # not set yet (e.g. while unpickling)
-      raise AttributeError(attr)
-    return getattr(self.inner, attr)
-
-  def load(self, path: str, split: str = "test") -> list[base.Example]:
-    return self.inner.load(path, split)
-
-  def generate(self, n: int, seed: int = 0,
-               split: str = "train") -> list[base.Example]:
-    return self.inner.generate(n, seed=seed, split=split)
 
   def prompt(self, example: base.Example) -> str:
     return self.prefix + self.inner.prompt(example)
-
-  def parse_answer(self, text: str) -> Optional[str]:
-    return self.inner.parse_answer(text)
-
-  def verify(self, example: base.Example,
-             answer: Optional[str]) -> base.Verdict:
-    return self.inner.verify(example, answer)
-
-  def verify_batch(self, examples, answers):
-    return self.inner.verify_batch(examples, answers)
 
 
 def few_shot_task(family: str, task: base.Task, shots: int, *,
@@ -249,7 +223,6 @@ def evaluate_family(sampler: Any, tokenizer: Any, family: str,
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   """{'accuracy': proportion_ci, 'n', 'categories': {category: count}}."""
-  import collections  # pylint: disable=g-import-not-at-top
   n = len(rows)
   return {"n": n,
           "accuracy": metrics_lib.proportion_ci(

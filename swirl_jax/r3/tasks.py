@@ -34,7 +34,7 @@ from __future__ import annotations
 import fractions
 import json
 import random
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from swirl_jax.tasks import base
 from swirl_jax.tasks import get_task
@@ -79,7 +79,7 @@ def function_signature(spec) -> str:
   return f"{spec.name}({', '.join(parts)})"
 
 
-class CompactPromptTask(base.Task):
+class CompactPromptTask(base.TaskWrapper):
   """A task with a short prompt; everything else is the wrapped task's.
 
   Countdown: the numbers, the target and the rules in three lines.
@@ -95,24 +95,7 @@ class CompactPromptTask(base.Task):
     if task.name not in R3_TASKS:
       raise ValueError(f"No compact prompt for task {task.name!r}; compact "
                        f"prompts exist for {list(R3_TASKS)}.")
-    self.inner = task
-    self.name = task.name
-    self.tools = task.tools
-    self.max_steps = task.max_steps
-    self.correction_instruction = task.correction_instruction
-    self.reflection_instruction = task.reflection_instruction
-
-  def __getattr__(self, attr: str) -> Any:
-    if attr == "inner":  # not set yet (e.g. while unpickling)
-      raise AttributeError(attr)
-    return getattr(self.inner, attr)
-
-  def load(self, path: str, split: str = "test") -> list[base.Example]:
-    return self.inner.load(path, split)
-
-  def generate(self, n: int, seed: int = 0,
-               split: str = "train") -> list[base.Example]:
-    return self.inner.generate(n, seed=seed, split=split)
+    super().__init__(task)
 
   def prompt(self, example: base.Example) -> str:
     if self.name == COUNTDOWN:
@@ -123,16 +106,6 @@ class CompactPromptTask(base.Task):
                            for s in self.inner.specs(example).values())
     return COMPACT_FUNCTION_CALLING_PROMPT.format(signatures=signatures,
                                                   query=example.question)
-
-  def parse_answer(self, text: str) -> Optional[str]:
-    return self.inner.parse_answer(text)
-
-  def verify(self, example: base.Example,
-             answer: Optional[str]) -> base.Verdict:
-    return self.inner.verify(example, answer)
-
-  def __repr__(self) -> str:
-    return f"CompactPromptTask({self.inner!r})"
 
 
 def make_task(name: str, prompt_style: str = "full", **kwargs) -> base.Task:

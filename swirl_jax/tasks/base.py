@@ -323,6 +323,51 @@ class Task(abc.ABC):
     return f"{type(self).__name__}(name={self.name!r})"
 
 
+class TaskWrapper(Task):
+  """A task that is `inner` in everything a subclass does not override
+  (class attributes copied; any other attribute looked up on `inner`).
+
+  Args:
+    task: the wrapped task.
+  """
+
+  def __init__(self, task: Task):
+    self.inner = task
+    self.name = task.name
+    self.tools = task.tools
+    self.max_steps = task.max_steps
+    self.correction_instruction = task.correction_instruction
+    self.reflection_instruction = task.reflection_instruction
+
+  def __getattr__(self, attr: str) -> Any:
+    if attr == "inner":  # not set yet (e.g. while unpickling)
+      raise AttributeError(attr)
+    return getattr(self.inner, attr)
+
+  def load(self, path: str, split: str = "test") -> list[Example]:
+    return self.inner.load(path, split)
+
+  def generate(self, n: int, seed: int = 0,
+               split: str = "train") -> list[Example]:
+    return self.inner.generate(n, seed=seed, split=split)
+
+  def prompt(self, example: Example) -> str:
+    return self.inner.prompt(example)
+
+  def parse_answer(self, text: str) -> Optional[str]:
+    return self.inner.parse_answer(text)
+
+  def verify(self, example: Example, answer: Optional[str]) -> Verdict:
+    return self.inner.verify(example, answer)
+
+  def verify_batch(self, examples: Sequence[Example],
+                   answers: Sequence[Optional[str]]) -> list[Verdict]:
+    return self.inner.verify_batch(examples, answers)
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.inner!r})"
+
+
 # ----------------------------------------------------------------------------
 # Registry.
 
