@@ -245,11 +245,24 @@ def side_by_side(args):
   rates = {}
   for impl in ("swirl_jax", "transformers"):
     print(f"== {impl} ==", flush=True)
-    out = subprocess.run([sys.executable, __file__, *argv, "--impl", impl],
-                         check=True, capture_output=True, text=True).stdout
-    print(out, end="", flush=True)
-    m = re.search(r"step time\s*:\s*([\d.]+) ms", out)
+    proc = subprocess.run([sys.executable, __file__, *argv, "--impl", impl],
+                          capture_output=True, text=True, check=False)
+    print(proc.stdout, end="", flush=True)
+    if proc.returncode != 0:
+      # A child the kernel kills for memory gets SIGKILL (-9): say so, and
+      # what to try, instead of a CalledProcessError from subprocess.
+      why = ("killed by signal 9, most likely out of memory at this batch "
+             "and sequence length; try a smaller --batch" if
+             proc.returncode == -9 else f"exit status {proc.returncode}")
+      print(f"{impl} did not finish: {why}\n{proc.stderr[-2000:]}",
+            flush=True)
+      continue
+    m = re.search(r"step time\s*:\s*([\d.]+) ms", proc.stdout)
     rates[impl] = float(m.group(1))
+  if len(rates) < 2:
+    print("ratio (transformers step / ours) : not measured (a side did not "
+          "finish)")
+    return
   print(f"ratio (transformers step / ours) : "
         f"{rates['transformers'] / rates['swirl_jax']:.2f}x")
 
