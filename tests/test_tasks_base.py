@@ -39,6 +39,16 @@ def test_split_of_is_deterministic_and_proportioned():
   assert abs(frac["test"] - 0.2) < 0.03
 
 
+def test_split_share_matches_split_of():
+  assert [base.split_share(s) for s in base.SPLITS] == pytest.approx(
+      [0.7, 0.1, 0.2])
+  keys = [f"key-{i}" for i in range(20000)]
+  test = sum(base.split_of(k) == "test" for k in keys) / len(keys)
+  assert abs(test - base.split_share("test")) < 0.02
+  with pytest.raises(ValueError, match="tset"):
+    base.split_share("tset")
+
+
 def test_content_id_and_seed_for_are_stable():
   assert base.content_id("p", "a", 1) == base.content_id("p", "a", 1)
   assert base.content_id("p", "a", 1) != base.content_id("p", "a1")

@@ -161,6 +161,16 @@ def test_generate_deterministic_disjoint_and_multi_hop():
   assert hops == {2, 3, 4}
 
 
+def test_generate_has_enough_held_out_questions_for_large_evaluations():
+  # The knowledge base grows with the split's share: 400 distinct test
+  # questions (an evaluation of the size the quickstarts report), not only
+  # as many as a train-sized knowledge base of 400 people happens to hold.
+  for split, n in (("test", 400), ("validation", 150)):
+    examples = TASK.generate(n, seed=3, split=split)
+    assert len({e.question for e in examples}) == n
+    assert {e.metadata["split"] for e in examples} == {split}
+
+
 def test_questions_are_answerable_by_chained_search():
   examples = TASK.generate(60, seed=2, split="train")
   articles = TASK.corpus(examples)

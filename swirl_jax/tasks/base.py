@@ -121,6 +121,17 @@ def split_of(key: str) -> str:
   return _SPLIT_BOUNDS[-1][0]
 
 
+def split_share(split: str) -> float:
+  """The fraction of content keys `split_of` puts in `split` (e.g. 0.2)."""
+  check_split(split)
+  low = 0.0
+  for name, bound in _SPLIT_BOUNDS:
+    if name == split:
+      return bound - low
+    low = bound
+  raise AssertionError(split)
+
+
 def check_split(split: str) -> str:
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; choose one of {list(SPLITS)}.")

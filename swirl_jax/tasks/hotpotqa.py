@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 import os
 import random
 import re
@@ -389,8 +390,10 @@ class HotpotQATask(base.Task):
 
   Args:
     max_steps: the SWiRL step limit (5 for QA).
-    num_people: size of generated knowledge bases (None: max(50, n), so
-      that there are enough questions for n).
+    num_people: size of generated knowledge bases (None: enough people for
+      n questions of the split: max(50, n) for 'train', and for the smaller
+      splits n / (3 x the split's share), e.g. 1.67 n for 'test' (20%),
+      which the ~4.5 questions per person cover with room to spare).
     prompt_style: 'full' (the SWiRL prompt) or 'compact' (one line, for
       tiny models on a CPU).
   """
@@ -431,7 +434,8 @@ class HotpotQATask(base.Task):
   def generate(self, n: int, seed: int = 0,
                split: str = "train") -> list[base.Example]:
     base.check_split(split)
-    num_people = self.num_people or max(50, n)
+    num_people = self.num_people or max(
+        50, n, math.ceil(n / (3 * base.split_share(split))))
     kb = build_knowledge_base(seed, num_people)
     questions = kb_questions(kb)
     random.Random(base.seed_for(seed, "hotpotqa-order", split)).shuffle(
