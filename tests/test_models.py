@@ -114,8 +114,9 @@ def test_left_padding_is_invisible(tiny):
   real = jax.random.randint(jax.random.key(3), (1, 10), 0, config.vocab_size)
   padded = jnp.concatenate([jnp.zeros((1, 5), jnp.int32), real], axis=1)
   mask = jnp.concatenate([jnp.zeros((1, 5), bool), jnp.ones((1, 10), bool)], 1)
-  a = model.apply({"params": params}, real)
-  b = model.apply({"params": params}, padded,
+  apply = jax.jit(model.apply)  # one compile instead of op-by-op dispatch
+  a = apply({"params": params}, real)
+  b = apply({"params": params}, padded,
                   models.positions_from_mask(mask),
                   models.causal_attention_mask(mask))
   np.testing.assert_allclose(a[0], b[0, 5:], atol=1e-5)
@@ -164,8 +165,9 @@ def test_bfloat16_compute_float32_params():
   params = models.init_params(config, jax.random.key(0))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   tokens = jnp.ones((1, 8), jnp.int32)
-  logits = models.Transformer(config).apply({"params": params}, tokens)
-  f32 = models.Transformer(config.replace(dtype="float32")).apply(
+  logits = jax.jit(models.Transformer(config).apply)({"params": params},
+                                                      tokens)
+  f32 = jax.jit(models.Transformer(config.replace(dtype="float32")).apply)(
       {"params": params}, tokens)
   assert logits.dtype == jnp.float32
   np.testing.assert_allclose(logits, f32, atol=0.1)
@@ -179,8 +181,9 @@ def test_remat_policies_give_same_gradients(tiny, policy):
     logits = models.Transformer(config, remat_policy=remat).apply(
         {"params": p}, tokens)
     return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
-  g0 = jax.grad(loss)(params, "none")
-  g1 = jax.grad(loss)(params, policy)
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  g0 = grad(params, "none")
+  g1 = grad(params, policy)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -259,16 +262,18 @@ def test_cached_decode_matches_full_forward(tiny):
   pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
   causal = jnp.arange(12)[None, :] <= jnp.arange(12)[:, None]
   p = 5
-  logits, cache = model.apply(
-      {"params": params}, tokens[:, :p], pos[:, :p],
-      jnp.broadcast_to(causal[:p], (2, p, 12)), cache, jnp.int32(0),
-      method="forward_with_cache")
+  # Jitted (two shapes: the prefill and a one-token step); op by op, the
+  # eager decode loop took most of a minute on a loaded 2-core machine.
+  step = jax.jit(lambda *a: model.apply({"params": params}, *a,
+                                        method="forward_with_cache"))
+  logits, cache = step(tokens[:, :p], pos[:, :p],
+                       jnp.broadcast_to(causal[:p], (2, p, 12)), cache,
+                       jnp.int32(0))
   steps = [logits]
   for i in range(p, 12):
-    logits, cache = model.apply(
-        {"params": params}, tokens[:, i:i + 1], pos[:, i:i + 1],
-        jnp.broadcast_to(causal[i:i + 1], (2, 1, 12)), cache, jnp.int32(i),
-        method="forward_with_cache")
+    logits, cache = step(tokens[:, i:i + 1], pos[:, i:i + 1],
+                         jnp.broadcast_to(causal[i:i + 1], (2, 1, 12)),
+                         cache, jnp.int32(i))
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full,
                              rtol=1e-4, atol=1e-4)

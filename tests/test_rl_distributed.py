@@ -29,6 +29,8 @@ CASES = ("swirl", "score1", "score2", "r3")
 STEPS = 3
 TIMEOUT = 400
 
+pytestmark = pytest.mark.xdist_group("rl_distributed")
+
 
 def _env(devices, **extra):
   env = dict(os.environ)
@@ -52,7 +54,10 @@ def _cmd(tokenizer, out, *extra):
           str(out), "--steps", str(STEPS), "--mesh", "2,2,2", *extra]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped and on one xdist worker: under --dist loadgroup a worker
+# may leave a module and come back, which rebuilt a module fixture (the
+# multi-process runs) a second time.
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
   """(one-process dir, two-process dir), both runs launched together."""
   from swirl_jax.data import demonstrations  # pylint: disable=g-import-not-at-top

@@ -18,6 +18,8 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "toy_train.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.xdist_group("training_distributed")
+
 
 def _env(devices=1, **extra):
   env = dict(os.environ)
@@ -47,7 +49,10 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped and on one xdist worker: under --dist loadgroup a worker
+# may leave a module and come back, which rebuilt a module fixture (the
+# multi-process runs) a second time.
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
   """3 steps on one device (Adam eps 1e-4, see test_mesh_...)."""
   d = tmp_path_factory.mktemp("ref")
