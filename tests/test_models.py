@@ -116,9 +116,8 @@ def test_left_padding_is_invisible(tiny):
   mask = jnp.concatenate([jnp.zeros((1, 5), bool), jnp.ones((1, 10), bool)], 1)
   apply = jax.jit(model.apply)  # one compile instead of op-by-op dispatch
   a = apply({"params": params}, real)
-  b = apply({"params": params}, padded,
-                  models.positions_from_mask(mask),
-                  models.causal_attention_mask(mask))
+  b = apply({"params": params}, padded, models.positions_from_mask(mask),
+            models.causal_attention_mask(mask))
   np.testing.assert_allclose(a[0], b[0, 5:], atol=1e-5)
 
 

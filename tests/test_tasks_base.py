@@ -40,11 +40,9 @@ def test_split_of_is_deterministic_and_proportioned():
 
 
 def test_split_share_matches_split_of():
+  # The proportions themselves: test_split_of_is_deterministic_and_proportioned.
   assert [base.split_share(s) for s in base.SPLITS] == pytest.approx(
       [0.7, 0.1, 0.2])
-  keys = [f"key-{i}" for i in range(20000)]
-  test = sum(base.split_of(k) == "test" for k in keys) / len(keys)
-  assert abs(test - base.split_share("test")) < 0.02
   with pytest.raises(ValueError, match="tset"):
     base.split_share("tset")
 
