@@ -51,7 +51,7 @@ DATA = [
 
 # Peer implementations used only by the parity tests and benchmarks.
 TEST = [
-    "pytest==9.2.0",
+    "pytest==9.1.1",  # 9.2 breaks xdist 3.8 loadgroup (pytest-xdist#1386)
     "pytest-xdist==3.8.0",  # `make test` runs on 2 workers
     "torch==2.13.0",
     "transformers==5.23.0",
@@ -67,7 +67,7 @@ setup(
     version="0.1.0",
     description="Step-wise RL (SWiRL), SCoRe and R3 for Gemma models in JAX.",
     packages=find_packages(include=["swirl_jax", "swirl_jax.*"]),
-    package_data={"swirl_jax": ["assets/*"]},
+    package_data={"swirl_jax": ["bases/*/*"]},
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={"data": DATA, "tasks": TASKS, "models": MODELS,
