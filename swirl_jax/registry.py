@@ -10,6 +10,7 @@ from typing import Any, Callable
 import gin
 
 from swirl_jax import judges, models, sharding  # noqa: F401
+from swirl_jax.bases import train as bases_train  # noqa: F401
 from swirl_jax.data import demonstrations, sources, trajectories  # noqa: F401
 from swirl_jax.evaluation import base_accuracy  # noqa: F401
 from swirl_jax.objectives import grpo, score, sft, stepwise_pg  # noqa: F401

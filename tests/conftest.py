@@ -53,6 +53,9 @@ def tiny_policy(tmp_path_factory):
 # A toy-size SWiRL experiment (tests/test_swirl_experiment.py, notebooks):
 # gin bindings on top of gin_configs/experiments/quickstart.gin.
 SWIRL_TOY_BINDINGS = [
+    # The toy run warm-starts in the run (its own tokenizer) instead of
+    # loading the packaged base, so the warm_start stage stays tested.
+    "BASE = None",
     "warm_start/swirl_jax.training.trainer.train.train_steps = 3",
     "sft/swirl_jax.training.trainer.train.train_steps = 2",
     "swirl/swirl_jax.training.trainer.train.train_steps = 2",

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from swirl_jax.evaluation import majority_vote, mean_ci, proportion_ci, write_report
+from swirl_jax.evaluation.metrics import paired_difference, sign_test_p
 
 
 def test_wilson_interval_known_values():
@@ -32,6 +33,53 @@ def test_mean_ci():
   big = mean_ci([0.0, 1.0] * 50)
   assert big["high"] - big["value"] == pytest.approx(
       1.96 * 0.50252 / 10, rel=1e-3)
+
+
+def _outcomes(both, a_only, b_only, neither):
+  a = [1] * both + [1] * a_only + [0] * b_only + [0] * neither
+  b = [1] * both + [0] * a_only + [1] * b_only + [0] * neither
+  return a, b
+
+
+def test_paired_difference_matches_the_paired_normal_interval_at_large_n():
+  # Strongly correlated outcomes: the interval must use the pairing (the
+  # independent-samples interval would be about 6x wider here).
+  both, a_only, b_only, neither = 900, 20, 60, 1020
+  n = both + a_only + b_only + neither
+  r = paired_difference(*_outcomes(both, a_only, b_only, neither))
+  diff = (a_only - b_only) / n
+  half = 1.96 * math.sqrt(((a_only + b_only) / n - diff ** 2) / n)
+  assert r["value"] == pytest.approx(diff)
+  assert r["low"] == pytest.approx(diff - half, abs=2e-3)
+  assert r["high"] == pytest.approx(diff + half, abs=2e-3)
+  assert (r["n"], r["a_only"], r["b_only"]) == (n, a_only, b_only)
+  assert r["p_value"] < 1e-4
+
+
+def test_paired_difference_small_and_degenerate_cases():
+  r = paired_difference(*_outcomes(3, 5, 0, 12))
+  # One model never right alone: the interval keeps a width and holds 0
+  # only when the evidence is weak.
+  assert r["low"] < r["value"] < r["high"]
+  assert r["low"] > 0.0
+  swapped = paired_difference(*reversed(_outcomes(3, 5, 0, 12)))
+  assert swapped["value"] == -r["value"]
+  assert swapped["low"] == pytest.approx(-r["high"])
+  assert swapped["high"] == pytest.approx(-r["low"])
+  same = paired_difference([1, 0, 1], [1, 0, 1])
+  assert same["value"] == 0.0 and same["low"] <= 0.0 <= same["high"]
+  assert same["p_value"] == 1.0
+  assert -1.0 <= paired_difference([1] * 4, [0] * 4)["low"]
+  with pytest.raises(ValueError, match="shapes"):
+    paired_difference([1, 0], [1])
+
+
+def test_sign_test_p_known_values():
+  assert sign_test_p(0, 0) == 1.0
+  assert sign_test_p(5, 0) == pytest.approx(2 / 32)
+  # 16 vs 10 discordant: the R3 README's p = 0.33.
+  assert sign_test_p(16, 10) == pytest.approx(0.3269, abs=1e-3)
+  assert sign_test_p(10, 16) == sign_test_p(16, 10)
 
 
 def test_majority_vote():

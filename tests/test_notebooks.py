@@ -141,8 +141,7 @@ def test_gemma_checkpoints_notebook_runs(kernel_spec_dir, tmp_path):
 def test_quickstart_notebook_runs_on_a_toy_experiment(kernel_spec_dir,
                                                      swirl_toy_run):
   workdir, payload = swirl_toy_run
-  task = sorted(payload["trained_on"][m] for m in payload["trained_on"]
-                if payload["trained_on"][m])[0]
+  task = sorted(t["task"] for t in payload["trained_on"].values() if t)[0]
   nb = inject_parameters(_read("quickstart.ipynb"), WORKDIR=workdir,
                          TASK=task, NUM_QUESTIONS=1, MAX_STEPS=1,
                          MAX_NEW_TOKENS=16, MAX_CONTEXT_TOKENS=320)

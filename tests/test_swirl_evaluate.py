@@ -25,11 +25,20 @@ def test_evaluate_policy_and_report(setup, tmp_path):
     assert 0.0 <= r["process_label"]["value"] <= 1.0
     # A random model answers nothing correctly and writes malformed steps.
     assert r["accuracy"]["value"] == 0.0
-  # Held-out: the evaluated questions come from the test split.
+    assert r["correct"] == {t.example_id: t.correct
+                            for t in r["trajectories"]}
+  # Held-out: the evaluated questions come from the test split, with a seed
+  # fixed by the task's name (the same questions whatever the task list).
+  from swirl_jax.swirl.evaluate import task_seed
   from swirl_jax.tasks import get_task
-  test_ids = {e.id for e in get_task("gsm8k").generate(3, seed=0,
-                                                       split="test")}
+  test_ids = {e.id for e in get_task("gsm8k").generate(
+      3, seed=task_seed(0, "gsm8k"), split="test")}
   assert {t.example_id for t in results["gsm8k"]["trajectories"]} == test_ids
+  alone = evaluate_policy(config, params, tokenizer, task_names=("hotpotqa",),
+                          num_questions=3, prompt_style="compact",
+                          max_new_tokens=12, max_steps=1)
+  assert set(alone["hotpotqa"]["correct"]) == set(
+      results["hotpotqa"]["correct"])
   table = {"base": {k: v["accuracy"] for k, v in results.items()}}
   paths = write_report(str(tmp_path), {"accuracy": table}, title="SWiRL")
   assert "| base |" in open(paths["md"]).read()

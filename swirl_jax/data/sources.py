@@ -36,12 +36,16 @@ def tokenizer_path_for(workdir: str, path: Optional[str] = None,
                        ) -> str:
   """The tokenizer to use: `path` if given, else the workdir's tiny one.
 
-  path: a SentencePiece model, or 'gguf:FILE' (the vocabulary of a Gemma GGUF
-  file, rebuilt once as a SentencePiece model; its path is returned).
+  path: a SentencePiece model, 'gguf:FILE' (the vocabulary of a Gemma GGUF
+  file, rebuilt once as a SentencePiece model; its path is returned), or
+  'base:NAME' / 'base:DIR' (the tokenizer of a `swirl_jax.bases` base).
   """
   if path and path.startswith("gguf:"):
     from swirl_jax.checkpoints import gguf  # pylint: disable=g-import-not-at-top
     return gguf.sentencepiece_model(path[len("gguf:"):])
+  if path and path.startswith("base:"):
+    from swirl_jax import bases  # pylint: disable=g-import-not-at-top
+    return bases.tokenizer_path(path)
   if path:
     if not os.path.exists(path) and "://" not in path:
       raise FileNotFoundError(f"Tokenizer {path!r} does not exist.")

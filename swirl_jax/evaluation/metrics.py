@@ -4,6 +4,9 @@
   behaves at 0 and 1 and for small n where the normal interval does not.
 * `mean_ci`: a mean with a normal-approximation interval (Student t for
   small n), for rewards and label rates averaged over steps.
+* `paired_difference`: two models' accuracy on the same questions, the
+  difference with Newcombe's score interval for paired proportions and the
+  exact sign test on the discordant questions (`sign_test_p`).
 * `majority_vote`: the most frequent answer (ties: the first reached).
 """
 
@@ -64,6 +67,60 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
     crit = _z(level)
   return {"value": mean, "low": mean - crit * sem, "high": mean + crit * sem,
           "n": n}
+
+
+def sign_test_p(a_only: int, b_only: int) -> float:
+  """Exact two-sided binomial (sign / McNemar) test of a_only vs b_only,
+  the questions only one of two models gets right (1.0 when both are 0)."""
+  if a_only < 0 or b_only < 0:
+    raise ValueError(f"Need counts >= 0, got {a_only}, {b_only}.")
+  k, n = min(a_only, b_only), a_only + b_only
+  if n == 0:
+    return 1.0
+  tail = sum(math.comb(n, j) for j in range(k + 1)) / 2.0 ** n
+  return min(1.0, 2.0 * tail)
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool],
+                      level: float = 0.95) -> dict[str, float]:
+  """Accuracy of A minus accuracy of B on the same n questions.
+
+  a[i], b[i]: whether A and B answered question i correctly.
+  The interval is Newcombe's (1998, method 10): the Wilson intervals of the
+  two rates combined with the correlation of the paired outcomes; unlike
+  the normal interval it stays inside [-1, 1] and does not collapse to a
+  point when one model is never right alone.
+
+  Returns {'value', 'low', 'high', 'n', 'a_only', 'b_only', 'p_value'}:
+  p_value is the exact two-sided sign test of a_only vs b_only.
+  """
+  a = np.asarray(a, bool)
+  b = np.asarray(b, bool)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"Need two equal-length 1-D outcome lists, got shapes "
+                     f"{a.shape} and {b.shape}.")
+  n = int(a.size)
+  a_only, b_only = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+  if n == 0:
+    return {"value": float("nan"), "low": -1.0, "high": 1.0, "n": 0,
+            "a_only": 0, "b_only": 0, "p_value": 1.0}
+  both, neither = int(np.sum(a & b)), int(np.sum(~a & ~b))
+  ra, rb = proportion_ci(int(a.sum()), n, level), proportion_ci(
+      int(b.sum()), n, level)
+  pa, pb = ra["value"], rb["value"]
+  denom = math.sqrt(float((both + a_only) * (b_only + neither) *
+                          (both + b_only) * (a_only + neither)))
+  phi = (both * neither - a_only * b_only) / denom if denom else 0.0
+  low_gap = math.sqrt(max(0.0, (pa - ra["low"]) ** 2 - 2 * phi *
+                          (pa - ra["low"]) * (rb["high"] - pb) +
+                          (rb["high"] - pb) ** 2))
+  high_gap = math.sqrt(max(0.0, (ra["high"] - pa) ** 2 - 2 * phi *
+                           (ra["high"] - pa) * (pb - rb["low"]) +
+                           (pb - rb["low"]) ** 2))
+  diff = pa - pb
+  return {"value": diff, "low": max(-1.0, diff - low_gap),
+          "high": min(1.0, diff + high_gap), "n": n, "a_only": a_only,
+          "b_only": b_only, "p_value": sign_test_p(a_only, b_only)}
 
 
 def majority_vote(answers: Sequence[Optional[Hashable]]

@@ -19,7 +19,6 @@ directly.
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any, Mapping, Sequence
 
 from swirl_jax.evaluation import metrics as metrics_lib
@@ -133,12 +132,10 @@ def paired_comparison(rows_a: Sequence[Mapping[str, Any]],
                      f"({len(set(a) ^ set(b))} ids differ).")
   a_only = sum(a[i] and not b[i] for i in a)
   b_only = sum(b[i] and not a[i] for i in a)
-  k, n = min(a_only, b_only), a_only + b_only
-  tail = sum(math.comb(n, j) for j in range(k + 1)) / 2.0 ** n if n else 0.5
   return {"n": len(a), "both": sum(a[i] and b[i] for i in a),
           "neither": sum(not a[i] and not b[i] for i in a),
           "a_only": a_only, "b_only": b_only,
-          "p_value": min(1.0, 2.0 * tail)}
+          "p_value": metrics_lib.sign_test_p(a_only, b_only)}
 
 
 def evaluate_model(config, params, tokenizer, examples_by_task: Mapping[

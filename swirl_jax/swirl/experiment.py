@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 
@@ -93,6 +93,7 @@ def swirl_experiment(
     judge_fn: Callable[[], Any] = default_judge,
     filter_strategy: str = "process",
     compare_filters: Sequence[str] = (),
+    compared_eval: str = "all",
     questions_per_task: Optional[int] = 100,
     samples_per_question: int = 5,
     max_steps: Optional[int] = None,
@@ -127,6 +128,9 @@ def swirl_experiment(
       (none | process | outcome | process_and_outcome; paper: process).
     compare_filters: more filters to train SWiRL with on the same
       trajectories (reported as 'SWiRL [task, filter]').
+    compared_eval: where the compare_filters models are evaluated: 'all'
+      (every eval task) or 'in_domain' (their training task only, for a
+      budget).
     questions_per_task / samples_per_question: stage-1 size (paper: 5
       samples per question; questions_per_task None: the whole train split
       of a real dataset).
@@ -154,6 +158,9 @@ def swirl_experiment(
   """
   from swirl_jax.swirl import evaluate, stepwise, synthesis  # pylint: disable=g-import-not-at-top
   filters.check_filter(filter_strategy)
+  if compared_eval not in ("all", "in_domain"):
+    raise ValueError("swirl_experiment.compared_eval must be 'all' or "
+                     f"'in_domain', got {compared_eval!r}.")
   for f in compare_filters:
     filters.check_filter(f)
   for name, value in (("questions_per_task", questions_per_task),
@@ -190,6 +197,7 @@ def swirl_experiment(
                 data_paths=dict(data_paths or {}))
   models: dict[str, str] = {BASE: init_from}  # label -> checkpoint
   trained_on: dict[str, Optional[str]] = {BASE: None}
+  filter_of: dict[str, Optional[str]] = {BASE: None}
   statistics: dict[str, Any] = {}
   skipped: dict[str, str] = {}
   for i, task in enumerate(train_tasks):
@@ -228,6 +236,7 @@ def swirl_experiment(
                                            tokenizer.path),
           objective="sft", init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
+      filter_of[label] = filter_strategy
 
     for f, data_dir in data_dirs.items():
       name = f"swirl_{task}" if f == filter_strategy else f"swirl_{task}_{f}"
@@ -242,14 +251,19 @@ def swirl_experiment(
           dataset_fn=_states_dataset_fn(data_dir, states_per_step),
           objective="stepwise_pg", batch_fn=builder, init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
+      filter_of[label] = f
 
   results: dict[str, Any] = {}
   for k, (label, ckpt) in enumerate(models.items()):
-    def evaluate_stage(d, ckpt=ckpt):
+    compared = filter_of[label] not in (None, filter_strategy)
+    tasks_here = ((trained_on[label],) if compared and
+                  compared_eval == "in_domain" else tuple(eval_tasks))
+
+    def evaluate_stage(d, ckpt=ckpt, tasks_here=tasks_here):
       params = (base_params if ckpt == init_from
                 else stages.load_policy(model_config, ckpt, seed))
       result = evaluate.evaluate_policy(
-          model_config, params, tokenizer, task_names=tuple(eval_tasks),
+          model_config, params, tokenizer, task_names=tasks_here,
           num_questions=eval_questions, judge=judge, seed=seed + 5000,
           **common)
       from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
@@ -259,21 +273,90 @@ def swirl_experiment(
       return {"tasks": _result_json(result)}
     results[label] = stages.run_stage(
         workdir, f"eval_{k}_{_slug(label)}", evaluate_stage)["tasks"]
+  from swirl_jax import bases  # pylint: disable=g-import-not-at-top
   return write_swirl_report(workdir, results, trained_on, statistics,
-                            models, skipped)
+                            models, skipped, filter_of=filter_of,
+                            main_filter=filter_strategy,
+                            base=bases.describe(init_from))
 
 
 def _slug(label: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
 
+BASE_RANGE = (0.10, 0.60)
+
+
+def swirl_headline(results: Mapping[str, Any],
+                   trained_on: Mapping[str, Optional[str]],
+                   filter_of: Mapping[str, Optional[str]],
+                   main_filter: str) -> list[dict[str, Any]]:
+  """The SWiRL quickstart's claims (`evaluation.headline`), from the
+  evaluation results of every model on the same held-out questions.
+
+  Per evaluation task: the base answers between 10% and 60%. Per training
+  task T, for the model trained with `main_filter`: in-domain accuracy above
+  the base (paired 95% interval above 0); at least as good as the SFT
+  baseline on the same data (point estimate >= 0); above the base on every
+  other task (cross-task, point estimate > 0); the mean process label above
+  the base's in-domain (point estimate > 0).
+  """
+  from swirl_jax.evaluation import headline as hl  # pylint: disable=g-import-not-at-top
+  out = []
+  base = results.get(BASE, {})
+  for task, r in base.items():
+    lo, hi = BASE_RANGE
+    out.append(hl.claim(
+        f"the base answers between {lo:.0%} and {hi:.0%} on {task}",
+        "accuracy (base)", r["accuracy"],
+        lo <= r["accuracy"]["value"] <= hi))
+  for label, task in trained_on.items():
+    if task is None or not label.startswith("SWiRL") or (
+        filter_of.get(label) != main_filter):
+      continue
+    mine = results[label]
+    diff = hl.paired(mine[task]["correct"], base[task]["correct"])
+    out.append(hl.claim(
+        f"{label} above the base in-domain on {task} (95% interval above 0)",
+        "accuracy difference (SWiRL - base), paired", diff, diff["low"] > 0))
+    sft = f"SFT [{task}]"
+    if sft in results:
+      diff = hl.paired(mine[task]["correct"], results[sft][task]["correct"])
+      out.append(hl.claim(
+          f"{label} at least as good as {sft} on {task}",
+          "accuracy difference (SWiRL - SFT), paired", diff,
+          diff["value"] >= 0))
+    for other in mine:
+      if other != task:
+        diff = hl.paired(mine[other]["correct"], base[other]["correct"])
+        out.append(hl.claim(
+            f"{label} above the base cross-task on {other}",
+            "accuracy difference (SWiRL - base), paired", diff,
+            diff["value"] > 0))
+    diff = hl.independent_difference(mine[task]["process_label"],
+                                     base[task]["process_label"])
+    out.append(hl.claim(
+        f"{label} raises the mean process label on {task}",
+        "mean process label difference (SWiRL - base), over steps", diff,
+        diff["value"] > 0))
+  return out
+
+
 def write_swirl_report(workdir: str, results: dict[str, Any],
                        trained_on: dict[str, Optional[str]],
                        statistics: dict[str, Any],
                        models: dict[str, str],
-                       skipped: Optional[dict[str, str]] = None
+                       skipped: Optional[dict[str, str]] = None,
+                       filter_of: Optional[Mapping[str, Optional[str]]] = None,
+                       main_filter: str = "process",
+                       base: Optional[dict[str, Any]] = None
                        ) -> dict[str, Any]:
-  """report.json / report.md / PNGs of the SWiRL experiment; prints a table."""
+  """report.json / report.md / PNGs of the SWiRL experiment; prints a table.
+
+  filter_of: model label -> the filter its training data passed (None for
+  the base); with main_filter it gives the headline (`swirl_headline`).
+  base: what the starting policy was (`bases.describe`), when a base.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
@@ -298,7 +381,13 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
   filter_table = {
       task: {f: s["kept_per_filter"][f] for f in filters.FILTERS}
       for task, s in statistics.items()}
-  extra = {"trained_on": trained_on, "settings": settings,
+  filter_of = dict(filter_of or {})
+  headline = swirl_headline(results, trained_on, filter_of, main_filter)
+  extra = {"headline": headline,
+           "trained_on": {m: None if t is None else
+                          {"task": t, "filter": filter_of.get(m)}
+                          for m, t in trained_on.items()},
+           "settings": settings, "base": base,
            "filter_statistics": filter_table,
            "stage1_accuracy": {t: s.get("accuracy")
                                for t, s in statistics.items()},
@@ -317,7 +406,18 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
   with open(paths["md"], "a") as f:
     for key, path in curves.items():
       f.write(f"![learning curve {key}]({os.path.basename(path)})\n")
+  with open(paths["md"], "a") as f:
+    f.write("\n## Headline\n\n| claim | metric | value [95% interval] | n | "
+            "holds |\n|---|---|---|---|---|\n")
+    for c in headline:
+      f.write(f"| {c['claim']} | {c['metric']} | {c['value']:+.3f} "
+              f"[{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | "
+              f"{'yes' if c['holds'] else 'no'} |\n")
   print(report.markdown_table(accuracy, "accuracy (95% interval)"))
+  for c in headline:
+    print(f"{'HOLDS' if c['holds'] else 'fails'}: {c['claim']}: "
+          f"{c['value']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}], "
+          f"n={c['n']}")
   print(report.markdown_table(process, "mean process label (95% interval)"))
   print(f"report: {paths['md']} (and report.json, "
         f"{', '.join(os.path.basename(p) for p in list(paths.values())[2:])}"

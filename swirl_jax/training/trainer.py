@@ -75,8 +75,9 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
   init_from: None (random, from rng); 'hf:DIR' (Hugging Face directory);
   'kaggle:DIR' (official Flax/Orbax Gemma layout); 'gguf:FILE' (a llama.cpp
   GGUF file, dequantised to config.param_dtype; FILE may also name a
-  packaged file, see `checkpoints.gguf.resolve_path`); or a swirl_jax
-  workdir (the params of its latest checkpoint).
+  packaged file, see `checkpoints.gguf.resolve_path`); 'base:NAME' or
+  'base:DIR' (a small trained starting policy, `swirl_jax.bases`); or a
+  swirl_jax workdir (the params of its latest checkpoint).
   """
   if not init_from:
     return jax.jit(lambda r: _unbox(_boxed_init(config, r)),
@@ -84,6 +85,11 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
   if init_from.startswith("hf:"):
     from swirl_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
     loaded_config, params = hf.load(init_from[3:])
+    _check_same(loaded_config, config, init_from)
+    return jax.device_put(params, shardings)
+  if init_from.startswith("base:"):
+    from swirl_jax import bases  # pylint: disable=g-import-not-at-top
+    loaded_config, params = bases.load(init_from, config.param_dtype)
     _check_same(loaded_config, config, init_from)
     return jax.device_put(params, shardings)
   if init_from.startswith("gguf:"):
@@ -101,7 +107,8 @@ def load_initial_params(init_from: Optional[str], config: TransformerConfig,
       raise FileNotFoundError(
           f"init_from={init_from!r}: no checkpoint under "
           f"{os.path.join(init_from, 'checkpoints')} (use 'hf:DIR', "
-          "'kaggle:DIR' or 'gguf:FILE' for imported checkpoints).")
+          "'kaggle:DIR', 'gguf:FILE' or 'base:NAME' for imported "
+          "checkpoints).")
     ckpt.check_compatible(config)
     return ckpt.restore_params(shardings)
   finally:
