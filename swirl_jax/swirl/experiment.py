@@ -94,6 +94,7 @@ def swirl_experiment(
     filter_strategy: str = "process",
     compare_filters: Sequence[str] = (),
     compared_eval: str = "all",
+    compare_on: Optional[Sequence[str]] = None,
     questions_per_task: Optional[int] = 100,
     samples_per_question: int = 5,
     max_steps: Optional[int] = None,
@@ -107,6 +108,7 @@ def swirl_experiment(
     states_per_step: int = 8,
     action_temperature: float = 1.0,
     eval_questions: Optional[int] = 64,
+    eval_split: str = "test",
     data_paths: Optional[dict[str, Any]] = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -128,6 +130,9 @@ def swirl_experiment(
       (none | process | outcome | process_and_outcome; paper: process).
     compare_filters: more filters to train SWiRL with on the same
       trajectories (reported as 'SWiRL [task, filter]').
+    compare_on: the train tasks whose data the compare_filters runs train
+      on (None: every train task; e.g. only the task where the filters
+      keep different trajectories, for a budget).
     compared_eval: where the compare_filters models are evaluated: 'all'
       (every eval task) or 'in_domain' (their training task only, for a
       budget).
@@ -147,6 +152,9 @@ def swirl_experiment(
     action_temperature: stage-2 sampling temperature.
     eval_questions: held-out questions per evaluation task (None: the
       whole test split of a real dataset).
+    eval_split: the split every model is evaluated on: 'test' (the held-out
+      questions of the report) or 'validation' (for choosing settings
+      without looking at the test questions; the report says which).
     data_paths: task name -> real dataset in its published format: a
       {'train': FILE, 'test': FILE} dict, a TFDS directory (both splits,
       e.g. {'gsm8k': '/data/tfds'}), or one file for an evaluation-only
@@ -163,6 +171,14 @@ def swirl_experiment(
                      f"'in_domain', got {compared_eval!r}.")
   for f in compare_filters:
     filters.check_filter(f)
+  compare_on = tuple(train_tasks if compare_on is None else compare_on)
+  unknown = [t for t in compare_on if t not in train_tasks]
+  if unknown:
+    raise ValueError(f"swirl_experiment.compare_on names {unknown[0]!r}, "
+                     f"which is not a train task {tuple(train_tasks)}.")
+  if eval_split not in ("test", "validation"):
+    raise ValueError("swirl_experiment.eval_split must be 'test' or "
+                     f"'validation', got {eval_split!r}.")
   for name, value in (("questions_per_task", questions_per_task),
                       ("eval_questions", eval_questions),
                       ("samples_per_question", samples_per_question),
@@ -214,7 +230,7 @@ def swirl_experiment(
     synth.pop("seconds", None)
     synth_dir = stages.stage_dir(workdir, f"synthesis_{task}")
     data_dirs = {filter_strategy: os.path.join(synth_dir, "data")}
-    for f in compare_filters:
+    for f in (compare_filters if task in compare_on else ()):
       if f != filter_strategy:
         out = os.path.join(synth_dir, f"data_{f}")
         refiltered = stages.run_stage(
@@ -265,6 +281,7 @@ def swirl_experiment(
       result = evaluate.evaluate_policy(
           model_config, params, tokenizer, task_names=tasks_here,
           num_questions=eval_questions, judge=judge, seed=seed + 5000,
+          split=eval_split,
           **common)
       from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
       for task, r in result.items():
@@ -277,7 +294,8 @@ def swirl_experiment(
   return write_swirl_report(workdir, results, trained_on, statistics,
                             models, skipped, filter_of=filter_of,
                             main_filter=filter_strategy,
-                            base=bases.describe(init_from))
+                            base=bases.describe(init_from),
+                            eval_split=eval_split)
 
 
 def _slug(label: str) -> str:
@@ -349,13 +367,14 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
                        skipped: Optional[dict[str, str]] = None,
                        filter_of: Optional[Mapping[str, Optional[str]]] = None,
                        main_filter: str = "process",
-                       base: Optional[dict[str, Any]] = None
-                       ) -> dict[str, Any]:
+                       base: Optional[dict[str, Any]] = None,
+                       eval_split: str = "test") -> dict[str, Any]:
   """report.json / report.md / PNGs of the SWiRL experiment; prints a table.
 
   filter_of: model label -> the filter its training data passed (None for
   the base); with main_filter it gives the headline (`swirl_headline`).
   base: what the starting policy was (`bases.describe`), when a base.
+  eval_split: the split the evaluation questions came from.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
@@ -387,7 +406,7 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
            "trained_on": {m: None if t is None else
                           {"task": t, "filter": filter_of.get(m)}
                           for m, t in trained_on.items()},
-           "settings": settings, "base": base,
+           "settings": settings, "base": base, "eval_split": eval_split,
            "filter_statistics": filter_table,
            "stage1_accuracy": {t: s.get("accuracy")
                                for t, s in statistics.items()},

@@ -107,6 +107,7 @@ class StepwiseBatchBuilder:
     out = self.sampler.generate(
         prompts, self.max_new_tokens, temperature=self.temperature,
         top_p=self.top_p, seed=hash((self.seed, int(step))) % (2 ** 31),
+        group_size=g,
         **({"row_ids": range(first * g, (first + len(records)) * g)}
            if keyed else {}))
     stops = {self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}
