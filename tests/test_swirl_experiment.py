@@ -41,6 +41,7 @@ def test_toy_experiment_writes_report_and_resumes(swirl_toy_run, toy_config,
   # which skips that comparison run instead of failing the experiment.
   assert payload["skipped"] == {
       "SWiRL [hotpotqa, process]": "the filter kept no trajectory"}
+  assert payload["eval_split"] == "test"  # the held-out questions
   assert set(payload["filter_statistics"]["hotpotqa"]) == {
       "none", "process", "outcome", "process_and_outcome"}
   for name in ("report.json", "report.md", "accuracy.png",
@@ -70,6 +71,11 @@ def test_bad_experiment_values_name_the_binding(tmp_path, toy_config):
     swirl_experiment(str(tmp_path), samples_per_question=0)
   with pytest.raises(ValueError, match="'best'"):
     swirl_experiment(str(tmp_path), filter_strategy="best")
+  with pytest.raises(ValueError, match="'dev'"):
+    swirl_experiment(str(tmp_path), eval_split="dev")
+  with pytest.raises(ValueError, match="compare_on names 'gsm8k'"):
+    swirl_experiment(str(tmp_path), train_tasks=("hotpotqa",),
+                     compare_on=("gsm8k",))
   assert not os.listdir(tmp_path)
 
 
