@@ -147,6 +147,27 @@ def test_report_files(setup, tmp_path):
   assert "## Grading\n\n- function_calling: `strict` (R3's rule: " in md
 
 
+def test_r3_headline_rules():
+  from swirl_jax.r3 import report  # pylint: disable=g-import-not-at-top
+  # 400 queries: the trained model fixes 30 second attempts and breaks 10
+  # (p ~ 0.002); its first attempts are the vanilla model's.
+  vanilla = [{"id": str(i), "correct1": i < 100, "correct2": i < 150}
+             for i in range(400)]
+  trained = [{"id": str(i), "correct1": i < 100,
+              "correct2": 10 <= i < 180} for i in range(400)]
+  t2, t1 = report.r3_headline(vanilla, trained)
+  assert t2["holds"] and t2["value"] == pytest.approx(20 / 400)
+  assert t2["n"] == 400 and t2["low"] > 0
+  assert t1["holds"] and t1["value"] == 0.0
+  # The same effect on 200 queries is too few for the claim.
+  t2, _ = report.r3_headline(vanilla[:200], trained[:200])
+  assert not t2["holds"]
+  # A first attempt 20 points lower fails the second claim.
+  worse = [dict(r, correct1=r["correct1"] and int(r["id"]) >= 80)
+           for r in trained]
+  assert not report.r3_headline(vanilla, worse)[1]["holds"]
+
+
 def test_paired_comparison_sign_test():
   a = [{"id": str(i), "correct2": c} for i, c in enumerate(
       [True, True, False, False, True, False, False, False])]
@@ -157,5 +178,5 @@ def test_paired_comparison_sign_test():
   # Exact two-sided sign test on 1 vs 4 discordant: 2 * P(X <= 1), n = 5.
   assert p["p_value"] == pytest.approx(2 * (1 + 5) / 32)
   assert evaluation.paired_comparison(a, a)["p_value"] == 1.0
-  with pytest.raises(ValueError, match="different queries"):
+  with pytest.raises(ValueError, match="different items"):
     evaluation.paired_comparison(a, b[:-1])

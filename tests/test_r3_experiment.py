@@ -58,6 +58,13 @@ def test_toy_experiment_writes_report_and_resumes(tmp_path, config):
   assert report["grpo_batches"]["count"] == 1  # steps 0-1: one sample
   assert report["failure_dataset"]["total_failures"] >= 1
   assert report["grading"] == {"function_calling": "strict"}  # R3's rule
+  # The headline: pooled over both tasks (6 queries), too few to hold.
+  t2, t1 = report["headline"]
+  assert report["eval_split"] == "test"
+  assert (t2["n"], t1["n"]) == (6, 6) and not t2["holds"]
+  assert t2["value"] == pytest.approx(
+      report["tables"]["accuracy@t2"]["trained"]["all"]["value"] -
+      report["tables"]["accuracy@t2"]["vanilla"]["all"]["value"])
   grpo = stages.stage_result(workdir, "grpo")
   assert grpo["last_step"] == 2
   for label in ("vanilla", "trained"):
@@ -88,4 +95,7 @@ def test_bad_task_settings_fail_before_any_stage(tmp_path, config):
   with pytest.raises(ValueError, match="no reflection_instruction"):
     experiment.r3_experiment(str(tmp_path), model_config=config,
                              tasks=("gsm8k",))
+  with pytest.raises(ValueError, match="'dev'"):
+    experiment.r3_experiment(str(tmp_path), model_config=config,
+                             eval_split="dev")
   assert not os.listdir(tmp_path)

@@ -80,6 +80,16 @@ def test_toy_experiment_writes_report_and_resumes(tmp_path, toy_config,
   rows = [json.loads(line) for line in
           open(os.path.join(workdir, "stage2", "metrics.jsonl"))]
   assert rows[-1]["step"] == 2 and "shaped_reward2" in rows[-1]
+  # The headline: one claim per rule, over the pooled held-out problems.
+  head = report["headline"]
+  assert report["eval_split"] == "test"
+  assert head == out["headline"]
+  assert [c["metric"].split(" (")[0] for c in head[:3]] == [
+      "Delta = Acc@t2 - Acc@t1", "Delta = Acc@t2 - Acc@t1",
+      "Delta_i->c - Delta_c->i"]
+  assert [c["n"] for c in head] == [3] * len(head)  # held-out problems
+  assert head[1]["value"] == pytest.approx(
+      results["score"]["math_small"]["delta"]["value"])
   # A rerun reuses every finished stage and reports the same numbers.
   capsys.readouterr()
   again = registry.run(workdir)
@@ -135,6 +145,8 @@ def test_bad_values_name_the_argument(tmp_path, toy_config):
     experiment.score_experiment(str(tmp_path), ablations=("no_kl",))
   with pytest.raises(ValueError, match="stage2_steps"):
     experiment.score_experiment(str(tmp_path), stage2_steps=0)
+  with pytest.raises(ValueError, match="'dev'"):
+    experiment.score_experiment(str(tmp_path), eval_split="dev")
   assert not os.listdir(tmp_path)
 
 
@@ -145,6 +157,31 @@ def _ep(example_id, y1, r1, y2, r2):
       sample_index=0, prompt=f"x{example_id}", instruction="p",
       y1=turn(y1), y2=turn(y2), answer1=None, answer2=None,
       verdict1=Verdict(bool(r1), "x"), verdict2=Verdict(bool(r2), "x"))
+
+
+def test_score_headline_rules():
+  # 10 problems: the base never changes its answer; SCoRe fixes 3 wrong
+  # first attempts and breaks 1 right one; STaR's second attempts are
+  # right on 5 (SCoRe's on 6).
+  base = {str(i): (i < 4, i < 4) for i in range(10)}
+  score = {str(i): (i < 4, (i < 4 and i != 0) or 4 <= i < 7)
+           for i in range(10)}
+  star = {str(i): (False, i < 5) for i in range(10)}
+  head = experiment.score_headline(
+      {"base": base, "score": score, "star": star})
+  assert [c["holds"] for c in head] == [True, False, True, True]
+  assert head[0]["value"] == 0.0 and head[0]["n"] == 10
+  assert head[1]["value"] == pytest.approx(0.2)
+  assert head[1]["low"] < 0 < head[1]["high"]  # n=10: not above 0
+  assert head[2]["value"] == pytest.approx(0.3 - 0.1)
+  assert "0.300" in head[2]["claim"] and "0.100" in head[2]["claim"]
+  assert head[3]["value"] == pytest.approx(0.1)
+  # 100 times the evidence: the interval leaves 0.
+  many = lambda d: {f"{k}/{j}": v for k, v in d.items() for j in range(100)}  # noqa: E731
+  head = experiment.score_headline({"base": many(base), "score": many(score)})
+  assert [c["holds"] for c in head] == [True, True, True]
+  with pytest.raises(ValueError, match="different items"):
+    experiment.score_headline({"score": score, "star": {"0": (1, 1)}})
 
 
 def test_star_and_pair_sft_data():

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from swirl_jax.evaluation import metrics
 
-Z95 = 1.959964
+Z95 = metrics.z_value(0.95)
 
 
 def claim(text: str, metric: str, result: Mapping[str, Any],
@@ -35,10 +35,10 @@ def paired(correct_a: Mapping[str, bool], correct_b: Mapping[str, bool]
   answered ({question id: correct} maps of the same evaluation).
 
   Raises:
-    ValueError: the two maps cover different questions.
+    ValueError: the two maps cover different items (questions, queries).
   """
   if set(correct_a) != set(correct_b):
-    raise ValueError(f"The two evaluations cover different questions "
+    raise ValueError(f"The two evaluations cover different items "
                      f"({len(set(correct_a) ^ set(correct_b))} ids differ).")
   ids = sorted(correct_a)
   return metrics.paired_difference([correct_a[i] for i in ids],
@@ -59,3 +59,22 @@ def independent_difference(a: Mapping[str, Any], b: Mapping[str, Any]
 
 def all_hold(headline: Sequence[Mapping[str, Any]]) -> bool:
   return all(c["holds"] for c in headline)
+
+
+def markdown(headline: Sequence[Mapping[str, Any]]) -> str:
+  """The headline as a markdown section (one row per claim)."""
+  rows = ["", "## Headline", "",
+          "| claim | metric | value [95% interval] | n | holds |",
+          "|---|---|---|---|---|"]
+  for c in headline:
+    rows.append(f"| {c['claim']} | {c['metric']} | {c['value']:+.3f} "
+                f"[{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | "
+                f"{'yes' if c['holds'] else 'no'} |")
+  return "\n".join(rows) + "\n"
+
+
+def summary_lines(headline: Sequence[Mapping[str, Any]]) -> list[str]:
+  """One printed line per claim: HOLDS / fails, the claim, its figures."""
+  return [f"{'HOLDS' if c['holds'] else 'fails'}: {c['claim']}: "
+          f"{c['value']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}], "
+          f"n={c['n']}" for c in headline]

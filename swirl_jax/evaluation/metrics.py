@@ -21,7 +21,8 @@ import numpy as np
 _Z = {0.90: 1.6448536, 0.95: 1.9599640, 0.99: 2.5758293}
 
 
-def _z(level: float) -> float:
+def z_value(level: float) -> float:
+  """The two-sided normal quantile of a confidence level (0.90/0.95/0.99)."""
   if level not in _Z:
     raise ValueError(f"Confidence level {level} not supported; use one of "
                      f"{sorted(_Z)}.")
@@ -40,7 +41,7 @@ def proportion_ci(successes: int, n: int, level: float = 0.95
                      f"n={n}.")
   if n == 0:
     return {"value": float("nan"), "low": 0.0, "high": 1.0, "n": 0}
-  z = _z(level)
+  z = z_value(level)
   p = successes / n
   denom = 1 + z * z / n
   centre = (p + z * z / (2 * n)) / denom
@@ -64,7 +65,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
     from scipy import stats  # pylint: disable=g-import-not-at-top
     crit = float(stats.t.ppf(0.5 + level / 2, df=n - 1))
   else:
-    crit = _z(level)
+    crit = z_value(level)
   return {"value": mean, "low": mean - crit * sem, "high": mean + crit * sem,
           "n": n}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Mapping, Sequence
 
+from swirl_jax.evaluation import headline
 from swirl_jax.evaluation import metrics as metrics_lib
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import base
@@ -127,15 +128,11 @@ def paired_comparison(rows_a: Sequence[Mapping[str, Any]],
   """
   a = {r["id"]: bool(r[key]) for r in rows_a}
   b = {r["id"]: bool(r[key]) for r in rows_b}
-  if set(a) != set(b):
-    raise ValueError(f"The two evaluations cover different queries "
-                     f"({len(set(a) ^ set(b))} ids differ).")
-  a_only = sum(a[i] and not b[i] for i in a)
-  b_only = sum(b[i] and not a[i] for i in a)
-  return {"n": len(a), "both": sum(a[i] and b[i] for i in a),
+  diff = headline.paired(a, b)  # checks that the ids agree
+  return {"n": diff["n"], "both": sum(a[i] and b[i] for i in a),
           "neither": sum(not a[i] and not b[i] for i in a),
-          "a_only": a_only, "b_only": b_only,
-          "p_value": metrics_lib.sign_test_p(a_only, b_only)}
+          "a_only": diff["a_only"], "b_only": diff["b_only"],
+          "p_value": diff["p_value"]}
 
 
 def evaluate_model(config, params, tokenizer, examples_by_task: Mapping[

@@ -72,12 +72,12 @@ def _load_avg() -> list[float]:
 
 
 def _held_out(tasks: Sequence[str], task_kwargs: Mapping[str, Any], n: int,
-              seed: int) -> dict[str, tuple[Any, list]]:
+              seed: int, split: str = "test") -> dict[str, tuple[Any, list]]:
   out = {}
   for i, name in enumerate(tasks):
     task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
     out[name] = (task, r3_tasks.generate_examples(
-        task, n, seed=seed + 104729 * (i + 1), split="test"))
+        task, n, seed=seed + 104729 * (i + 1), split=split))
   return out
 
 
@@ -129,6 +129,7 @@ def r3_experiment(workdir: str, *,
                   temperature: float = 1.0,
                   retry_temperature: Optional[float] = 0.0,
                   eval_queries_per_task: int = 200,
+                  eval_split: str = "test",
                   eval_temperature: float = 0.0,
                   seed: int = 0) -> dict:
   """Runs the R3 recipe in `workdir` (see the module docstring).
@@ -170,6 +171,9 @@ def r3_experiment(workdir: str, *,
       greedy, so that a reflection's reward does not depend on sampling
       noise in a turn that is not trained).
     eval_queries_per_task: held-out test queries per task.
+    eval_split: the split of the evaluation queries: 'test' (the held-out
+      queries of the report) or 'validation' (for choosing settings without
+      looking at the test queries; the report says which).
     eval_temperature: sampling temperature of the evaluation (0: greedy).
     seed: the experiment's seed.
   Returns:
@@ -194,6 +198,9 @@ def r3_experiment(workdir: str, *,
     task = r3_tasks.make_task(name, **task_kwargs.get(name, {}))
     if getattr(task, "grading", None):
       grading[name] = task.grading
+  if eval_split not in ("test", "validation"):
+    raise ValueError("r3_experiment.eval_split must be 'test' or "
+                     f"'validation', got {eval_split!r}.")
   query_pool = queries_per_step if query_pool is None else int(query_pool)
   if query_pool < queries_per_step:
     raise ValueError(f"query_pool={query_pool} must be >= "
@@ -262,7 +269,8 @@ def r3_experiment(workdir: str, *,
             global_batch_size=query_pool, repeat_each=inner_updates))
 
   # 5. Evaluation of both models on the same held-out queries.
-  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed)
+  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed,
+                       eval_split)
   evals = {}
   for label, source in (("vanilla", vanilla), ("trained", grpo_dir)):
     evals[label] = evaluate_stage(
@@ -300,10 +308,14 @@ def r3_experiment(workdir: str, *,
                 "retry_temperature": retry_temperature,
                 "max_samples_per_query": max_samples_per_query,
                 "eval_queries_per_task": eval_queries_per_task,
+                "eval_split": eval_split,
                 "eval_temperature": eval_temperature, "seed": seed},
       timings=dict(timings, this_run=round(time.time() - started, 1),
                    this_run_cpu=round(time.process_time() - cpu_start, 1)),
-      load={"start": load_start, "end": _load_avg()}, grading=grading)
+      load={"start": load_start, "end": _load_avg()}, grading=grading,
+      headline=report_lib.r3_headline(rows_all["vanilla"],
+                                      rows_all["trained"]),
+      eval_split=eval_split)
 
 
 def read_eval_rows(eval_dir: str, task_name: str) -> list[dict]:

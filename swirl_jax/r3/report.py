@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from swirl_jax.evaluation import headline as hl
 from swirl_jax.evaluation import metrics as metrics_lib
 from swirl_jax.evaluation import report as report_lib
 
@@ -178,6 +179,41 @@ def _fmt(r: Mapping[str, float]) -> str:
   return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
 
 
+MIN_POOLED_QUERIES = 400
+SIGN_TEST_LEVEL = 0.05
+
+
+def r3_headline(vanilla_rows: Sequence[Mapping[str, Any]],
+                trained_rows: Sequence[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+  """R3's claims (`evaluation.headline`) on the held-out queries of every
+  task pooled (`evaluate_task` rows with task-unique ids).
+
+  The trained model's second attempt is above the vanilla model's (paired
+  difference > 0 with the exact sign test p < 0.05, on at least 400
+  queries); its first attempt is not lower beyond the interval (the upper
+  end of the paired 95% interval of the difference >= 0).
+  """
+  def correct(rows, key):
+    return {r["id"]: bool(r[key]) for r in rows}
+
+  d2 = hl.paired(correct(trained_rows, "correct2"),
+                 correct(vanilla_rows, "correct2"))
+  d1 = hl.paired(correct(trained_rows, "correct1"),
+                 correct(vanilla_rows, "correct1"))
+  return [
+      hl.claim(f"the trained model's second attempt is above the vanilla "
+               f"model's, pooled (sign test p = {d2['p_value']:.3g} < "
+               f"{SIGN_TEST_LEVEL}, n >= {MIN_POOLED_QUERIES})",
+               "Acc@t2 difference (trained - vanilla), paired", d2,
+               d2["value"] > 0 and d2["p_value"] < SIGN_TEST_LEVEL
+               and d2["n"] >= MIN_POOLED_QUERIES),
+      hl.claim("the trained model's first attempt is not lower beyond its "
+               "interval, pooled",
+               "Acc@t1 difference (trained - vanilla), paired", d1,
+               d1["high"] >= 0)]
+
+
 def write_r3_report(workdir: str,
                     evals: Mapping[str, Mapping[str, Mapping[str, Any]]], *,
                     failure_stats: Optional[Mapping[str, Any]] = None,
@@ -188,6 +224,8 @@ def write_r3_report(workdir: str,
                     timings: Optional[Mapping[str, Any]] = None,
                     load: Optional[Mapping[str, Any]] = None,
                     grading: Optional[Mapping[str, str]] = None,
+                    headline: Optional[Sequence[Mapping[str, Any]]] = None,
+                    eval_split: str = "test",
                     plots: bool = True) -> dict[str, Any]:
   """Writes report.json / report.md / plots into `workdir`.
 
@@ -203,6 +241,9 @@ def write_r3_report(workdir: str,
     grading: task -> the grading its verifier used (e.g.
       {'function_calling': 'strict'}), in report.json as 'grading' and in a
       'Grading' section of report.md.
+    headline: the claims (`r3_headline`), in report.json as 'headline'
+      and as a table in report.md.
+    eval_split: the split the evaluation queries came from.
     plots: write PNGs.
   Returns:
     The report.json content.
@@ -223,6 +264,8 @@ def write_r3_report(workdir: str,
           "intervals_overlap": bool(tr["low"] <= v["high"] and
                                     v["low"] <= tr["high"])}
   extra = {
+      "headline": [dict(c) for c in headline or ()],
+      "eval_split": eval_split,
       "second_attempt_comparison": verdict,
       "second_attempt_paired": dict(paired or {}),
       "error_categories": {t: cols for t, (_, cols) in errors.items()},
@@ -235,7 +278,8 @@ def write_r3_report(workdir: str,
   paths = report_lib.write_report(workdir, tables, extra=extra,
                                   title="R3: reflect, retry, reward",
                                   plots=plots)
-  parts = _grading_markdown(grading) if grading else []
+  parts = [hl.markdown(headline)] if headline else []
+  parts += _grading_markdown(grading) if grading else []
   parts += ["", "## Second attempt, trained vs vanilla", "",
            "| task | vanilla@2 | trained@2 | difference | CIs overlap |",
            "|---|---|---|---|---|"]
@@ -285,4 +329,6 @@ def write_r3_report(workdir: str,
   with open(tmp, "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True)
   os.replace(tmp, paths["json"])
+  if headline:
+    print("\n".join(hl.summary_lines(headline)), flush=True)
   return payload

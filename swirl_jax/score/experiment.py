@@ -60,6 +60,7 @@ import gin
 import numpy as np
 
 from swirl_jax import stages
+from swirl_jax.evaluation import headline as hl
 from swirl_jax.evaluation import report as report_lib
 from swirl_jax.evaluation import self_correction as sc_eval
 from swirl_jax.rollout import trajectory as traj
@@ -155,9 +156,12 @@ class _Experiment:
 
   def problems(self, purpose: str, n: int) -> dict[str, list]:
     """Per task: n problems for 'rl', 'baseline', 'eval' or 'scaling'."""
+    held_out = self.cfg["eval_split"]
     split, offset = {"rl": ("train", 0), "baseline": ("train", 100),
-                     "eval": ("test", 200), "scaling": ("test", 300)}[purpose]
-    files = self.cfg["eval_files" if split == "test" else "train_files"]
+                     "eval": (held_out, 200),
+                     "scaling": (held_out, 300)}[purpose]
+    files = self.cfg["eval_files" if purpose in ("eval", "scaling")
+                     else "train_files"]
     return {name: _problems(task.wrapped, name, n,
                             self.cfg["seed"] + offset + i, split, files)
             for i, (name, task) in enumerate(self.tasks.items())}
@@ -299,6 +303,15 @@ class _Experiment:
 
     return stages.run_stage(self.workdir, f"eval_{method}", fn)
 
+  def outcomes(self, method: str) -> dict[str, tuple[bool, bool]]:
+    """{'task/example_id': (attempt 1 right, attempt 2 right)} of a
+    method's held-out episodes (eval_<method>/episodes.jsonl)."""
+    episodes = traj.load_jsonl(
+        os.path.join(self.stage_dir(f"eval_{method}"), "episodes.jsonl"),
+        traj.TwoAttemptEpisode)
+    return {f"{e.task}/{e.example_id}/{e.sample_index}":
+            (e.reward1 == 1.0, e.reward2 == 1.0) for e in episodes}
+
   def scaling(self, method: str, source: Optional[str]) -> dict:
     """Inference-time scaling curves of one method, per task."""
     cfg = self.cfg
@@ -429,6 +442,7 @@ def score_experiment(
     ablations: Sequence[str] = (),
     # Evaluation.
     eval_problems_per_task: int = 100,
+    eval_split: str = "test",
     eval_temperature: float = 0.0,
     eval_context_tokens: int = 512,
     scaling_methods: Sequence[str] = ("base", "score"),
@@ -473,6 +487,9 @@ def score_experiment(
     baseline_sft_steps: STaR / Pair-SFT training steps.
     ablations: subset of ('no_stage1', 'no_shaping', 'single_turn').
     eval_problems_per_task: held-out problems per task.
+    eval_split: the split evaluation and scaling problems come from: 'test'
+      (the held-out problems of the report) or 'validation' (for choosing
+      settings without looking at the test problems; the report says which).
     eval_temperature: 0 for greedy two-attempt evaluation.
     eval_context_tokens: context limit of evaluation episodes.
     scaling_methods: methods whose inference-time scaling is measured.
@@ -487,6 +504,9 @@ def score_experiment(
     raise ValueError(f"stage2_steps must be >= 1, got {stage2_steps}.")
   if stage1_steps < 0:
     raise ValueError(f"stage1_steps must be >= 0, got {stage1_steps}.")
+  if eval_split not in ("test", "validation"):
+    raise ValueError("score_experiment.eval_split must be 'test' or "
+                     f"'validation', got {eval_split!r}.")
   cfg = dict(locals())
   cfg.pop("workdir")
   start = time.time()
@@ -551,7 +571,10 @@ def score_experiment(
     done = stages.stage_result(workdir, name)
     if done is not None and "seconds" in done:
       seconds[name] = done["seconds"]
+  headline = score_headline({m: exp.outcomes(m) for m in results})
   extra = {
+      "headline": headline,
+      "eval_split": eval_split,
       "methods": {m: sources[m] for m in order if m in sources},
       "missing_methods": [m for m in ("star", "pair_sft")
                           if m in baselines and m not in sources],
@@ -564,6 +587,8 @@ def score_experiment(
   }
   paths = report_lib.write_report(workdir, sc_eval.metric_tables(results),
                                   extra=extra, title="SCoRe self-correction")
+  with open(paths["md"], "a") as f:
+    f.write(hl.markdown(headline))
   if curves:
     paths["inference_scaling"] = sc_eval.plot_scaling(
         curves, os.path.join(workdir, "inference_scaling.png"))
@@ -581,7 +606,59 @@ def score_experiment(
         f.write(f"\n### {title}\n\n![{key}]({os.path.basename(paths[key])})"
                 "\n")
   print(format_summary(results), flush=True)
-  return {"report": paths, "results": results}
+  print("\n".join(hl.summary_lines(headline)), flush=True)
+  return {"report": paths, "results": results, "headline": headline}
+
+
+BASE_DELTA_MAX = 0.02
+
+
+def score_headline(outcomes: Mapping[str, Mapping[str, tuple[bool, bool]]]
+                   ) -> list[dict[str, Any]]:
+  """SCoRe's claims (`evaluation.headline`) over the held-out problems of
+  every task pooled, from method -> {problem id: (t1 right, t2 right)}.
+
+  The base model's Delta(t1, t2) is at most +0.02 (point estimate);
+  SCoRe's Delta is above 0 (paired 95% interval above 0); SCoRe's
+  Delta_i->c is above its Delta_c->i (the same paired counts, read as
+  flips: value = Delta_i->c - Delta_c->i > 0); SCoRe's Acc@t2 is at least
+  each baseline's (paired difference of the second attempts on the same
+  problems, point estimate >= 0). Claims whose methods were not run are
+  left out.
+  """
+  out = []
+
+  def attempt(method, k):
+    return {i: o[k] for i, o in outcomes[method].items()}
+
+  if "base" in outcomes:
+    d = hl.paired(attempt("base", 1), attempt("base", 0))
+    out.append(hl.claim(
+        f"the base model's Delta(t1, t2) is at most {BASE_DELTA_MAX:+.2f}",
+        "Delta = Acc@t2 - Acc@t1 (base), paired", d,
+        d["value"] <= BASE_DELTA_MAX))
+  if "score" not in outcomes:
+    return out
+  d = hl.paired(attempt("score", 1), attempt("score", 0))
+  out.append(hl.claim("SCoRe's Delta(t1, t2) is above 0 (95% interval "
+                      "above 0)", "Delta = Acc@t2 - Acc@t1 (SCoRe), paired",
+                      d, d["low"] > 0))
+  n = d["n"]
+  flips = {"value": (d["a_only"] - d["b_only"]) / n, "low": d["low"],
+           "high": d["high"], "n": n}
+  out.append(hl.claim(
+      f"SCoRe's Delta_i->c ({d['a_only'] / n:.3f}) is above its "
+      f"Delta_c->i ({d['b_only'] / n:.3f})",
+      "Delta_i->c - Delta_c->i (SCoRe; equals Delta), paired", flips,
+      d["a_only"] > d["b_only"]))
+  for baseline in BASELINES:
+    if baseline in outcomes:
+      d = hl.paired(attempt("score", 1), attempt(baseline, 1))
+      out.append(hl.claim(
+          f"SCoRe's Acc@t2 is at least {baseline}'s",
+          f"Acc@t2 difference (SCoRe - {baseline}), paired", d,
+          d["value"] >= 0))
+  return out
 
 
 def plot_learning_curves(workdir: str, stage_names: Sequence[str],

@@ -377,6 +377,7 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
   eval_split: the split the evaluation questions came from.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import headline as hl  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   accuracy = {m: {t: r[t]["accuracy"] for t in r} for m, r in results.items()}
@@ -426,17 +427,9 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
     for key, path in curves.items():
       f.write(f"![learning curve {key}]({os.path.basename(path)})\n")
   with open(paths["md"], "a") as f:
-    f.write("\n## Headline\n\n| claim | metric | value [95% interval] | n | "
-            "holds |\n|---|---|---|---|---|\n")
-    for c in headline:
-      f.write(f"| {c['claim']} | {c['metric']} | {c['value']:+.3f} "
-              f"[{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | "
-              f"{'yes' if c['holds'] else 'no'} |\n")
+    f.write(hl.markdown(headline))
   print(report.markdown_table(accuracy, "accuracy (95% interval)"))
-  for c in headline:
-    print(f"{'HOLDS' if c['holds'] else 'fails'}: {c['claim']}: "
-          f"{c['value']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}], "
-          f"n={c['n']}")
+  print("\n".join(hl.summary_lines(headline)))
   print(report.markdown_table(process, "mean process label (95% interval)"))
   print(f"report: {paths['md']} (and report.json, "
         f"{', '.join(os.path.basename(p) for p in list(paths.values())[2:])}"
