@@ -100,6 +100,32 @@ def test_two_turn_demonstrations_are_chats_with_the_instruction():
     data.task_kind(get_task("gsm8k"))
 
 
+def test_repeat_fraction_repeats_the_first_answer():
+  kw = dict(tasks=("math_small", "code_small"), num_per_task=200, seed=2,
+            wrong_fraction=0.3, second_turn_fraction=0.5)
+  plain = data.score_demonstrations(**kw)
+  # 0 is the default and draws nothing: the same demonstrations as before
+  assert data.score_demonstrations(**kw, repeat_fraction=0.0) == plain
+  rep = data.score_demonstrations(**kw, repeat_fraction=0.6)
+  two = [d for d in rep if isinstance(d["prompt"], list)]
+  same = [d["prompt"][1][1] == d["target"] for d in two]
+  assert 0.45 < sum(same) / len(two) < 0.8
+  # every repeated answer keeps the first answer's correctness
+  tasks = {n: get_task(n) for n in ("math_small", "code_small")}
+  examples = {n: {e.id: e for e in tasks[n].generate(200, seed=s)}
+              for s, n in enumerate(("math_small", "code_small"), start=2)}
+  for d, s in zip(two, same):
+    if s:
+      ex = examples[d["task"]][d["id"]]
+      y1_right = tasks[d["task"]].score(ex, d["prompt"][1][1]).correct
+      assert d["correct"] == y1_right
+  all_of = data.score_demonstrations(**kw, repeat_fraction=1.0)
+  assert all(d["prompt"][1][1] == d["target"] for d in all_of
+             if isinstance(d["prompt"], list))
+  with pytest.raises(ValueError, match="repeat_fraction must be in"):
+    data.score_demonstrations(repeat_fraction=-0.1)
+
+
 def test_examples_dataset_batches_and_resumes():
   records = data.task_records(("math_small", "code_small"), 5, seed=0)
   assert len(records) == 10 and records[1]["task"] == "code_small"

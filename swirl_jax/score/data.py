@@ -93,6 +93,7 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
                          num_per_task: int = 600, seed: int = 0,
                          wrong_fraction: float = 0.2,
                          second_turn_fraction: float = 0.0,
+                         repeat_fraction: float = 0.0,
                          split: str = "train") -> list[dict[str, Any]]:
   """Direct-answer SFT examples for the warm start, tasks interleaved.
 
@@ -106,8 +107,12 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
   as the target, y1 and y2 each drawn as above, independently. They teach
   the model the format of a second attempt, not to correct: whether y2 is
   right does not depend on y1 (an instruction-following base model that
-  cannot self-correct, as in the paper). The prompt is a list of turns, so
-  it is encoded as one chat, exactly as the rollout engine encodes it.
+  cannot self-correct, as in the paper). A `repeat_fraction` of the
+  two-turn examples instead repeat y1 as y2 unchanged: the base model then
+  often leaves its answer as it is, the behaviour SCoRe's Stage I works
+  against (the paper's minimal-edit collapse). The prompt is a list of
+  turns, so it is encoded as one chat, exactly as the rollout engine
+  encodes it.
 
   Args:
     tasks: registered MATH-style or code task names.
@@ -115,6 +120,8 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
     seed: problem generation and answer noise.
     wrong_fraction: probability that an answer is wrong (in [0, 1)).
     second_turn_fraction: fraction of two-turn examples (in [0, 1]).
+    repeat_fraction: fraction of the two-turn examples whose second answer
+      repeats the first (in [0, 1]).
     split: the generator split the problems come from.
   Returns:
     list of {'prompt', 'target', 'task', 'id', 'correct'} dicts ('prompt'
@@ -127,6 +134,9 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
   if not 0.0 <= second_turn_fraction <= 1.0:
     raise ValueError(f"second_turn_fraction must be in [0, 1], got "
                      f"{second_turn_fraction}.")
+  if not 0.0 <= repeat_fraction <= 1.0:
+    raise ValueError(f"repeat_fraction must be in [0, 1], got "
+                     f"{repeat_fraction}.")
   per_task = []
   for i, name in enumerate(tasks):
     task = get_task(name)
@@ -143,8 +153,13 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
       prompt: Any = task.prompt(ex)
       target, wrong = draw(ex)
       if two_turn:
-        second, wrong = draw(ex)
-        prompt = [("user", prompt), ("model", target),
+        first = target
+        # (no draw when 0: the default keeps its demonstrations)
+        if repeat_fraction and rng.random() < repeat_fraction:
+          second = first
+        else:
+          second, wrong = draw(ex)
+        prompt = [("user", prompt), ("model", first),
                   ("user", task.correction_instruction)]
         target = second
       rows.append({"prompt": prompt, "target": target, "task": name,

@@ -176,7 +176,8 @@ class _Experiment:
     demos = data_lib.score_demonstrations(
         tasks=self.task_names, num_per_task=cfg["warm_start_examples"],
         seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"],
-        second_turn_fraction=cfg["second_turn_fraction"])
+        second_turn_fraction=cfg["second_turn_fraction"],
+        repeat_fraction=cfg["repeat_fraction"])
     stages.train_stage(
         self.workdir, "warm_start", model_config=self.model_config,
         dataset_fn=data_lib.sft_dataset_fn(
@@ -420,6 +421,7 @@ def score_experiment(
     warm_start_examples: int = 600,
     wrong_fraction: float = 0.2,
     second_turn_fraction: float = 0.3,
+    repeat_fraction: float = 0.0,
     sft_seq_len: int = 128,
     sft_batch_size: int = 16,
     # SCoRe.
@@ -468,6 +470,8 @@ def score_experiment(
     second_turn_fraction: fraction of two-turn demonstrations (a second
       answer after the correction instruction, independent of the first;
       see `score_demonstrations`).
+    repeat_fraction: fraction of the two-turn demonstrations whose second
+      answer repeats the first unchanged.
     sft_seq_len / sft_batch_size: warm start (and baselines') batches.
     stage1_steps / stage2_steps: SCoRe training steps (0 skips Stage I:
       Stage II then starts from the base, like the 'no_stage1' ablation).
