@@ -67,3 +67,32 @@ def test_train_step_benchmark_against_transformers_same_step():
                 .replace(",", ""))
   assert trained == (config.num_params()
                      - config.vocab_size * config.embed_dim)
+
+
+def test_recipe_step_benchmark_splits_a_real_swirl_step(swirl_toy_run):
+  """The SWiRL step of the toy run, timed by part: the parts add up."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from conftest import SWIRL_TOY_BINDINGS  # pylint: disable=g-import-not-at-top
+  workdir, _ = swirl_toy_run
+  bench = _load("recipe_step")
+  argv = ["--workdir", workdir, "--task", "hotpotqa", "--steps", "2",
+          "--threads", str(os.cpu_count() or 1)]
+  for b in SWIRL_TOY_BINDINGS:
+    argv += ["--gin", b]
+  gin.clear_config()
+  try:
+    results = bench.main(argv)
+  finally:
+    gin.clear_config()
+  p = results["parts"]
+  assert results["rows"][0] == 2 * 2  # states x actions of the toy run
+  assert len(results["step_s"]) == 2 and results["steps"] == 4
+  assert 0 < p["prefill"] and p["sample"] > 0 and p["judge"] >= 0
+  assert p["prefill"] + p["decode"] == pytest.approx(p["sample"])
+  assert (p["sample"] + p["judge"] + p["host glue"] + p["update"]
+          == pytest.approx(p["step"]))
+  assert p["update"] > 0 and p["reference forward"] > 0
+  text = bench.report(results)
+  assert "SWiRL stage-2 step, hotpotqa: 2 states x 2 actions" in text
+  with pytest.raises(SystemExit):
+    bench.main(["--workdir", workdir, "--task", "gsm8k"])  # not trained on

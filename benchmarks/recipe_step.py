@@ -1,0 +1,251 @@
+"""One real SWiRL stage-2 step at the quickstart workload, timed by part.
+
+    make quickstart                                   # once: the workdir
+    python benchmarks/recipe_step.py --workdir runs/quickstart
+    python benchmarks/recipe_step.py --workdir runs/quickstart --task hotpotqa \\
+        --steps 8 --threads 2
+
+The step is the one `make quickstart` trains: the gin file's settings
+(`--gin_file`, default gin_configs/experiments/quickstart.gin: 16 states x
+4 sampled actions, contexts up to 768 tokens, 48 new tokens), the packaged
+base policy, the workdir's tokenizer and the states its stage-1 synthesis
+stored (`<workdir>/synthesis_<task>/data`), run by the real trainer
+(`stages.train_stage`, gin scope 'swirl') in a temporary directory, so
+nothing in the workdir changes. Per step:
+
+  sample       `Sampler.generate` of the batch builder: the prefill of the
+               16 contexts (shared by each group of 4 rows) and the decode
+               loop, one jitted program;
+    prefill    of which the prefill, measured after training by the same
+               call with max_new_tokens=1 on the same prompts (compiled
+               before it is timed); decode = sample - prefill;
+  judge        the process judge on every sampled action (host Python);
+  host glue    the rest of the batch builder: encoding the contexts,
+               decoding the actions, the judge requests, the padded rows;
+  update       the rest of the step: the trainer's data read, the jitted
+               train step (the reference forward, the policy's forward,
+               backward and AdamW), metrics;
+    reference  of which the reference forward, measured after training as
+               its own jitted call on the last batch.
+
+A step is the time between the starts of two consecutive batch-builder
+calls; the first (compilation) is reported apart, the rest as medians over
+`--steps`. Checkpointing is off (checkpoint_every above the step count).
+Ratios are meaningful side by side in one run; on a shared machine, rerun
+when it is quiet (the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+
+def _set_threads(threads: int) -> None:
+  try:
+    os.sched_setaffinity(0, set(range(min(threads, os.cpu_count() or 1))))
+  except (AttributeError, OSError):
+    pass
+
+
+def _timed(store: list, fn):
+  """fn, recording the seconds of each call into `store`."""
+
+  def wrapper(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return fn(*args, **kwargs)
+    finally:
+      store.append(time.perf_counter() - start)
+  return wrapper
+
+
+def main(argv=None) -> dict:
+  """Runs the benchmark; prints and returns the figures."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True,
+                      help="a finished (or at least synthesised) SWiRL "
+                      "quickstart workdir")
+  parser.add_argument("--gin_file", action="append", default=None)
+  parser.add_argument("--gin", action="append", default=[],
+                      metavar="NAME=VALUE", help="extra gin bindings")
+  parser.add_argument("--task", default="gsm8k")
+  parser.add_argument("--steps", type=int, default=6)
+  parser.add_argument("--threads", type=int, default=2)
+  args = parser.parse_args(argv)
+  if args.steps < 1:
+    parser.error(f"--steps must be >= 1, got {args.steps}")
+  data_dir = os.path.join(args.workdir, f"synthesis_{args.task}", "data")
+  if not os.path.isdir(data_dir):
+    parser.error(f"no stored states at {data_dir}: run `make quickstart` "
+                 "(or the experiment's synthesis stage) first, or pick "
+                 "another --task")
+  from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
+  if argv is None:
+    allocator.reexec_with_fast_allocator()
+  _set_threads(args.threads)
+
+  import gin  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from swirl_jax import models  # pylint: disable=g-import-not-at-top
+  from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax import stages  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
+  from swirl_jax.swirl import experiment  # pylint: disable=g-import-not-at-top
+  from swirl_jax.swirl import stepwise  # pylint: disable=g-import-not-at-top
+
+  gin_files = args.gin_file or ["gin_configs/experiments/quickstart.gin"]
+  steps = args.steps + 2  # the first interval compiles; the last is open
+  gin_utils.parse(gin_files, list(args.gin) + [
+      f"swirl/swirl_jax.training.trainer.train.checkpoint_every = "
+      f"{10 * steps}",
+      "swirl_jax.training.trainer.train.async_checkpoints = False"])
+
+  import inspect  # pylint: disable=g-import-not-at-top
+  signature = inspect.signature(experiment.swirl_experiment)
+
+  def setting(name):
+    """The experiment's gin binding of `name`, else its default."""
+    try:
+      value = gin.query_parameter(
+          f"swirl_jax.swirl.swirl_experiment.{name}")
+    except ValueError:
+      return signature.parameters[name].default
+    if isinstance(value, gin.config.ConfigurableReference):
+      value = value.scoped_configurable_fn()  # a macro or @ref: its value
+    return value
+
+  config = setting("model_config")
+  init_from = setting("init_from")
+  if init_from is None:  # the experiment warm-started its own base
+    init_from = stages.stage_dir(os.path.abspath(args.workdir),
+                                 experiment.WARM_START)
+  states_per_step = setting("states_per_step")
+  actions = setting("actions_per_state")
+  max_new = setting("max_new_tokens")
+  context = setting("max_context_tokens")
+  seed = setting("seed")
+  tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
+  builder = stepwise.StepwiseBatchBuilder(
+      config, tokenizer, experiment.default_judge(), num_samples=actions,
+      max_new_tokens=max_new, temperature=1.0, seq_len=context,
+      seed=seed + 7)
+
+  sample_s, judge_s, starts, builder_s = [], [], [], []
+  prompts_seen, batches = [], []
+  generate = builder.sampler.generate
+
+  def recording_generate(prompts, *a, **kw):
+    prompts_seen.append((list(prompts), kw.get("group_size", 1)))
+    return generate(prompts, *a, **kw)
+
+  builder.sampler.generate = _timed(sample_s, recording_generate)
+  builder.judge.judge_steps = _timed(judge_s, builder.judge.judge_steps)
+  call = builder.__call__
+
+  def timed_call(params, records, step):
+    starts.append(time.perf_counter())
+    # The previous train step runs asynchronously: wait for its params here,
+    # so that its time counts as 'update', not as the sampler's.
+    jax.block_until_ready(params)
+    ready = time.perf_counter()
+    batch = call(params, records, step)
+    builder_s.append(time.perf_counter() - ready)
+    batches.append(batch)
+    del batches[:-1]
+    return batch
+
+  load_before = os.getloadavg()
+  with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    stages.train_stage(
+        tmp, "swirl_bench", scope="swirl", model_config=config,
+        dataset_fn=experiment._states_dataset_fn(data_dir, states_per_step),  # pylint: disable=protected-access
+        objective="stepwise_pg", batch_fn=timed_call, init_from=init_from,
+        train_steps=steps)
+    total_s = time.perf_counter() - t0
+  if len(starts) < steps:
+    raise RuntimeError(f"the trainer called the batch builder {len(starts)} "
+                       f"times for {steps} steps.")
+
+  # The trained params were donated to the train step: reload the base.
+  model = models.Transformer(config)
+  params = stages.load_policy(config, init_from, seed)
+  builder.sampler.update_params(params)
+
+  # Prefill alone, on the prompts of the timed steps (one compile first).
+  prefill_s = []
+  for i, (prompts, group) in enumerate(prompts_seen[1:steps - 1]):
+    for rep in range(2 if i == 0 else 1):
+      t = time.perf_counter()
+      generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
+      if rep == (1 if i == 0 else 0):
+        prefill_s.append(time.perf_counter() - t)
+
+  # The reference forward on the last batch, as its own jitted call.
+  batch = {k: v for k, v in batches[-1].items()
+           if k in ("inputs", "targets", "segment_ids", "positions")}
+  ref_fn = jax.jit(lambda p, b: target_logprobs(model, p, b))
+  jax.block_until_ready(ref_fn(params, batch))
+  ref_s = []
+  for _ in range(3):
+    t = time.perf_counter()
+    jax.block_until_ready(ref_fn(params, batch))
+    ref_s.append(time.perf_counter() - t)
+
+  timed = range(1, steps - 1)  # intervals between builder starts 1..steps-1
+  step_s = [starts[i + 1] - starts[i] for i in timed]
+  med = statistics.median
+  parts = {
+      "sample": med(sample_s[i] for i in timed),
+      "judge": med(judge_s[i] for i in timed),
+      "builder": med(builder_s[i] for i in timed),
+  }
+  step = med(step_s)
+  glue = parts["builder"] - parts["sample"] - parts["judge"]
+  update = step - parts["builder"]
+  results = {
+      "task": args.task, "states": states_per_step, "actions": actions,
+      "new_tokens": max_new, "context": context,
+      "rows": list(batches[-1]["inputs"].shape), "threads": args.threads,
+      "load_before": load_before[0], "load_after": os.getloadavg()[0],
+      "stage_s": total_s, "steps": steps,
+      "first_step_s": starts[1] - starts[0], "step_s": step_s,
+      "parts": {"step": step, "sample": parts["sample"],
+                "prefill": med(prefill_s),
+                "decode": parts["sample"] - med(prefill_s),
+                "judge": parts["judge"], "host glue": glue,
+                "update": update, "reference forward": med(ref_s)}}
+  print(report(results))
+  return results
+
+
+def report(results) -> str:
+  """The printed table of `main`'s results."""
+  r, p = results, results["parts"]
+  lines = [
+      f"SWiRL stage-2 step, {r['task']}: {r['states']} states x "
+      f"{r['actions']} actions, {r['new_tokens']} new tokens, contexts <= "
+      f"{r['context']}; last batch rows {r['rows'][0]} x {r['rows'][1]} "
+      "tokens",
+      f"threads {r['threads']}; load average before {r['load_before']:.2f},"
+      f" after {r['load_after']:.2f}; stage wall {r['stage_s']:.1f} s for "
+      f"{r['steps']} steps; first step (compiles) {r['first_step_s']:.2f} s",
+      f"median over {len(r['step_s'])} steps:"]
+  for name in ("step", "sample", "prefill", "decode", "judge", "host glue",
+               "update", "reference forward"):
+    indent = "    " if name in ("prefill", "decode", "reference forward") \
+        else "  "
+    lines.append(f"{indent}{name:20s} {p[name]:7.3f} s  "
+                 f"{100 * p[name] / p['step']:5.1f}%")
+  lines.append("  steps: " + " ".join(f"{x:.2f}" for x in r["step_s"]))
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  main()
