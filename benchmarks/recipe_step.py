@@ -75,6 +75,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--task", default="gsm8k")
   parser.add_argument("--steps", type=int, default=6)
   parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--shared_prefix", action="store_true",
+                      help="the update's forwards compute each state's "
+                      "context once for its G rows "
+                      "(StepwiseBatchBuilder(shared_prefix_bucket=16); "
+                      "default off, as in the experiment)")
   args = parser.parse_args(argv)
   if args.steps < 1:
     parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -134,7 +139,8 @@ def main(argv=None) -> dict:
   builder = stepwise.StepwiseBatchBuilder(
       config, tokenizer, experiment.default_judge(), num_samples=actions,
       max_new_tokens=max_new, temperature=1.0, seq_len=context,
-      seed=seed + 7)
+      seed=seed + 7,
+      shared_prefix_bucket=16 if args.shared_prefix else 0)
 
   sample_s, judge_s, starts, builder_s = [], [], [], []
   prompts_seen, batches = [], []
@@ -214,7 +220,7 @@ def main(argv=None) -> dict:
       "new_tokens": max_new, "context": context,
       "rows": list(batches[-1]["inputs"].shape), "threads": args.threads,
       "load_before": load_before[0], "load_after": os.getloadavg()[0],
-      "stage_s": total_s, "steps": steps,
+      "shared_prefix": args.shared_prefix, "stage_s": total_s, "steps": steps,
       "first_step_s": starts[1] - starts[0], "step_s": step_s,
       "parts": {"step": step, "sample": parts["sample"],
                 "prefill": med(prefill_s),
@@ -232,7 +238,7 @@ def report(results) -> str:
       f"SWiRL stage-2 step, {r['task']}: {r['states']} states x "
       f"{r['actions']} actions, {r['new_tokens']} new tokens, contexts <= "
       f"{r['context']}; last batch rows {r['rows'][0]} x {r['rows'][1]} "
-      "tokens",
+      f"tokens; shared context {'once per state' if r['shared_prefix'] else 'per row'}",
       f"threads {r['threads']}; load average before {r['load_before']:.2f},"
       f" after {r['load_after']:.2f}; stage wall {r['stage_s']:.1f} s for "
       f"{r['steps']} steps; first step (compiles) {r['first_step_s']:.2f} s",

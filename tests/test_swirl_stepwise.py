@@ -144,3 +144,45 @@ def test_off_policy_sampling_is_refused(setup, kwargs, message):
     StepwiseBatchBuilder(config, tokenizer, get_judge("rules"), **kwargs)
   StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
                        temperature=1.0, top_p=1.0)  # no filter: accepted
+
+
+def test_shared_context_is_computed_once_with_the_same_loss(setup):
+  """Each state's G rows share its context: the batch carries it once per
+  group ('prefix_inputs'), and the loss is the plain forward's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from swirl_jax import models  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import get_objective  # pylint: disable=g-import-not-at-top
+  from swirl_jax.objectives import shared_prefix  # pylint: disable=g-import-not-at-top
+  config, params, tokenizer = setup
+  records = _records(3)
+  kw = dict(num_samples=4, max_new_tokens=12, seq_len=256)
+  shared = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                                shared_prefix_bucket=16, **kw)
+  plain = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"), **kw)
+  a = shared(params, records, step=0)
+  b = plain(params, records, step=0)
+  assert shared_prefix.PREFIX_KEY not in b
+  prefix = a[shared_prefix.PREFIX_KEY]
+  shortest = min(len(tokenizer.encode_chat(
+      [tuple(t) for t in json.loads(r["context"])])) for r in records)
+  assert prefix.shape[0] == 3 and prefix.shape[1] % 16 == 0
+  assert shortest - 16 <= prefix.shape[1] < shortest
+  np.testing.assert_array_equal(prefix, b["inputs"][::4, :prefix.shape[1]])
+  for k in b:  # the same samples, rows and rewards
+    np.testing.assert_array_equal(a[k], b[k])
+  model = models.Transformer(config)
+  loss_fn = get_objective("stepwise_pg").loss_fn
+  rng = jax.random.key(0)
+  loss_a, _ = loss_fn(params, dict(a), rng, model, kl_coef=0.0)
+  loss_b, _ = loss_fn(params, dict(b), rng, model, kl_coef=0.0)
+  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-4,
+                             atol=1e-6)
+  from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
+  mask = b["action_mask"] > 0
+  logp_a = np.asarray(target_logprobs(model, params, dict(a)))[mask]
+  logp_b = np.asarray(target_logprobs(model, params, dict(b)))[mask]
+  assert logp_b.size > 0 and np.all(logp_b < 0)
+  np.testing.assert_allclose(logp_a, logp_b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="shared_prefix_bucket must be >= 0"):
+    StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                         shared_prefix_bucket=-1)

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import sharding
+from swirl_jax.objectives import shared_prefix
 from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.swirl.filters import context_turns, judge_request_for_record
 
@@ -62,13 +63,22 @@ class StepwiseBatchBuilder:
       i * G + j (`Sampler.generate(row_ids=...)`), whatever the host; None
       (default): on several processes only (one process keeps the batch's
       [N, B] draw, as before).
+    shared_prefix_bucket: > 0: the batch carries 'prefix_inputs' so that
+      the train step's forwards (the policy's and the reference's) compute
+      the G rows' shared context once per state, its length a multiple of
+      this (`swirl_jax.objectives.shared_prefix`; the same losses up to
+      float32 round-off). 0 (default): off. One length serves the whole
+      batch, the shortest state's context, and each new length compiles
+      the train step again: on the quickstart's states of mixed lengths it
+      made the step slower (benchmarks/recipe_step.py --shared_prefix).
   """
 
   def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
                seed: int = 0, length_bucket: Optional[int] = 128,
-               row_keyed: Optional[bool] = None):
+               row_keyed: Optional[bool] = None,
+               shared_prefix_bucket: int = 0):
     check_on_policy_sampling("StepwiseBatchBuilder", temperature=temperature,
                              top_p=top_p)
     if num_samples < 2:
@@ -89,6 +99,10 @@ class StepwiseBatchBuilder:
     self.length_bucket = length_bucket
     self.sampler = chat_sampler(config, tokenizer, batch_bucket=1)
     self.row_keyed = row_keyed
+    if shared_prefix_bucket < 0:
+      raise ValueError(f"shared_prefix_bucket must be >= 0, got "
+                       f"{shared_prefix_bucket}.")
+    self.shared_prefix_bucket = int(shared_prefix_bucket)
     self.last_stats: dict[str, float] = {}
 
   def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
@@ -121,6 +135,11 @@ class StepwiseBatchBuilder:
     batch["rewards"] = rewards
     batch["group_ids"] = sharding.global_group_ids(
         np.repeat(np.arange(len(records), dtype=np.int32), g))
+    if self.shared_prefix_bucket:
+      prefix = sharding.agreed_minimum(shared_prefix.bucketed_prefix_length(
+          batch, g, self.shared_prefix_bucket))
+      batch = shared_prefix.with_shared_prefix(
+          batch, g, self.shared_prefix_bucket, length=prefix)
     self.last_stats = {"mean_reward": float(rewards.mean()),
                        "good_fraction": float(np.mean(
                            [r.good for r in results])),
