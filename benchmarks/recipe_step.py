@@ -17,8 +17,9 @@ nothing in the workdir changes. Per step:
                16 contexts (shared by each group of 4 rows) and the decode
                loop, one jitted program;
     prefill    of which the prefill, measured after training by the same
-               call with max_new_tokens=1 on the same prompts (compiled
-               before it is timed); decode = sample - prefill;
+               call with max_new_tokens=1 on the same prompts (each call
+               run once untimed, so compiling is not counted);
+               decode = sample - prefill;
   judge        the process judge on every sampled action (host Python);
   host glue    the rest of the batch builder: encoding the contexts,
                decoding the actions, the judge requests, the padded rows;
@@ -184,14 +185,14 @@ def main(argv=None) -> dict:
   params = stages.load_policy(config, init_from, seed)
   builder.sampler.update_params(params)
 
-  # Prefill alone, on the prompts of the timed steps (one compile first).
+  # Prefill alone, on the prompts of the timed steps: each call twice, the
+  # second timed (a new prompt length compiles the first).
   prefill_s = []
   for i, (prompts, group) in enumerate(prompts_seen[1:steps - 1]):
-    for rep in range(2 if i == 0 else 1):
-      t = time.perf_counter()
-      generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
-      if rep == (1 if i == 0 else 0):
-        prefill_s.append(time.perf_counter() - t)
+    generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
+    t = time.perf_counter()
+    generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
+    prefill_s.append(time.perf_counter() - t)
 
   # The reference forward on the last batch, as its own jitted call.
   batch = {k: v for k, v in batches[-1].items()

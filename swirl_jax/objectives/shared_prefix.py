@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swirl_jax import sharding
+
 PREFIX_KEY = "prefix_inputs"
 
 
@@ -102,6 +104,17 @@ def with_shared_prefix(batch: Mapping[str, np.ndarray], group_size: int,
   out[PREFIX_KEY] = np.ascontiguousarray(
       np.asarray(batch["inputs"])[::group_size, :p]).astype(np.int32)
   return out
+
+
+def with_agreed_shared_prefix(batch: Mapping[str, np.ndarray],
+                              group_size: int, bucket: int = 16) -> dict:
+  """`with_shared_prefix` with one P on every process: the smallest of the
+  processes' own (`sharding.agreed_minimum`, a collective on several
+  processes: every process calls it at the same point), so that the jitted
+  step sees one 'prefix_inputs' shape across hosts."""
+  p = sharding.agreed_minimum(bucketed_prefix_length(batch, group_size,
+                                                     bucket))
+  return with_shared_prefix(batch, group_size, bucket, length=p)
 
 
 def shared_prefix_logits(model, params, batch: Mapping[str, jax.Array],

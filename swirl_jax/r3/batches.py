@@ -506,10 +506,8 @@ class ReflectionBatchBuilder:
     batch["group_ids"] = sharding.global_group_ids(
         np.repeat(np.arange(keep, dtype=np.int32), g))
     if self.shared_prefix_bucket:
-      prefix = sharding.agreed_minimum(shared_prefix.bucketed_prefix_length(
-          batch, g, self.shared_prefix_bucket))
-      batch = shared_prefix.with_shared_prefix(
-          batch, g, self.shared_prefix_bucket, length=prefix)
+      batch = shared_prefix.with_agreed_shared_prefix(
+          batch, g, self.shared_prefix_bucket)
     start = time.perf_counter()
     params_list = []
     if self.old_logprobs == "recompute":

@@ -136,10 +136,8 @@ class StepwiseBatchBuilder:
     batch["group_ids"] = sharding.global_group_ids(
         np.repeat(np.arange(len(records), dtype=np.int32), g))
     if self.shared_prefix_bucket:
-      prefix = sharding.agreed_minimum(shared_prefix.bucketed_prefix_length(
-          batch, g, self.shared_prefix_bucket))
-      batch = shared_prefix.with_shared_prefix(
-          batch, g, self.shared_prefix_bucket, length=prefix)
+      batch = shared_prefix.with_agreed_shared_prefix(
+          batch, g, self.shared_prefix_bucket)
     self.last_stats = {"mean_reward": float(rewards.mean()),
                        "good_fraction": float(np.mean(
                            [r.good for r in results])),
