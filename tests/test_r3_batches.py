@@ -162,22 +162,6 @@ def test_rows_that_do_not_fit_carry_nothing(setup):
   short = len(eps[0].reflection.context_ids) + 2
   rows = batches.reflection_rows(eps, seq_len=short)
   assert not rows["fits"].any() and not rows["action_mask"].any()
-  adv = batches.group_advantages(np.array([1.0, 0.0, 1.0, 1.0]), 2,
-                                 valid=np.array([1.0, 1.0, 1.0, 0.0]))
-  np.testing.assert_allclose(adv, [1.0, -1.0, 0.0, 0.0])
-
-
-def test_group_advantages_by_hand():
-  # (r - mean) / std per group of 4; an all-equal group gets exactly 0.
-  r = np.array([1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0], np.float32)
-  adv = batches.group_advantages(r, 4)
-  s = np.sqrt(0.25 * 0.75)
-  np.testing.assert_allclose(adv[:4], [0.75 / s, -0.25 / s, -0.25 / s,
-                                       -0.25 / s], rtol=1e-5)
-  assert not adv[4:8].any()
-  np.testing.assert_allclose(adv[8:], [1, 1, -1, -1], rtol=1e-6)
-  with pytest.raises(ValueError, match="group_size=5"):
-    batches.group_advantages(r, 5)
 
 
 def test_grpo_gradient_is_exactly_zero_outside_reflection_ids(setup):
@@ -331,8 +315,9 @@ def test_rows_are_padded_to_the_batch_length_bucket(setup):
   eps = builder.episodes("p", records, 0)
   longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens)
                 for e in eps) - 1
-  length = builder.row_length(eps)
+  rows = [batches.reflection_row(e) for e in eps]
+  length = builder.row_length(rows)
   assert length % 64 == 0 and longest <= length < longest + 64
   assert builder("p", records, 0)["inputs"].shape == (8, length)
   builder.length_bucket = None
-  assert builder.row_length(eps) == 512
+  assert builder.row_length(rows) == 512

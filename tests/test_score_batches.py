@@ -6,6 +6,7 @@ import pytest
 
 from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.rollout import trajectory as traj
+from swirl_jax.rollout.batches import Span, rows_to_batch
 from swirl_jax.score import batches
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.score import tasks as score_tasks  # noqa: F401
@@ -31,8 +32,9 @@ def test_episode_row_spans_and_batch_masks():
   ep = _episode([2, 5, 6], [7, EOT], [2, 5, 6, 7, EOT, 8, 4], [3, EOT])
   row = batches.episode_row(ep, EOT)
   assert row.tokens == [2, 5, 6, 7, EOT, 8, 4, 3, EOT]
-  assert row.y1 == (3, 5) and row.y2 == (7, 9) and not row.y1_reencoded
-  batch, logp = batches.rows_to_batch([row], seq_len=10)
+  assert row.spans == [Span("attempt1_mask", 3, 5, [-0.5, -0.5]),
+                       Span("attempt2_mask", 7, 9, [-0.25, -0.25])]
+  batch = rows_to_batch([row], 10, batches.MASKS)
   # the target at index p - 1 is token p
   np.testing.assert_array_equal(batch["targets"][0, :8],
                                 [5, 6, 7, EOT, 8, 4, 3, EOT])
@@ -45,22 +47,23 @@ def test_episode_row_spans_and_batch_masks():
                                 batch["attempt2_mask"][0])
   np.testing.assert_array_equal(batch["segment_ids"][0],
                                 [1] * 8 + [0, 0])
+  logp = batch["sampler_logprobs"]
   np.testing.assert_allclose(logp[0, 2:4], -0.5)
   np.testing.assert_allclose(logp[0, 6:8], -0.25)
   # the base model's y1 carries no loss
   row = batches.episode_row(ep, EOT, train_first=False)
-  assert row.y1 is None and row.y2 == (7, 9)
+  assert row.spans == [Span("attempt2_mask", 7, 9, [-0.25, -0.25])]
   # truncation clips the spans
-  batch, _ = batches.rows_to_batch([batches.episode_row(ep, EOT)], 7)
+  batch = rows_to_batch([batches.episode_row(ep, EOT)], 7, batches.MASKS)
   assert batch["attempt2_mask"][0].sum() == 1.0
 
 
 def test_episode_row_reencoded_first_attempt():
   # the context re-encodes y1 [7, EOT] as [70, EOT] with the role newline
-  # (last id of ctx1, 6) merged into its first piece
+  # (last id of ctx1, 6) merged into its first piece: spanned, no log-probs
   ep = _episode([2, 5, 6], [7, EOT], [2, 5, 70, EOT, 8, 4], [3, EOT])
   row = batches.episode_row(ep, EOT)
-  assert row.y1 == (2, 4) and row.y1_reencoded and row.y1_logprobs is None
+  assert row.spans[0] == Span("attempt1_mask", 2, 4, None)
   bad = _episode([2, 5, 6], [7, EOT], [2, 1, 1, 7, EOT, 8], [3, EOT])
   with pytest.raises(ValueError, match="departs"):
     batches.episode_row(bad, EOT)

@@ -61,31 +61,38 @@ depend on the reflection, not on sampling noise in the retry. Rows are
 right-padded to the batch's longest row rounded up to `length_bucket`
 (at most `seq_len`), so a batch of short Countdown episodes does not pay for
 the length of function-calling ones (the train step compiles once per
-length).
+length). Everything after the sampling (rows, group selection, advantages,
+old and reference log-probs, the cycle cache, the statistics' log) is
+`rollout.batches.RLBatchBuilder`.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
-import json
-import logging
-import os
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from swirl_jax import sharding
-from swirl_jax.objectives import shared_prefix
 from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.rollout import batches as rl_batches
+from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
 from swirl_jax.tasks import base
 
-log = logging.getLogger(__name__)
+OLD_LOGPROB_SOURCES = rl_batches.OLD_LOGPROB_SOURCES
 
-OLD_LOGPROB_SOURCES = ("sampler", "recompute")
+
+def reflection_row(episode: Any, group: Any = None) -> Row:
+  """The row of a reflection: its exact sampling context, then its ids,
+  the ids (and the end-of-turn id that closed them) spanned with their
+  sampler log-probs; 'rewards' the retry's reward."""
+  ctx, act = (list(episode.reflection.context_ids),
+              list(episode.reflection.tokens))
+  return Row(ctx + act, [Span("action_mask", len(ctx), len(ctx) + len(act),
+                              list(episode.reflection.logprobs))],
+             {"rewards": float(episode.reward)}, group, episode)
 
 
 def reflection_rows(episodes: Sequence[Any], seq_len: int
@@ -108,104 +115,15 @@ def reflection_rows(episodes: Sequence[Any], seq_len: int
     (int32 [N, L]), 'action_mask', 'loss_mask' (same), 'old_logprobs'
     (float32 [N, L]) and 'fits' (float32 [N]).
   """
-  n = len(episodes)
-  out = {k: np.zeros((n, seq_len), np.int32) for k in
-         ("inputs", "targets", "positions", "segment_ids")}
-  mask = np.zeros((n, seq_len), np.float32)
-  old = np.zeros((n, seq_len), np.float32)
-  fits = np.zeros((n,), np.float32)
-  for i, ep in enumerate(episodes):
-    ctx, act = list(ep.reflection.context_ids), list(ep.reflection.tokens)
-    seq = ctx + act
-    m = min(len(seq), seq_len + 1) - 1
-    out["inputs"][i, :m] = seq[:m]
-    out["targets"][i, :m] = seq[1:m + 1]
-    out["segment_ids"][i, :m] = 1
-    out["positions"][i, :m] = np.arange(m)
-    if act and len(seq) <= seq_len + 1:
-      start = len(ctx) - 1
-      mask[i, start:start + len(act)] = 1.0
-      lp = np.asarray(ep.reflection.logprobs, np.float32)
-      if lp.shape != (len(act),):
-        raise ValueError(f"Episode {i}: {len(act)} reflection ids but "
-                         f"{lp.shape[0]} log-probs.")
-      old[i, start:start + len(act)] = lp
-      fits[i] = 1.0
-  out.update(action_mask=mask, loss_mask=mask.copy(), old_logprobs=old,
-             fits=fits)
-  return out
+  batch = rl_batches.rows_to_batch([reflection_row(e) for e in episodes],
+                                   seq_len, ReflectionBatchBuilder.masks,
+                                   drop_overflowing=True)
+  batch["old_logprobs"] = batch.pop("sampler_logprobs")
+  batch["fits"] = batch.pop("valid")
+  return batch
 
 
-def group_advantages(rewards: np.ndarray, group_size: int,
-                     valid: Optional[np.ndarray] = None) -> np.ndarray:
-  """(r - mean) / std per consecutive group of `group_size` rows: [B] -> [B].
-
-  Uses `swirl_jax.objectives.advantages.group_advantages` (population std;
-  a group with std <= 1e-6 gets 0), returned as numpy.
-
-  Args:
-    rewards: [B] rewards, B a multiple of group_size, groups contiguous.
-    group_size: G.
-    valid: optional [B] row validity; invalid rows get 0 and are left out
-      of their group's mean and std.
-  Returns:
-    [B] float32 advantages.
-  """
-  rewards = np.asarray(rewards, np.float32)
-  if group_size < 1 or rewards.shape[0] % group_size:
-    raise ValueError(f"{rewards.shape[0]} rewards do not split into groups "
-                     f"of group_size={group_size}.")
-  groups = np.repeat(np.arange(rewards.shape[0] // group_size), group_size)
-  valid = (np.ones_like(rewards) if valid is None
-           else np.asarray(valid, np.float32))
-  return np.asarray(_jitted_group_advantages()(
-      rewards, groups, valid, num_groups=rewards.shape[0] // group_size))
-
-
-@functools.lru_cache(maxsize=1)
-def _jitted_group_advantages():
-  """`advantages.group_advantages`, jitted: one dispatch instead of ~20
-  eager ops (~5 ms per batch on the CPU)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from swirl_jax.objectives import advantages as adv_lib  # pylint: disable=g-import-not-at-top
-  return jax.jit(lambda r, g, m, num_groups: adv_lib.group_advantages(
-      r, g, num_groups=num_groups, mask=m), static_argnames=("num_groups",))
-
-
-class TurnTemperatures:
-  """A sampler whose i-th `generate` call uses temperatures[i].
-
-  The rollout engine samples every turn at its one temperature; this
-  adapter gives each call of an episode batch its own (the last value
-  repeats). `reset()` before each batch.
-
-  Args:
-    sampler: the wrapped sampler.
-    temperatures: per call.
-  """
-
-  def __init__(self, sampler: Any, temperatures: Sequence[float]):
-    if not temperatures or min(temperatures) < 0:
-      raise ValueError(f"temperatures must be >= 0, got {temperatures}.")
-    self.sampler = sampler
-    self.temperatures = tuple(float(t) for t in temperatures)
-    self.calls = 0
-
-  def reset(self) -> None:
-    self.calls = 0
-
-  def update_params(self, params: Any) -> None:
-    self.sampler.update_params(params)
-
-  def generate(self, prompts_, max_new_tokens, temperature=None, **kwargs):
-    del temperature  # replaced by this call's
-    t = self.temperatures[min(self.calls, len(self.temperatures) - 1)]
-    self.calls += 1
-    return self.sampler.generate(prompts_, max_new_tokens, temperature=t,
-                                 **kwargs)
-
-
-class ReflectionBatchBuilder:
+class ReflectionBatchBuilder(RLBatchBuilder):
   """`batch_fn` of the trainer for R3 (see the module docstring).
 
   Args:
@@ -252,6 +170,10 @@ class ReflectionBatchBuilder:
       process keeps each call's [N, B] draw).
   """
 
+  masks = ("action_mask",)
+  drop_overflowing = True
+  zero_outside_loss = True
+
   def __init__(self, config, tokenizer, *,
                task_kwargs: Optional[Mapping[str, Any]] = None,
                num_reflections: int = 4,
@@ -272,62 +194,33 @@ class ReflectionBatchBuilder:
     if int(num_reflections) < 2:
       raise ValueError(f"num_reflections must be >= 2 for a group baseline, "
                        f"got {num_reflections}.")
-    if int(inner_updates) < 1:
-      raise ValueError(f"inner_updates must be >= 1, got {inner_updates}.")
-    if queries_per_step is not None and int(queries_per_step) < 1:
-      raise ValueError(f"queries_per_step must be >= 1 or None, got "
-                       f"{queries_per_step}.")
     if old_logprobs not in OLD_LOGPROB_SOURCES:
       raise ValueError(f"old_logprobs must be one of "
                        f"{list(OLD_LOGPROB_SOURCES)}, got {old_logprobs!r}.")
     if int(seq_len) <= int(max_new_tokens):
       raise ValueError(f"seq_len={seq_len} leaves no room for a context "
                        f"beside max_new_tokens={max_new_tokens}.")
-    self.config = config
-    self.tokenizer = tokenizer
+    if retry_temperature is not None and retry_temperature < 0:
+      raise ValueError(f"retry_temperature must be >= 0, got "
+                       f"{retry_temperature}.")
+    super().__init__(
+        config, tokenizer, group_size=num_reflections, seq_len=seq_len,
+        length_bucket=length_bucket, seed=seed, sampler=sampler,
+        row_keyed=row_keyed, reference_params=reference_params,
+        old_logprobs=old_logprobs, advantage="grpo",
+        groups_per_step=queries_per_step,
+        shared_prefix_bucket=shared_prefix_bucket,
+        inner_updates=inner_updates, cache_dir=cache_dir, log_path=log_path)
     self.task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
     self.num_reflections = int(num_reflections)
-    self.queries_per_step = (None if queries_per_step is None
-                             else int(queries_per_step))
-    self.inner_updates = int(inner_updates)
+    self.queries_per_step = self.groups_per_step
     self.max_new_tokens = int(max_new_tokens)
     self.temperature = float(temperature)
     self.retry_temperature = (self.temperature if retry_temperature is None
                               else float(retry_temperature))
     self.top_p = top_p
-    self.seq_len = int(seq_len)
-    self.length_bucket = None if length_bucket is None else int(
-        length_bucket)
     self.max_context_tokens = int(max_context_tokens or config.max_seq_len)
-    self.seed = int(seed)
-    self.cache_dir = cache_dir
-    self.reference_params = reference_params
-    self.old_logprobs = old_logprobs
-    self.log_path = log_path
-    if int(shared_prefix_bucket) < 0:
-      raise ValueError(f"shared_prefix_bucket must be >= 0, got "
-                       f"{shared_prefix_bucket}.")
-    self.shared_prefix_bucket = int(shared_prefix_bucket)
-    if sampler is None:
-      from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-      sampler = chat_sampler(config, tokenizer,
-                             batch_bucket=self.num_reflections)
-    self.sampler = sampler
-    from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
-    self._keyed = RowKeyedSampler(
-        sampler, enabled=(sharding.is_multiprocess() if row_keyed is None
-                          else bool(row_keyed)))
-    # Reflections, then retries: the two sampler calls of a
-    # run_reflect_retry with given first attempts.
-    self._turn_sampler = TurnTemperatures(
-        self._keyed, (self.temperature, self.retry_temperature))
-    self._engines: dict[str, Any] = {}
     self._tasks: dict[str, base.Task] = {}
-    self._logprob_fn = None
-    self._cached: Optional[tuple[int, dict[str, np.ndarray]]] = None
-    self.last_stats: dict[str, Any] = {}
-
-  # -- pieces ---------------------------------------------------------------
 
   def _task(self, name: str) -> base.Task:
     if name not in self._tasks:
@@ -335,248 +228,86 @@ class ReflectionBatchBuilder:
           name, **self.task_kwargs.get(name, {}))
     return self._tasks[name]
 
-  def _engine(self, name: str):
-    if name not in self._engines:
-      from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-      self._engines[name] = RolloutEngine(
-          self._turn_sampler, self.tokenizer, max_new_tokens=self.max_new_tokens,
-          temperature=self.temperature, top_p=self.top_p,
-          max_context_tokens=self.max_context_tokens, progress=False,
-          tool_workers=1)
-    return self._engines[name]
-
-  def cycle_start(self, step: int) -> int:
-    """The step whose params sampled the batch used at `step`."""
-    return int(step) - int(step) % self.inner_updates
-
-  @staticmethod
-  def _cache_suffix() -> str:
-    """'' on one process; each process caches its own rows on several."""
-    if not sharding.is_multiprocess():
-      return ""
-    import jax  # pylint: disable=g-import-not-at-top
-    return f".process{jax.process_index()}of{jax.process_count()}"
-
-  def _cache_path(self, step: int) -> Optional[str]:
-    if not self.cache_dir:
-      return None
-    return os.path.join(self.cache_dir,
-                        f"rollout_{int(step):08d}{self._cache_suffix()}.npz")
-
-  def _save(self, step: int, batch: dict[str, np.ndarray]) -> None:
-    path = self._cache_path(step)
-    if path is None:
-      return
-    os.makedirs(self.cache_dir, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **batch)
-    os.replace(tmp, path)
-    suffix = self._cache_suffix() + ".npz"
-    for name in os.listdir(self.cache_dir):  # keep only this cycle's batch
-      mine = name.endswith(suffix) and (bool(self._cache_suffix()) or
-                                        ".process" not in name)
-      if (name.startswith("rollout_") and mine and
-          os.path.join(self.cache_dir, name) != path):
-        os.remove(os.path.join(self.cache_dir, name))
-
-  def _load(self, step: int) -> Optional[dict[str, np.ndarray]]:
-    path = self._cache_path(step)
-    if path is None or not os.path.exists(path):
-      return None
-    with np.load(path) as data:
-      return {k: data[k] for k in data.files}
-
-  def _logprobs(self, params_list: Sequence[Any], batch: Mapping[str, Any]
-                ) -> list[np.ndarray]:
-    """Per-token log-probs of the targets under each params, one jit call."""
-    import jax  # pylint: disable=g-import-not-at-top
-    from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
-    from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
-    if self._logprob_fn is None:
-      model = Transformer(self.config)
-      self._logprob_fn = jax.jit(
-          lambda ps, b: [target_logprobs(model, p, b) for p in ps])
-    keys = ("inputs", "targets", "positions", "segment_ids",
-            shared_prefix.PREFIX_KEY)
-    # One process: the jitted call on the numpy rows. Several: one forward
-    # over the global batch, this host's rows back.
-    out = sharding.host_rows_call(self._logprob_fn, list(params_list),
-                                  {k: batch[k] for k in keys if k in batch})
-    return [np.asarray(x) for x in out]
-
-  # -- sampling -------------------------------------------------------------
-
   def episodes(self, params: Any, records: Sequence[Mapping[str, Any]],
                seed: int) -> list[Any]:
     """G reflection episodes per record, record-major (record order kept).
 
     Records of the same task go through one `run_reflect_retry` call (two
-    sampler calls: reflections, then retries).
+    sampler calls: reflections, then retries at `retry_temperature`).
     """
-    first = sharding.process_row_offset(len(records), "records")
     self.sampler.update_params(params)
+    return self._episodes(records, seed)
+
+  def _episodes(self, records: Sequence[Mapping[str, Any]], seed: int
+                ) -> list[Any]:
+    """`episodes` with the sampler's current params."""
+    first = sharding.process_row_offset(len(records), "records")
     by_task: dict[str, list[int]] = collections.defaultdict(list)
     for i, rec in enumerate(records):
       by_task[rec["task"]].append(i)
     out: list[Optional[list[Any]]] = [None] * len(records)
+    g = self.num_reflections
     for t, (name, idx) in enumerate(sorted(by_task.items())):
       task = self._task(name)
-      examples = [failures_lib.example_of(records[i]) for i in idx]
-      firsts = [failures_lib.attempt_of(records[i]) for i in idx]
-      self._turn_sampler.reset()
-      g = self.num_reflections
-      with self._keyed.rows([(first + i) * g + j for i in idx
-                             for j in range(g)]):
-        eps = self._engine(name).run_reflect_retry(
-            task, examples, num_reflections=g, first_attempts=firsts,
-            seed=base.seed_for(seed, "task", t))
-      if self._turn_sampler.calls != 2:
-        raise RuntimeError(f"Expected 2 sampler calls (reflections, "
-                           f"retries), saw {self._turn_sampler.calls}.")
-      if len(eps) != len(idx) * self.num_reflections:
+      engine = self.engine(
+          name, max_new_tokens=self.max_new_tokens,
+          temperature=self.temperature, top_p=self.top_p,
+          max_context_tokens=self.max_context_tokens, tool_workers=1)
+      with self.keyed.rows([(first + i) * g + j for i in idx
+                            for j in range(g)]):
+        eps = engine.run_reflect_retry(
+            task, [failures_lib.example_of(records[i]) for i in idx],
+            num_reflections=g,
+            first_attempts=[failures_lib.attempt_of(records[i]) for i in idx],
+            seed=base.seed_for(seed, "task", t),
+            retry_temperature=self.retry_temperature)
+      if len(eps) != len(idx) * g:
         correct = [records[i]["failure_id"] for i in idx if not any(
             e.example_id == records[i]["example_id"] for e in eps)]
         raise ValueError(f"Stored failures {correct} are graded correct by "
                          f"task {name!r} now; the failure dataset does not "
                          "match the task's verifier.")
-      g = self.num_reflections
       for j, i in enumerate(idx):
         out[i] = eps[j * g:(j + 1) * g]
     return [e for group in out for e in group]
 
-  def row_length(self, episodes: Sequence[Any]) -> int:
-    """L of a batch: its longest row, rounded up to `length_bucket`."""
-    longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens) - 1
-                  for e in episodes)
-    return sharding.bucketed_row_length(longest, self.length_bucket,
-                                        self.seq_len)
-
   def select_groups(self, rewards: np.ndarray, count: int) -> list[int]:
-    """Indices of `count` groups: unequal rewards first, in pool order.
+    """Indices of `count` groups of G: unequal rewards first, in pool
+    order (`rollout.batches.select_groups`)."""
+    return rl_batches.select_groups(rewards, self.num_reflections, count)
 
-    Args:
-      rewards: [P * G] rewards of P groups (record-major).
-      count: groups to keep (<= P).
-    Returns:
-      Sorted group indices.
-    """
-    flat = np.asarray(rewards).reshape(-1, self.num_reflections)
-    if count > flat.shape[0]:
-      raise ValueError(f"Cannot keep {count} groups of a pool of "
-                       f"{flat.shape[0]} records.")
-    signal = flat.std(axis=1) > 0
-    order = ([i for i in range(len(flat)) if signal[i]] +
-             [i for i in range(len(flat)) if not signal[i]])
-    return sorted(order[:count])
-
-  def sample(self, params: Any, records: Sequence[Mapping[str, Any]],
-             step: int) -> dict[str, np.ndarray]:
-    """Samples and scores a fresh batch for `records` at `step`."""
-    if not records:
-      raise ValueError("ReflectionBatchBuilder got an empty list of "
-                       "failure records.")
-    keep = len(records) if self.queries_per_step is None else (
-        self.queries_per_step)
-    if self.queries_per_step is not None and sharding.is_multiprocess():
-      import jax  # pylint: disable=g-import-not-at-top
-      if keep % jax.process_count():
-        raise ValueError(f"queries_per_step={keep} does not divide over "
-                         f"{jax.process_count()} processes; each keeps an "
-                         "equal share of the groups.")
-      keep //= jax.process_count()
-    if keep > len(records):
-      raise ValueError(f"queries_per_step={keep} but the dataset gave only "
-                       f"{len(records)} records; its batch is the pool and "
-                       "must be at least queries_per_step.")
-    start = time.perf_counter()
-    seed = base.seed_for(self.seed, "r3-grpo", int(step))
-    eps = self.episodes(params, records, seed)
-    gen_s = time.perf_counter() - start
+  def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
+                  step: int) -> tuple[list[Row], dict[str, Any]]:
     g = self.num_reflections
-    pool_rewards = np.array([e.reward for e in eps], np.float32)
-    chosen = self.select_groups(pool_rewards, keep)
-    eps = [e for i in chosen for e in eps[i * g:(i + 1) * g]]
-    kept_records = [records[i] for i in chosen]
-    rewards = np.array([e.reward for e in eps], np.float32)
-    batch = reflection_rows(eps, self.row_length(eps))
-    fits = batch.pop("fits")
-    # Rows that carry no gradient also leave the group statistics alone.
-    batch["advantages"] = group_advantages(rewards, g, valid=fits)
-    batch["rewards"] = rewards
-    batch["group_ids"] = sharding.global_group_ids(
-        np.repeat(np.arange(keep, dtype=np.int32), g))
-    if self.shared_prefix_bucket:
-      batch = shared_prefix.with_agreed_shared_prefix(
-          batch, g, self.shared_prefix_bucket)
-    start = time.perf_counter()
-    params_list = []
-    if self.old_logprobs == "recompute":
-      params_list.append(params)
-    if self.reference_params is not None:
-      params_list.append(self.reference_params)
-    if params_list:
-      logps = self._logprobs(params_list, batch)
-      mask = batch["action_mask"] > 0
-      if self.old_logprobs == "recompute":
-        batch["old_logprobs"] = np.where(mask, logps.pop(0), 0.0).astype(
-            np.float32)
-      if self.reference_params is not None:
-        batch["ref_logprobs"] = np.where(mask, logps.pop(0), 0.0).astype(
-            np.float32)
-    logprob_s = time.perf_counter() - start
-    self.last_stats = self._stats(step, records, pool_rewards, kept_records,
-                                  eps, rewards, fits, gen_s, logprob_s)
-    if self.log_path:
-      os.makedirs(os.path.dirname(os.path.abspath(self.log_path)),
-                  exist_ok=True)
-      with open(self.log_path, "a") as f:
-        f.write(json.dumps(self.last_stats) + "\n")
-    return batch
-
-  def _stats(self, step, pool, pool_rewards, records, eps, rewards, fits,
-             gen_s, logprob_s):
-    g = self.num_reflections
+    del params  # in the sampler already
+    eps = self._episodes(records,
+                         base.seed_for(self.seed, "r3-grpo", int(step)))
+    pool = np.array([e.reward for e in eps], np.float32)
     per_task: dict[str, list[float]] = collections.defaultdict(list)
-    for rec, i in zip(pool, range(0, len(pool_rewards), g)):
-      per_task[rec["task"]].extend(pool_rewards[i:i + g].tolist())
-    return {
-        "step": int(step), "pool": len(pool), "queries": len(records),
-        "rows": len(eps),
+    for i, rec in enumerate(records):
+      per_task[rec["task"]].extend(pool[i * g:(i + 1) * g].tolist())
+    return [reflection_row(e, i // g) for i, e in enumerate(eps)], {
+        "step": int(step), "pool": len(records),
         # Pool statistics: the policy's retry success before selection.
-        "mean_reward": float(pool_rewards.mean()),
+        "mean_reward": float(pool.mean()),
         "reward_by_task": {k: float(np.mean(v)) for k, v in per_task.items()},
         "groups_with_signal": float(np.mean(
-            pool_rewards.reshape(-1, g).std(axis=1) > 0)),
-        # The training batch.
-        "batch_mean_reward": float(rewards.mean()),
-        "batch_groups_with_signal": float(np.mean(
+            pool.reshape(-1, g).std(axis=1) > 0))}
+
+  def batch_stats(self, batch: dict[str, np.ndarray], rows: Sequence[Row],
+                  stats: dict[str, Any]) -> dict[str, Any]:
+    """The training batch's statistics after the pool's."""
+    rewards = batch["rewards"]
+    g = self.num_reflections
+    return dict(
+        stats, queries=len(rows) // g, rows=len(rows),
+        batch_mean_reward=float(rewards.mean()),
+        batch_groups_with_signal=float(np.mean(
             rewards.reshape(-1, g).std(axis=1) > 0)),
-        "rows_fitting": float(fits.mean()),
-        "mean_reflection_tokens": float(np.mean(
-            [len(e.reflection.tokens) for e in eps])),
-        "retry_categories": dict(collections.Counter(
-            e.retry_verdict.category for e in eps)),
-        "sample_seconds": round(gen_s, 3),
-        "logprob_seconds": round(logprob_s, 3)}
-
-  # -- the trainer's batch_fn -------------------------------------------------
-
-  def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
-               step: int) -> dict[str, np.ndarray]:
-    """The training batch of `step` (sampled at the start of its cycle)."""
-    start = self.cycle_start(step)
-    if self._cached is not None and self._cached[0] == start:
-      return dict(self._cached[1])
-    batch = self._load(start)
-    if sharding.is_multiprocess() and not sharding.agreed_minimum(
-        int(batch is not None)):
-      batch = None  # some host has no stored batch: every host resamples
-    if batch is None:
-      if start != step:
-        log.warning("No stored batch of step %d for step %d (cache_dir=%s); "
-                    "sampling a new one with the current params.", start,
-                    step, self.cache_dir)
-      batch = self.sample(params, records, step)
-      self._save(start, batch)
-    self._cached = (start, batch)
-    return dict(batch)
+        rows_fitting=float(stats["_valid"].mean()),
+        mean_reflection_tokens=float(np.mean(
+            [len(r.episode.reflection.tokens) for r in rows])),
+        retry_categories=dict(collections.Counter(
+            r.episode.retry_verdict.category for r in rows)),
+        sample_seconds=round(stats["_sample_s"], 3),
+        logprob_seconds=round(stats["_logprob_s"], 3))

@@ -311,8 +311,9 @@ class RolloutEngine:
     """The sampler seed of call `call_index` of a run with `seed` (31 bits)."""
     return task_base.seed_for(seed, "rollout", call_index) % (1 << 31)
 
-  def _generate_turns(self, convs: Sequence[Conversation],
-                      seed: int) -> list[traj.ModelTurn]:
+  def _generate_turns(self, convs: Sequence[Conversation], seed: int,
+                      temperature: Optional[float] = None
+                      ) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
     Each row's budget is min(max_new_tokens, max_context_tokens - context
@@ -323,6 +324,7 @@ class RolloutEngine:
     Args:
       convs: the conversations, each ending with a user turn.
       seed: the sampler seed of this call.
+      temperature: this call's temperature (None: the engine's).
 
     Returns:
       list[ModelTurn], one per conversation, in order.
@@ -341,7 +343,9 @@ class RolloutEngine:
       result = self.sampler.generate(
           [prompts_[i] for i in live],
           max_new_tokens=[budgets[i] for i in live],
-          temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+          temperature=(self.temperature if temperature is None
+                       else float(temperature)),
+          top_k=self.top_k, top_p=self.top_p,
           stop_tokens=self._stop_ids, seed=seed)
       self._stats.sampler_s += time.perf_counter() - start
       self._stats.num_sampler_calls += 1
@@ -678,6 +682,7 @@ class RolloutEngine:
       seed: int = 0,
       first_attempts: Optional[Sequence[Union[str, traj.ModelTurn]]] = None,
       retry_instruction: str = prompts.RETRY_INSTRUCTION,
+      retry_temperature: Optional[float] = None,
   ) -> list[traj.ReflectionEpisode]:
     """R3 episodes: for each failed first attempt, G reflections and retries.
 
@@ -698,6 +703,7 @@ class RolloutEngine:
         per example: its text (str) or a `ModelTurn`. Correct ones are
         skipped.
       retry_instruction: the user turn between the reflection and the retry.
+      retry_temperature: the retries' temperature (None: the engine's).
 
     Returns:
       list[ReflectionEpisode]: G per failed first attempt, in example order,
@@ -744,7 +750,8 @@ class RolloutEngine:
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, retry_instruction)
       retries = (
-          self._generate_turns(reflect_convs, self._call_seed(seed, 2))
+          self._generate_turns(reflect_convs, self._call_seed(seed, 2),
+                               retry_temperature)
           if reflect_convs else [])
       bar.update(1)
     retry_answers = [self._safe_parse(task, t.text) for t in retries]

@@ -56,14 +56,15 @@ every host's episodes (see docs/tpu_gpu.md).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Mapping, Optional, Sequence
 
 import gin
 import numpy as np
 
 from swirl_jax import sharding
+from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.rollout import trajectory as traj
+from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.tasks import base as task_base
 
@@ -141,27 +142,7 @@ def k3(logp: np.ndarray, ref_logp: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Rows.
 
-
-@dataclasses.dataclass
-class Row:
-  """One training sequence with its attempt spans (token positions).
-
-  Attributes:
-    tokens: the whole sequence, [T] ids (BOS first).
-    y1: (start, end) positions of y1's tokens in `tokens` (end exclusive),
-      or None when y1 carries no loss.
-    y2: (start, end) of y2's tokens, or None.
-    y1_logprobs / y2_logprobs: the sampler's log-probs of those tokens.
-    y1_reencoded: y1's span is the re-encoding of its text, not the sampled
-      ids (they differed: a non-canonical segmentation).
-  """
-
-  tokens: list[int]
-  y1: Optional[tuple[int, int]]
-  y2: Optional[tuple[int, int]]
-  y1_logprobs: Optional[list[float]] = None
-  y2_logprobs: Optional[list[float]] = None
-  y1_reencoded: bool = False
+MASKS = ("attempt1_mask", "attempt2_mask")
 
 
 def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
@@ -173,24 +154,27 @@ def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
   builds the chat by appending turns). The engine re-encodes y1's text, so
   where that differs from the sampled ids (a non-canonical segmentation, or
   the role line's newline merged into the first piece, e.g. '\n```') the
-  re-encoded span (up to its <end_of_turn>) carries y1's loss and the row is
-  flagged `y1_reencoded` (its first-attempt KL is then not measured).
+  re-encoded span (up to its <end_of_turn>) carries y1's loss, without
+  log-probs (its first-attempt KL is then not measured).
 
   Args:
     episode: a two-attempt episode.
     end_of_turn_id: the <end_of_turn> id.
     train_first: give y1's tokens a span (False: the base model's y1).
+  Returns:
+    A `Row` with an 'attempt1_mask' span (unless train_first is False or y1
+    is empty) and an 'attempt2_mask' span (unless y2 is empty); no values.
   """
   ctx1, ctx2 = list(episode.y1.context_ids), list(episode.y2.context_ids)
   tokens = ctx2 + list(episode.y2.tokens)
-  y2 = (len(ctx2), len(tokens)) if episode.y2.tokens else None
-  y1, reencoded, logp1 = None, False, None
+  spans = []
   if train_first and episode.y1.tokens:
     start = len(ctx1)
     sampled = list(episode.y1.tokens)
     if (ctx2[:start] == ctx1 and
         ctx2[start:start + len(sampled)] == sampled):
-      y1, logp1 = (start, start + len(sampled)), list(episode.y1.logprobs)
+      spans.append(Span(MASKS[0], start, start + len(sampled),
+                        list(episode.y1.logprobs)))
     else:
       # The turn's text re-encoded differently, possibly merging the role
       # line's newline into its first piece ('\n```'): y1 is the re-encoded
@@ -207,84 +191,26 @@ def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
       end = common
       while end < len(ctx2) and ctx2[end] != end_of_turn_id:
         end += 1
-      y1, reencoded = (common, min(end + 1, len(ctx2))), True
-  return Row(tokens, y1, y2, logp1, list(episode.y2.logprobs) or None,
-             reencoded)
+      spans.append(Span(MASKS[0], common, min(end + 1, len(ctx2))))
+  if episode.y2.tokens:
+    spans.append(Span(MASKS[1], len(ctx2), len(tokens),
+                      list(episode.y2.logprobs) or None))
+  return Row(tokens, spans, {}, episode=episode)
 
 
 def first_attempt_row(turn: traj.ModelTurn) -> Row:
   """The sequence [x, y1] of a single attempt, y1 spanned."""
   tokens = list(turn.context_ids) + list(turn.tokens)
-  span = (len(turn.context_ids), len(tokens)) if turn.tokens else None
-  return Row(tokens, span, None, list(turn.logprobs) or None, None)
-
-
-def rows_to_batch(rows: Sequence[Row], seq_len: int
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """Right-padded next-token arrays of rows.
-
-  Position p of a sequence is the target at index p - 1. A sequence longer
-  than seq_len + 1 keeps its first seq_len + 1 tokens (spans are clipped).
-
-  Args:
-    rows: the rows.
-    seq_len: L.
-  Returns:
-    (batch, policy_logprobs): batch with 'inputs', 'targets', 'positions',
-    'segment_ids' (int32 [N, L]), 'attempt1_mask', 'attempt2_mask',
-    'loss_mask' (float32 [N, L]); policy_logprobs [N, L] float32, the
-    sampler's log-probs at the target index of every sampled attempt token
-    (0 elsewhere and on re-encoded spans).
-  """
-  n = len(rows)
-  shape = (n, seq_len)
-  inputs = np.zeros(shape, np.int32)
-  targets = np.zeros(shape, np.int32)
-  positions = np.zeros(shape, np.int32)
-  segments = np.zeros(shape, np.int32)
-  m1 = np.zeros(shape, np.float32)
-  m2 = np.zeros(shape, np.float32)
-  logp = np.zeros(shape, np.float32)
-  for i, row in enumerate(rows):
-    seq = row.tokens[:seq_len + 1]
-    m = len(seq) - 1
-    if m < 1:
-      continue
-    inputs[i, :m] = seq[:-1]
-    targets[i, :m] = seq[1:]
-    positions[i, :m] = np.arange(m)
-    segments[i, :m] = 1
-    for span, mask, lp in ((row.y1, m1, row.y1_logprobs),
-                           (row.y2, m2, row.y2_logprobs)):
-      if span is None:
-        continue
-      lo, hi = max(span[0] - 1, 0), min(span[1] - 1, m)
-      if hi <= lo:
-        continue
-      mask[i, lo:hi] = 1.0
-      if lp is not None and len(lp) == span[1] - span[0]:
-        logp[i, lo:hi] = lp[:hi - lo]
-  batch = {"inputs": inputs, "targets": targets, "positions": positions,
-           "segment_ids": segments, "attempt1_mask": m1,
-           "attempt2_mask": m2, "loss_mask": np.maximum(m1, m2)}
-  return batch, logp
+  spans = ([Span(MASKS[0], len(turn.context_ids), len(tokens),
+                 list(turn.logprobs) or None)] if turn.tokens else [])
+  return Row(tokens, spans, {})
 
 
 # ----------------------------------------------------------------------------
 # The batch builder.
 
 
-@functools.lru_cache(maxsize=8)
-def _logprob_fn(config):
-  """A jitted (params, batch) -> [B, L] target log-probs, one per config."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
-  from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
-  model = Transformer(config)
-  return jax.jit(lambda p, b: target_logprobs(model, p, b))
-
-
-class TwoAttemptBatchBuilder:
+class TwoAttemptBatchBuilder(RLBatchBuilder):
   """Samples two-attempt episodes with the current policy; returns rows.
 
   Args:
@@ -306,7 +232,7 @@ class TwoAttemptBatchBuilder:
     seed: base seed; step s of task t samples with seed (seed, s, t).
     adaptive: an `AdaptiveBeta2` (needs ref_params), or None.
     group_baseline: give the rows of one record a common group id (else
-      the baseline is over the whole batch).
+      the batch has no 'group_ids': the baseline is over the whole batch).
     instruction: the correction instruction (None: each task's).
     sampler: a `Sampler` of this config to sample with (its params are
       swapped in each call); None makes one. Sharing one sampler between
@@ -319,6 +245,8 @@ class TwoAttemptBatchBuilder:
       several processes only (one process keeps each call's [N, B] draw).
   """
 
+  masks = MASKS
+
   def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
                ref_params: Any = None, num_samples: int = 2,
                base_first_attempts: int = 0, single_turn: bool = False,
@@ -329,10 +257,6 @@ class TwoAttemptBatchBuilder:
                instruction: Optional[str] = None, sampler: Any = None,
                length_bucket: Optional[int] = 64,
                row_keyed: Optional[bool] = None):
-    from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-    from swirl_jax.objectives.common import check_on_policy_sampling  # pylint: disable=g-import-not-at-top
-    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-    from swirl_jax.sampling.sampler import RowKeyedSampler  # pylint: disable=g-import-not-at-top
     check_on_policy_sampling("TwoAttemptBatchBuilder",
                              temperature=temperature)
     if int(num_samples) < 1:
@@ -351,37 +275,22 @@ class TwoAttemptBatchBuilder:
                        f"{max_new_tokens}.")
     if not tasks:
       raise ValueError("TwoAttemptBatchBuilder needs at least one task.")
-    self.config = config
-    self.tokenizer = tokenizer
+    super().__init__(config, tokenizer, group_size=num_samples,
+                     seq_len=seq_len, length_bucket=length_bucket, seed=seed,
+                     sampler=sampler, batch_bucket=8, row_keyed=row_keyed,
+                     reference_params=ref_params)
     self.tasks = dict(tasks)
     self.ref_params = ref_params
     self.num_samples = int(num_samples)
     self.base_first_attempts = int(base_first_attempts)
     self.single_turn = bool(single_turn)
-    self.seq_len = int(seq_len)
-    self.length_bucket = length_bucket
-    self.seed = int(seed)
     self.adaptive = adaptive
     self.group_baseline = bool(group_baseline)
     self.instruction = instruction
-    self.sampler = sampler or chat_sampler(config, tokenizer)
-    self._keyed = RowKeyedSampler(
-        self.sampler, enabled=(sharding.is_multiprocess() if row_keyed is None
-                               else bool(row_keyed)))
-    self.engine = RolloutEngine(
-        self._keyed, tokenizer, max_new_tokens=max_new_tokens,
-        temperature=temperature, max_context_tokens=self.seq_len + 1,
-        progress=False, tool_workers=4)
-    self.last_stats: dict[str, float] = {}
+    self.rollout = self.engine(
+        max_new_tokens=max_new_tokens, temperature=temperature,
+        max_context_tokens=self.seq_len + 1, tool_workers=4)
     self.last_episodes: list[traj.TwoAttemptEpisode] = []
-
-  def _ref_logprobs(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    keys = ("inputs", "targets", "positions", "segment_ids")
-    fn = _logprob_fn(self.config)
-    # One process: fn on the numpy rows. Several: one forward over the
-    # global batch, this host's rows back.
-    return np.asarray(sharding.host_rows_call(
-        fn, self.ref_params, {k: batch[k] for k in keys}), np.float32)
 
   def _row_ids(self, first: int, records: Sequence[int], offset: int,
                count: int) -> list[int]:
@@ -390,17 +299,9 @@ class TwoAttemptBatchBuilder:
     return [(first + i) * per + offset + s for i in records
             for s in range(count)]
 
-  def _step_seed(self, step: int, task_name: str) -> int:
-    return task_base.seed_for(self.seed, "score-batch", int(step),
-                              task_name) % (1 << 31)
-
-  def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
-               step: int) -> dict[str, np.ndarray]:
-    if not records:
-      raise ValueError("TwoAttemptBatchBuilder got an empty batch of "
-                       "records.")
+  def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
+                  step: int) -> tuple[list[Row], dict[str, Any]]:
     first = sharding.process_row_offset(len(records), "records")
-    self.sampler.update_params(params)
     eot = self.tokenizer.end_of_turn_id
     by_task: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
@@ -409,91 +310,79 @@ class TwoAttemptBatchBuilder:
         raise KeyError(f"Record {i} names task {name!r}; the builder has "
                        f"{sorted(self.tasks)}.")
       by_task.setdefault(name, []).append(i)
-    # Per record: list of (row, reward1, reward2, group key).
-    slots: list[list[tuple[Row, float, float, tuple]]] = [
-        [] for _ in records]
+    slots: list[list[Row]] = [[] for _ in records]  # per record, in order
+
+    def add(row, i, r1, r2, source):
+      row.values = {"reward1": float(r1), "reward2": float(r2)}
+      row.group = (i, source) if self.group_baseline else None
+      slots[i].append(row)
+
     episodes: list[traj.TwoAttemptEpisode] = []
-    reencoded = 0
+    g, k = self.num_samples, self.base_first_attempts
     for name, idx in sorted(by_task.items()):
       task = self.tasks[name]
       examples = [task_base.Example.from_dict(records[i]["example"])
                   for i in idx]
-      seed = self._step_seed(step, name)
-      g = self.num_samples
-      if self.single_turn:
-        with self._keyed.rows(self._row_ids(first, idx, 0, g)):
-          firsts = episodes_lib.first_attempts(self.engine, task, examples,
-                                               g, seed=seed)
-        for j, (_, turn, _, verdict) in enumerate(firsts):
-          slots[idx[j // g]].append((first_attempt_row(turn),
-                                     verdict.reward, 0.0, (idx[j // g], 0)))
-        continue
-      with self._keyed.rows(self._row_ids(first, idx, 0, g)):
-        eps = self.engine.run_two_attempts(task, examples,
-                                           instruction=self.instruction,
-                                           num_samples=g, seed=seed)
-      episodes += eps
+      seed = task_base.seed_for(self.seed, "score-batch", int(step),
+                                name) % (1 << 31)
+      with self.keyed.rows(self._row_ids(first, idx, 0, g)):
+        if self.single_turn:
+          for j, (_, turn, _, verdict) in enumerate(
+              episodes_lib.first_attempts(self.rollout, task, examples, g,
+                                          seed=seed)):
+            add(first_attempt_row(turn), idx[j // g], verdict.reward, 0.0, 0)
+          continue
+        eps = self.rollout.run_two_attempts(
+            task, examples, instruction=self.instruction, num_samples=g,
+            seed=seed)
       for j, ep in enumerate(eps):
-        row = episode_row(ep, eot)
-        reencoded += row.y1_reencoded
-        slots[idx[j // g]].append((row, ep.reward1, ep.reward2,
-                                   (idx[j // g], 0)))
-      k = self.base_first_attempts
+        add(episode_row(ep, eot), idx[j // g], ep.reward1, ep.reward2, 0)
+      episodes += eps
       if k:
         base_ids = self._row_ids(first, idx, g, k)
         self.sampler.update_params(self.ref_params)
         try:
-          with self._keyed.rows(base_ids):
-            firsts = episodes_lib.first_attempts(self.engine, task, examples,
-                                                 k, seed=seed + 1)
+          with self.keyed.rows(base_ids):
+            firsts = episodes_lib.first_attempts(self.rollout, task,
+                                                 examples, k, seed=seed + 1)
         finally:
           self.sampler.update_params(params)
-        with self._keyed.rows(base_ids):
+        with self.keyed.rows(base_ids):
           extra = episodes_lib.two_attempts_from_first(
-              self.engine, task, firsts, seed=seed + 2,
+              self.rollout, task, firsts, seed=seed + 2,
               instruction=self.instruction, sample_offset=g)
-        episodes += extra
         for j, ep in enumerate(extra):
-          slots[idx[j // k]].append((episode_row(ep, eot, train_first=False),
-                                     ep.reward1, ep.reward2,
-                                     (idx[j // k], 1)))
-    flat = [s for per_record in slots for s in per_record]
-    rows = [s[0] for s in flat]
-    batch, policy_logp = rows_to_batch(rows, sharding.bucketed_row_length(
-        max(len(r.tokens) for r in rows) - 1, self.length_bucket,
-        self.seq_len))
-    batch["reward1"] = np.array([s[1] for s in flat], np.float32)
-    batch["reward2"] = np.array([s[2] for s in flat], np.float32)
-    if self.group_baseline:
-      keys = {key: i for i, key in enumerate(dict.fromkeys(s[3]
-                                                           for s in flat))}
-      batch["group_ids"] = sharding.global_group_ids(
-          np.array([keys[s[3]] for s in flat], np.int32))
-    stats = {"reward1": float(batch["reward1"].mean()),
-             "reward2": float(batch["reward2"].mean()),
-             "rows": float(len(rows)), "y1_reencoded": float(reencoded)}
-    if self.ref_params is not None:
-      batch["ref_logprobs"] = self._ref_logprobs(batch)
-      on_policy = (batch["attempt1_mask"] > 0) & (policy_logp != 0)
-      if sharding.is_multiprocess():
-        # The KL of every host's first attempts (what one process with the
-        # whole batch measures), so every host gets the same beta2.
-        total, count = sharding.global_sums([
-            np.sum(k3(policy_logp[on_policy],
-                      batch["ref_logprobs"][on_policy])),
-            np.sum(on_policy)])
-        if count > 0:
-          stats["kl1"] = float(total / count)
-      elif on_policy.any():
-        stats["kl1"] = float(np.mean(k3(policy_logp[on_policy],
-                                        batch["ref_logprobs"][on_policy])))
-      if self.adaptive is not None:
-        beta2 = self.adaptive(stats.get("kl1", 0.0))
-        batch["beta2"] = np.full((len(rows),), beta2, np.float32)
-        stats["beta2"] = beta2
-    self.last_stats = stats
+          add(episode_row(ep, eot, train_first=False), idx[j // k],
+              ep.reward1, ep.reward2, 1)
+        episodes += extra
     self.last_episodes = episodes
-    return batch
+    rows = [row for per_record in slots for row in per_record]
+    reencoded = sum(s.mask == MASKS[0] and s.logprobs is None
+                    for r in rows for s in r.spans)
+    return rows, {
+        "reward1": float(np.mean([r.values["reward1"] for r in rows])),
+        "reward2": float(np.mean([r.values["reward2"] for r in rows])),
+        "rows": float(len(rows)), "y1_reencoded": float(reencoded)}
 
-  def close(self) -> None:
-    self.engine.close()
+  def batch_stats(self, batch: dict[str, np.ndarray], rows: Sequence[Row],
+                  stats: dict[str, Any]) -> dict[str, Any]:
+    """Adds the first attempt's KL to the reference ('kl1', k3 on the
+    sampled y1 tokens) and, with `adaptive`, the step's 'beta2'."""
+    if self.ref_params is None:
+      return stats
+    policy_logp = stats["_sampler_logprobs"]
+    on_policy = (batch["attempt1_mask"] > 0) & (policy_logp != 0)
+    kl = k3(policy_logp[on_policy], batch["ref_logprobs"][on_policy])
+    # Several processes: the KL of every host's first attempts (what one
+    # process with the whole batch measures), so every host gets the same
+    # beta2.
+    total, count = (sharding.global_sums([np.sum(kl), np.sum(on_policy)])
+                    if sharding.is_multiprocess()
+                    else (np.sum(kl), np.sum(on_policy)))
+    if count > 0:
+      stats["kl1"] = float(total / count)
+    if self.adaptive is not None:
+      beta2 = self.adaptive(stats.get("kl1", 0.0))
+      batch["beta2"] = np.full((len(rows),), beta2, np.float32)
+      stats["beta2"] = beta2
+    return stats

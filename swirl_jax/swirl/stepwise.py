@@ -12,7 +12,8 @@ for the choices the paper leaves open).
 
 Used as `train(..., batch_fn=builder)`: the trainer calls it with the current
 params before every step. Sampling randomness derives from (seed, step), so a
-resumed run draws the same actions.
+resumed run draws the same actions. Everything after the sampling (rows,
+group ids, shared context, statistics) is `rollout.batches.RLBatchBuilder`.
 
 Several processes: every process calls the builder at each step with its own
 (equally many) states; each host samples its actions on its own copy of the
@@ -28,8 +29,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import sharding
-from swirl_jax.objectives import shared_prefix
 from swirl_jax.objectives.common import check_on_policy_sampling
+from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span, rows_to_batch
 from swirl_jax.swirl.filters import context_turns, judge_request_for_record
 
 
@@ -40,7 +41,7 @@ def _fit(context: list[int], room: int) -> list[int]:
   return context[:1] + context[len(context) - room + 1:]
 
 
-class StepwiseBatchBuilder:
+class StepwiseBatchBuilder(RLBatchBuilder):
   """Samples G actions per state, judges them, returns a stepwise_pg batch.
 
   Args:
@@ -73,6 +74,8 @@ class StepwiseBatchBuilder:
       made the step slower (benchmarks/recipe_step.py --shared_prefix).
   """
 
+  masks = ("action_mask",)
+
   def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
@@ -87,90 +90,60 @@ class StepwiseBatchBuilder:
     if seq_len <= max_new_tokens + 8:
       raise ValueError(f"seq_len={seq_len} leaves no room for a context "
                        f"beside max_new_tokens={max_new_tokens}.")
-    from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-    self.tokenizer = tokenizer
+    super().__init__(config, tokenizer, group_size=num_samples,
+                     seq_len=seq_len, length_bucket=length_bucket, seed=seed,
+                     batch_bucket=1, row_keyed=row_keyed,
+                     shared_prefix_bucket=shared_prefix_bucket)
     self.judge = judge
     self.num_samples = num_samples
     self.max_new_tokens = max_new_tokens
     self.temperature = temperature
     self.top_p = top_p
-    self.seq_len = seq_len
-    self.seed = seed
-    self.length_bucket = length_bucket
-    self.sampler = chat_sampler(config, tokenizer, batch_bucket=1)
-    self.row_keyed = row_keyed
-    if shared_prefix_bucket < 0:
-      raise ValueError(f"shared_prefix_bucket must be >= 0, got "
-                       f"{shared_prefix_bucket}.")
-    self.shared_prefix_bucket = int(shared_prefix_bucket)
-    self.last_stats: dict[str, float] = {}
 
-  def __call__(self, params: Any, records: Sequence[Mapping[str, Any]],
-               step: int) -> dict[str, np.ndarray]:
-    if not records:
-      raise ValueError("StepwiseBatchBuilder got an empty batch of states.")
+  def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
+                  step: int) -> tuple[list[Row], dict[str, Any]]:
+    del params
     g = self.num_samples
     room = self.seq_len - self.max_new_tokens
     contexts = [_fit(self.tokenizer.encode_chat(context_turns(r)), room)
                 for r in records]
     prompts = [c for c in contexts for _ in range(g)]
     first = sharding.process_row_offset(len(records), "states")
-    keyed = (sharding.is_multiprocess() if self.row_keyed is None
-             else self.row_keyed)
-    self.sampler.update_params(params)
-    out = self.sampler.generate(
-        prompts, self.max_new_tokens, temperature=self.temperature,
-        top_p=self.top_p, seed=hash((self.seed, int(step))) % (2 ** 31),
-        group_size=g,
-        **({"row_ids": range(first * g, (first + len(records)) * g)}
-           if keyed else {}))
+    with self.keyed.rows(range(first * g, (first + len(records)) * g)):
+      out = self.keyed.generate(
+          prompts, self.max_new_tokens, temperature=self.temperature,
+          top_p=self.top_p, seed=hash((self.seed, int(step))) % (2 ** 31),
+          group_size=g)
     stops = {self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}
     texts = [self.tokenizer.decode([t for t in toks if t not in stops])
              for toks in out.tokens]
-    requests = [judge_request_for_record(records[i // g], texts[i])
-                for i in range(len(prompts))]
-    results = self.judge.judge_steps(requests)
-    rewards = np.array([r.reward for r in results], np.float32)
-    batch = self.rows(prompts, out.tokens)
-    batch["rewards"] = rewards
-    batch["group_ids"] = sharding.global_group_ids(
-        np.repeat(np.arange(len(records), dtype=np.int32), g))
-    if self.shared_prefix_bucket:
-      batch = shared_prefix.with_agreed_shared_prefix(
-          batch, g, self.shared_prefix_bucket)
-    self.last_stats = {"mean_reward": float(rewards.mean()),
-                       "good_fraction": float(np.mean(
-                           [r.good for r in results])),
-                       "mean_action_tokens": float(np.mean(
-                           [len(t) for t in out.tokens]))}
-    return batch
+    results = self.judge.judge_steps(
+        [judge_request_for_record(records[i // g], texts[i])
+         for i in range(len(prompts))])
+    rows = [_action_row(ctx, act, {"rewards": float(res.reward)}, i // g)
+            for i, (ctx, act, res) in enumerate(
+                zip(prompts, out.tokens, results))]
+    return rows, {
+        "mean_reward": float(np.mean([r.reward for r in results])),
+        "good_fraction": float(np.mean([r.good for r in results])),
+        "mean_action_tokens": float(np.mean([len(t) for t in out.tokens]))}
 
   def rows(self, contexts: Sequence[list[int]],
            actions: Sequence[list[int]]) -> dict[str, np.ndarray]:
     """Right-padded [N, L] rows of context + action with the action mask
-    (L: see `length_bucket`).
+    (L: see `length_bucket`): 'inputs', 'targets', 'positions',
+    'segment_ids', and 'action_mask' (= 'loss_mask'), 1 where the target
+    is an action token."""
+    rows = [_action_row(c, a, {}, i) for i, (c, a) in
+            enumerate(zip(contexts, actions))]
+    batch = rows_to_batch(rows, self.row_length(rows), self.masks)
+    del batch["sampler_logprobs"], batch["valid"]
+    return batch
 
-    'inputs' are the tokens, 'targets' the next tokens; 'action_mask' (and
-    'loss_mask', the same) is 1 where the target is an action token.
-    """
-    n = len(contexts)
-    length = sharding.bucketed_row_length(
-        max(len(c) + len(a) for c, a in zip(contexts, actions)) - 1,
-        self.length_bucket, self.seq_len)
-    inputs = np.zeros((n, length), np.int32)
-    targets = np.zeros((n, length), np.int32)
-    mask = np.zeros((n, length), np.float32)
-    segments = np.zeros((n, length), np.int32)
-    positions = np.zeros((n, length), np.int32)
-    for i, (ctx, act) in enumerate(zip(contexts, actions)):
-      seq = (list(ctx) + list(act))[:length + 1]
-      m = len(seq) - 1
-      inputs[i, :m] = seq[:-1]
-      targets[i, :m] = seq[1:]
-      start = len(ctx) - 1  # target index of the first action token
-      mask[i, start:m] = 1.0
-      segments[i, :m] = 1
-      positions[i, :m] = np.arange(m)
-    return {"inputs": inputs, "targets": targets, "action_mask": mask,
-            "loss_mask": mask.copy(), "segment_ids": segments,
-            "positions": positions}
+
+def _action_row(context: Sequence[int], action: Sequence[int],
+                values: dict[str, float], group: int) -> Row:
+  """The row context + action, loss on the action."""
+  n = len(context)
+  return Row(list(context) + list(action),
+             [Span("action_mask", n, n + len(action))], values, group)
