@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     stages.train_stage(
         tmp, "swirl_bench", scope="swirl", model_config=config,
-        dataset_fn=experiment._states_dataset_fn(data_dir, states_per_step),  # pylint: disable=protected-access
+        dataset_fn=experiment.states_dataset_fn(data_dir, states_per_step),
         objective="stepwise_pg", batch_fn=timed_call, init_from=init_from,
         train_steps=steps)
     total_s = time.perf_counter() - t0

@@ -14,8 +14,7 @@ import pytest
 from swirl_jax import models
 from swirl_jax.objectives import get_objective
 from swirl_jax.r3 import batches
-from swirl_jax.r3 import failures
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 from swirl_jax.tasks import prompts
 
 CD_KW = dict(prompt_style="compact", min_numbers=3, max_numbers=3,
@@ -76,11 +75,12 @@ def setup(tmp_path_factory):
       tasks=("countdown",), task_kwargs={"countdown": CD_KW}, num_per_task=20)
   path = tmp_path_factory.mktemp("r3_batches") / "spm.model"
   tokenizer = Tokenizer(train_sentencepiece(texts, str(path), 1024))
-  task = r3_tasks.make_task("countdown", **CD_KW)
-  examples = r3_tasks.generate_examples(task, 2, seed=2)
+  task = compact.make_task("countdown", **CD_KW)
+  examples = compact.generate_examples(task, 2, seed=2)
   records = []
   for ex in examples:
-    answer, verdict = failures.grade(task, ex, FIRST)
+    answer = task.parse_answer(FIRST)
+    verdict = task.verify(ex, answer)
     records.append({
         "failure_id": f"countdown/{ex.id}", "task": "countdown",
         "example_id": ex.id, "example": json.dumps(ex.to_dict()),

@@ -9,7 +9,7 @@ import pytest
 
 from swirl_jax.r3 import evaluation
 from swirl_jax.r3 import report
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 from swirl_jax.tasks import prompts
 
 CD_KW = dict(prompt_style="compact", min_numbers=3, max_numbers=3,
@@ -51,8 +51,8 @@ def setup(tmp_path_factory):
       tasks=("countdown",), task_kwargs={"countdown": CD_KW}, num_per_task=20)
   path = tmp_path_factory.mktemp("r3_eval") / "spm.model"
   tokenizer = Tokenizer(train_sentencepiece(texts, str(path), 1024))
-  task = r3_tasks.make_task("countdown", **CD_KW)
-  ex = r3_tasks.generate_examples(task, 4, seed=9, split="test")
+  task = compact.make_task("countdown", **CD_KW)
+  ex = compact.generate_examples(task, 4, seed=9, split="test")
   good = [f"<answer> {e.answer} </answer>" for e in ex]
   script = {
       task.prompt(ex[0]): [good[0]],                               # t1 ok

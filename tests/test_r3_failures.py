@@ -8,7 +8,7 @@ import types
 import pytest
 
 from swirl_jax.r3 import failures
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 
 CD_KW = dict(prompt_style="compact", min_numbers=3, max_numbers=3,
              min_value=1, max_value=10, min_target=1, max_target=50)
@@ -60,8 +60,8 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def setup(tokenizer):
-  task = r3_tasks.make_task("countdown", **CD_KW)
-  examples = r3_tasks.generate_examples(task, 4, seed=5)
+  task = compact.make_task("countdown", **CD_KW)
+  examples = compact.generate_examples(task, 4, seed=5)
   good = [f"<answer> {ex.answer} </answer>" for ex in examples]
   bad = "<answer> 1 + </answer>"  # invalid equation
   # ex0 always right; ex1 wrong at once; ex2 right twice then wrong; ex3
@@ -103,7 +103,7 @@ def test_find_failures_keeps_failed_queries_with_their_attempt(setup):
 
 def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
   tokenizer, task, examples, answers = setup
-  fc = r3_tasks.make_task("function_calling", prompt_style="compact")
+  fc = compact.make_task("function_calling", prompt_style="compact")
   fc_examples = fc.generate(3, seed=1)
   answers = dict(answers)
   broken = '<tool_call>[{"name": </tool_call>'
@@ -128,8 +128,10 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
     failures.prepare_failure_dataset(records, str(tmp_path / "data"))
 
   # One task per element, tasks taking turns; repeat_each repeats elements.
-  ds = failures.failures_dataset(data_dir=str(tmp_path / "data"),
-                                 global_batch_size=2, repeat_each=2, seed=0)
+  ds = failures.failures_dataset_fn(str(tmp_path / "data"),
+                                    global_batch_size=2, repeat_each=2)(
+                                        workdir="", process_index=0,
+                                        process_count=1, seed=0)
   it = iter(ds)
   batches = [next(it) for _ in range(8)]
   assert all(len(b) == 2 for b in batches)

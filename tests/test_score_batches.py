@@ -9,7 +9,7 @@ from swirl_jax.rollout import trajectory as traj
 from swirl_jax.rollout.batches import Span, rows_to_batch
 from swirl_jax.score import batches
 from swirl_jax.score import episodes as episodes_lib
-from swirl_jax.score import tasks as score_tasks  # noqa: F401
+from swirl_jax.tasks import small as small_tasks  # noqa: F401
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import prompts
 from swirl_jax.tasks.base import Example, Verdict

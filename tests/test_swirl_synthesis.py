@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from swirl_jax.data import rl_records
+from swirl_jax.data import trajectories as traj_data
 from swirl_jax.swirl import synthesis
 
 
@@ -33,8 +35,9 @@ def test_synthesize_writes_dataset_statistics_and_resumes(setup, tmp_path):
   assert len(trajs) == 8
   num_steps = sum(len(t["steps"]) for t in trajs)
 
-  ds = synthesis.states_dataset(str(tmp_path / "data"), global_batch_size=4,
-                                seed=0)
+  ds = rl_records.records_dataset(
+      traj_data.open_data_source(str(tmp_path / "data")),
+      global_batch_size=4, seed=0)
   it = iter(ds)
   batch = next(it)
   assert isinstance(batch, list) and len(batch) == 4

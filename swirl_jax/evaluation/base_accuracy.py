@@ -76,8 +76,8 @@ def held_out_seed(seed: int, family: str) -> int:
 def family_examples(task: base.Task, n: int, *, seed: int,
                     split: str) -> list[base.Example]:
   """`n` generated questions of `split` (R3's fast Countdown generator)."""
-  from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
-  return r3_tasks.generate_examples(task, n, seed=seed, split=split)
+  from swirl_jax.tasks import compact  # pylint: disable=g-import-not-at-top
+  return compact.generate_examples(task, n, seed=seed, split=split)
 
 
 # ----------------------------------------------------------------------------
@@ -208,17 +208,14 @@ def evaluate_family(sampler: Any, tokenizer: Any, family: str,
              "finish": t.finish_reason,
              "text": t.steps[-1].action if t.steps else ""}
             for ex, t in zip(examples, trajs)]
-  from swirl_jax.r3 import failures as failures_lib  # pylint: disable=g-import-not-at-top
-  turns = failures_lib.sample_turns(sampler, tokenizer, task, examples,
-                                    max_new_tokens=max_new_tokens,
-                                    temperature=0.0, seed=seed)
-  rows = []
-  for ex, turn in zip(examples, turns):
-    answer, verdict = failures_lib.grade(task, ex, turn.text)
-    rows.append({"id": ex.id, "correct": bool(verdict.correct),
-                 "category": verdict.category, "answer": answer, "steps": 1,
-                 "finish": turn.finish, "text": turn.text})
-  return rows
+  from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
+  with RolloutEngine(sampler, tokenizer, max_new_tokens=max_new_tokens,
+                     temperature=0.0, max_context_tokens=max_context_tokens,
+                     progress=False) as engine:
+    graded = engine.first_attempts(task, examples, seed=seed)
+  return [{"id": g.example.id, "correct": bool(g.verdict.correct),
+           "category": g.verdict.category, "answer": g.answer, "steps": 1,
+           "finish": g.turn.finish, "text": g.turn.text} for g in graded]
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """R3: Reflect, Retry, Reward (arXiv 2505.24726) on swirl_jax.
 
-* `tasks`: the R3 tasks (function calling, Countdown) and a fast Countdown
-  generator.
+The tasks (function calling, Countdown) are registered tasks; their compact
+prompts and a fast Countdown generator are `swirl_jax.tasks.compact`.
+
 * `demonstrations`: imperfect scripted answers, reflections and retries for
   the SFT warm start of a small model.
 * `failures`: the failure dataset (queries the model fails, with the failed

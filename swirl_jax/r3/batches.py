@@ -34,7 +34,7 @@ Resume determinism: every sampled batch is also written to `cache_dir`
 (`rollout_<step>.npz`, atomically, before its first update), so a run
 resumed in the middle of a cycle reloads the batch its cycle was sampled
 with instead of sampling a different one from the newer params; sampling
-randomness derives from (seed, step). With `failures_dataset(repeat_each=
+randomness derives from (seed, step). With `failures_dataset_fn(repeat_each=
 mu)` the records of a cycle come from one dataset element, so no record is
 skipped.
 
@@ -76,7 +76,7 @@ import numpy as np
 from swirl_jax import sharding
 from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.r3 import failures as failures_lib
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 from swirl_jax.rollout import batches as rl_batches
 from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
 from swirl_jax.tasks import base
@@ -129,7 +129,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
   Args:
     config: the policy's TransformerConfig.
     tokenizer: swirl_jax.tokenizer.Tokenizer.
-    task_kwargs: per task name, constructor arguments (`r3.tasks.make_task`).
+    task_kwargs: per task name, constructor arguments (`tasks.compact.make_task`).
     num_reflections: G, reflections per failed query (>= 2).
     queries_per_step: groups in a training batch (None: every record
       given); records beyond it form the pool the groups with a learning
@@ -224,7 +224,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
 
   def _task(self, name: str) -> base.Task:
     if name not in self._tasks:
-      self._tasks[name] = r3_tasks.make_task(
+      self._tasks[name] = compact.make_task(
           name, **self.task_kwargs.get(name, {}))
     return self._tasks[name]
 

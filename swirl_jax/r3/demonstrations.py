@@ -38,7 +38,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import gin
 
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 from swirl_jax.tasks import answers as answers_lib
 from swirl_jax.tasks import base
 from swirl_jax.tasks import countdown as countdown_lib
@@ -57,12 +57,12 @@ _NUMBER_RE = re.compile(r"\d+")
 
 def error_categories(task_name: str) -> tuple[str, ...]:
   """The error categories of R3's error analysis for a task."""
-  if task_name == r3_tasks.COUNTDOWN:
+  if task_name == compact.COUNTDOWN:
     return COUNTDOWN_ERRORS
-  if task_name == r3_tasks.FUNCTION_CALLING:
+  if task_name == compact.FUNCTION_CALLING:
     return FUNCTION_CALLING_ERRORS
   raise ValueError(f"No R3 demonstrations for task {task_name!r}; choose one "
-                   f"of {list(r3_tasks.R3_TASKS)}.")
+                   f"of {list(compact.R3_TASKS)}.")
 
 
 # ----------------------------------------------------------------------------
@@ -71,14 +71,14 @@ def error_categories(task_name: str) -> tuple[str, ...]:
 
 def answer_text(task_name: str, content: str) -> str:
   """A model answer around `content` (an expression, or calls as JSON)."""
-  if task_name == r3_tasks.COUNTDOWN:
+  if task_name == compact.COUNTDOWN:
     return f"<{prompts.ANSWER_TAG}> {content} </{prompts.ANSWER_TAG}>"
   return f"<{fc_lib.TOOL_CALL_TAG}>{content}</{fc_lib.TOOL_CALL_TAG}>"
 
 
 def correct_answer(task: base.Task, example: base.Example) -> str:
   """The answer text of the example's gold solution."""
-  if task.name == r3_tasks.COUNTDOWN:
+  if task.name == compact.COUNTDOWN:
     return answer_text(task.name, example.answer)
   return answer_text(task.name, json.dumps(json.loads(example.answer)))
 
@@ -137,13 +137,13 @@ def _fc_candidate(category: str, example: base.Example,
     text = json.dumps(calls)
     choice = rng.randrange(3)
     if choice == 0:  # unbalanced JSON
-      return answer_text(r3_tasks.FUNCTION_CALLING,
+      return answer_text(compact.FUNCTION_CALLING,
                          text[:-1 - rng.randrange(2)])
     if choice == 1:  # a Python-style call, not JSON
       c = calls[0]
       args = ", ".join(f"{k}={v!r}" for k, v in c["arguments"].items())
-      return answer_text(r3_tasks.FUNCTION_CALLING, f"{c['name']}({args})")
-    return answer_text(r3_tasks.FUNCTION_CALLING,
+      return answer_text(compact.FUNCTION_CALLING, f"{c['name']}({args})")
+    return answer_text(compact.FUNCTION_CALLING,
                        json.dumps([{"function": c["name"],
                                     "args": c["arguments"]} for c in calls]))
   calls = copy.deepcopy(calls)
@@ -155,7 +155,7 @@ def _fc_candidate(category: str, example: base.Example,
     if not others:
       others = [n for n in fc_lib.API_SPECS if n not in gold]
     call["name"] = rng.choice(others)
-    return answer_text(r3_tasks.FUNCTION_CALLING, json.dumps(calls))
+    return answer_text(compact.FUNCTION_CALLING, json.dumps(calls))
   if category == fc_lib.WRONG_ARGUMENTS:
     args = call["arguments"]
     choice = rng.randrange(3)
@@ -168,7 +168,7 @@ def _fc_candidate(category: str, example: base.Example,
       key = rng.choice(sorted(args)) if args else "value"
       value = args.pop(key, "x")
       args[key.split("_")[0] + "_value"] = value
-    return answer_text(r3_tasks.FUNCTION_CALLING, json.dumps(calls))
+    return answer_text(compact.FUNCTION_CALLING, json.dumps(calls))
   raise ValueError(f"Unknown function-calling error category {category!r}; "
                    f"choose one of {list(FUNCTION_CALLING_ERRORS)}.")
 
@@ -188,7 +188,7 @@ def corrupt_answer(task: base.Task, example: base.Example, category: str,
   """
   error_categories(task.name)  # checks the task
   for _ in range(_MAX_TRIES):
-    if task.name == r3_tasks.COUNTDOWN:
+    if task.name == compact.COUNTDOWN:
       numbers, _ = task.numbers_and_target(example)
       text = answer_text(task.name, _countdown_candidate(
           category, example.answer, numbers, rng))
@@ -233,7 +233,7 @@ def diagnosis(task: base.Task, example: base.Example, answer_text_: str,
               verdict: base.Verdict) -> str:
   """One sentence on what went wrong with a failed answer."""
   category = verdict.category
-  if task.name == r3_tasks.COUNTDOWN:
+  if task.name == compact.COUNTDOWN:
     numbers, target = task.numbers_and_target(example)
     if category == countdown_lib.INVALID_EQUATION:
       return "My equation was not a valid expression."
@@ -261,7 +261,7 @@ def diagnosis(task: base.Task, example: base.Example, answer_text_: str,
 
 def plan(task: base.Task, example: base.Example, answer: str) -> str:
   """One sentence stating the answer to try next."""
-  if task.name == r3_tasks.COUNTDOWN:
+  if task.name == compact.COUNTDOWN:
     numbers, target = task.numbers_and_target(example)
     expr = task.parse_answer(answer) or ""
     return (f"I will use {_join_numbers(numbers)} to make {target}: "
@@ -309,7 +309,7 @@ def demonstration(task: base.Task, example: base.Example, rng: random.Random,
 
 
 @gin.configurable
-def r3_demonstrations(tasks: Sequence[str] = r3_tasks.R3_TASKS,
+def r3_demonstrations(tasks: Sequence[str] = compact.R3_TASKS,
                       task_kwargs: Optional[Mapping[str, Mapping[str, Any]]]
                       = None,
                       num_per_task: int = 1000, seed: int = 0,
@@ -336,10 +336,10 @@ def r3_demonstrations(tasks: Sequence[str] = r3_tasks.R3_TASKS,
   task_kwargs = dict(task_kwargs or {})
   per_task = []
   for i, name in enumerate(tasks):
-    task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
+    task = compact.make_task(name, **dict(task_kwargs.get(name, {})))
     rng = random.Random(base.seed_for(seed, "r3-demonstrations", name))
     rows = []
-    for ex in r3_tasks.generate_examples(task, num_per_task, seed=seed + i,
+    for ex in compact.generate_examples(task, num_per_task, seed=seed + i,
                                          split=split):
       rows.append(demonstration(task, ex, rng, first_attempt_accuracy,
                                 reflection_accuracy))
@@ -356,7 +356,7 @@ def corpus_texts(examples: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 @gin.configurable
-def tokenizer_corpus(tasks: Sequence[str] = r3_tasks.R3_TASKS,
+def tokenizer_corpus(tasks: Sequence[str] = compact.R3_TASKS,
                      task_kwargs: Optional[Mapping[str, Mapping[str, Any]]]
                      = None,
                      num_per_task: int = 400, seed: int = 12345

@@ -23,7 +23,6 @@ from typing import Any, Mapping, Sequence
 
 from swirl_jax.evaluation import headline
 from swirl_jax.evaluation import metrics as metrics_lib
-from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import base
 
 
@@ -50,16 +49,15 @@ def evaluate_task(sampler: Any, tokenizer: Any, task: base.Task,
     'final_category' (the category standing after attempt 2).
   """
   from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
-  firsts = failures_lib.sample_turns(
-      sampler, tokenizer, task, examples, num_samples=1,
-      max_new_tokens=max_new_tokens, temperature=temperature,
-      seed=base.seed_for(seed, "r3-eval", task.name) % (1 << 31))
-  graded = [failures_lib.grade(task, ex, t.text)
-            for ex, t in zip(examples, firsts)]
   with RolloutEngine(sampler, tokenizer, max_new_tokens=max_new_tokens,
                      temperature=temperature,
                      max_context_tokens=max_context_tokens, progress=False,
                      tool_workers=1) as engine:
+    first = engine.first_attempts(
+        task, examples, seed=base.seed_for(seed, "r3-eval", task.name)
+        % (1 << 31))
+    firsts = [g.turn for g in first]
+    graded = [(g.answer, g.verdict) for g in first]
     episodes = engine.run_reflect_retry(
         task, examples, num_reflections=1, first_attempts=firsts,
         seed=base.seed_for(seed, "r3-eval-retry", task.name))

@@ -44,7 +44,7 @@ import gin
 from swirl_jax import stages
 from swirl_jax.r3 import demonstrations
 from swirl_jax.r3 import failures as failures_lib
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def _held_out(tasks: Sequence[str], task_kwargs: Mapping[str, Any], n: int,
               seed: int, split: str = "test") -> dict[str, tuple[Any, list]]:
   out = {}
   for i, name in enumerate(tasks):
-    task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
-    out[name] = (task, r3_tasks.generate_examples(
+    task = compact.make_task(name, **dict(task_kwargs.get(name, {})))
+    out[name] = (task, compact.generate_examples(
         task, n, seed=seed + 104729 * (i + 1), split=split))
   return out
 
@@ -104,7 +104,7 @@ def evaluate_stage(workdir: str, stage: str, config, tokenizer,
 @gin.configurable(denylist=["workdir"])
 def r3_experiment(workdir: str, *,
                   model_config=gin.REQUIRED,
-                  tasks: Sequence[str] = r3_tasks.R3_TASKS,
+                  tasks: Sequence[str] = compact.R3_TASKS,
                   task_kwargs: Optional[Mapping[str, Mapping[str, Any]]]
                   = None,
                   init_from: Optional[str] = None,
@@ -138,7 +138,7 @@ def r3_experiment(workdir: str, *,
     workdir: the experiment directory.
     model_config: the policy's TransformerConfig.
     tasks: R3 task names.
-    task_kwargs: per task, constructor arguments (`r3.tasks.make_task`,
+    task_kwargs: per task, constructor arguments (`tasks.compact.make_task`,
       e.g. {'countdown': {'prompt_style': 'compact', 'min_numbers': 3}}).
     init_from: the starting checkpoint (None: random; 'hf:DIR', 'kaggle:DIR'
       or a training workdir).
@@ -195,7 +195,7 @@ def r3_experiment(workdir: str, *,
                      f"tasks={list(tasks)}.")
   grading = {}  # task -> its verifier's grading, for the report
   for name in tasks:  # fail on a bad task before any stage runs
-    task = r3_tasks.make_task(name, **task_kwargs.get(name, {}))
+    task = compact.make_task(name, **task_kwargs.get(name, {}))
     if getattr(task, "grading", None):
       grading[name] = task.grading
   if eval_split not in ("test", "validation"):
@@ -263,10 +263,9 @@ def r3_experiment(workdir: str, *,
     stages.train_stage(
         workdir, "grpo", model_config=model_config, objective="grpo",
         train_steps=grpo_steps, init_from=vanilla, seed=seed,
-        batch_fn=builder, dataset_fn=functools.partial(
-            failures_lib.failures_dataset,
-            data_dir=os.path.join(failure_dir, "data"),
-            global_batch_size=query_pool, repeat_each=inner_updates))
+        batch_fn=builder, dataset_fn=failures_lib.failures_dataset_fn(
+            os.path.join(failure_dir, "data"), global_batch_size=query_pool,
+            repeat_each=inner_updates))
 
   # 5. Evaluation of both models on the same held-out queries.
   held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed,

@@ -14,6 +14,9 @@ TensorFlow:
     source = open_failures(os.path.join(out_dir, 'data'))
     len(source), source[0]['attempt'], source[0]['category']
 
+and served to the GRPO stage by `failures_dataset_fn` (the shared
+`data.rl_records` pipeline, one task per element).
+
 `find_failures` does the sampling on any sampler (the `generate` interface
 of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
 """
@@ -21,6 +24,7 @@ of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -30,9 +34,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.data import trajectories
 from swirl_jax.rollout import trajectory as traj
+from swirl_jax.rollout.engine import RolloutEngine
 from swirl_jax.tasks import base
 
 log = logging.getLogger(__name__)
@@ -103,69 +107,11 @@ def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
 # Sampling.
 
 
-def sample_turns(sampler: Any, tokenizer: Any, task: base.Task,
-                 examples: Sequence[base.Example], *, num_samples: int = 1,
-                 max_new_tokens: int = 64, temperature: float = 1.0,
-                 seed: int = 0) -> list[traj.ModelTurn]:
-  """First attempts: `num_samples` answers per example in one sampler call.
-
-  The prompt of an example is the chat [user: task.prompt(x)] with the
-  generation prompt, exactly as `RolloutEngine` builds it.
-
-  Args:
-    sampler: object with `generate(prompts, max_new_tokens, temperature=,
-      stop_tokens=, seed=)` returning `.tokens`, `.logprobs`, `.done`.
-    tokenizer: `swirl_jax.tokenizer.Tokenizer`.
-    task: the task.
-    examples: the instances.
-    num_samples: answers per instance.
-    max_new_tokens: budget of an answer.
-    temperature: 0 greedy, else sampling temperature.
-    seed: the sampler seed.
-  Returns:
-    list[ModelTurn] of len(examples) * num_samples, example-major.
-  """
-  if int(num_samples) < 1:
-    raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-  if not examples:
-    return []
-  stops = tokenizer_lib.stop_ids(tokenizer)
-  contexts = [tokenizer.encode_chat([(traj.USER, task.prompt(ex))],
-                                    add_generation_prompt=True)
-              for ex in examples]
-  prompts_ = [c for c in contexts for _ in range(int(num_samples))]
-  out = sampler.generate(prompts_, max_new_tokens=max_new_tokens,
-                         temperature=temperature, stop_tokens=stops,
-                         seed=seed)
-  turns = []
-  for i, prompt in enumerate(prompts_):
-    tokens = [int(t) for t in out.tokens[i]]
-    done = bool(out.done[i])
-    ended = done and bool(tokens) and tokens[-1] in stops
-    body = tokens[:-1] if ended else tokens
-    turns.append(traj.ModelTurn(
-        text=tokenizer.decode(body), tokens=tokens,
-        logprobs=[float(x) for x in out.logprobs[i]], context_ids=list(prompt),
-        finish=traj.TURN_STOP if done else traj.TURN_LENGTH))
-  return turns
-
-
-def grade(task: base.Task, example: base.Example, text: str
-          ) -> tuple[Optional[str], base.Verdict]:
-  """(parsed answer, verdict) of a response; verifier crashes are wrong."""
-  try:
-    answer = task.parse_answer(text)
-    return answer, task.verify(example, answer)
-  except Exception as e:  # pylint: disable=broad-except
-    log.warning("%s: grading raised %s: %s", task.name, type(e).__name__, e)
-    return None, base.Verdict(False, "verifier_error",
-                              f"{type(e).__name__}: {e}")
-
-
 def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
                   examples: Sequence[base.Example], *, max_samples: int = 64,
                   samples_per_round: int = 8, max_new_tokens: int = 64,
-                  temperature: float = 1.0, seed: int = 0
+                  temperature: float = 1.0, seed: int = 0,
+                  max_context_tokens: int = 2048
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   """Samples up to `max_samples` answers per query, stopping at a failure.
 
@@ -174,10 +120,14 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
   one sampler call; round r uses the seed derived from (seed, r).
 
   Args:
-    sampler / tokenizer / task / examples: as in `sample_turns`.
+    sampler / tokenizer: the policy's sampler (`generate` of
+      `swirl_jax.sampling.Sampler`) and the tokenizer.
+    task / examples: the task and its queries.
     max_samples: N, the most answers sampled per query (paper: 64).
     samples_per_round: answers per query per round.
-    max_new_tokens / temperature: sampling of an answer.
+    max_new_tokens / temperature: sampling of an answer (prompts are
+      `RolloutEngine` chats [user: task.prompt(x)]).
+    max_context_tokens: the longest prompt + answer.
     seed: randomness.
   Returns:
     (records, stats): one `FAILURE_FIELDS` record per failed query, in
@@ -195,38 +145,39 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
   failure: list[Optional[dict[str, Any]]] = [None] * n
   active = list(range(n))
   rnd = 0
-  while active:
-    k = min(int(samples_per_round), int(max_samples) - drawn[active[0]])
-    turns = sample_turns(sampler, tokenizer, task,
-                         [examples[i] for i in active], num_samples=k,
-                         max_new_tokens=max_new_tokens,
+  engine = RolloutEngine(sampler, tokenizer, max_new_tokens=max_new_tokens,
                          temperature=temperature,
-                         seed=base.seed_for(seed, "r3-failures", task.name,
-                                            rnd) % (1 << 31))
-    for j, i in enumerate(active):
-      for s in range(k):
-        turn = turns[j * k + s]
-        answer, verdict = grade(task, examples[i], turn.text)
-        if first_correct[i] is None:
-          first_correct[i] = verdict.correct
-        if failure[i] is not None:
-          continue  # already failed earlier in this round
-        drawn[i] += 1
-        if verdict.correct:
-          correct[i] += 1
-          continue
-        failure[i] = {
-            "task": task.name, "example_id": examples[i].id,
-            "failure_id": f"{task.name}/{examples[i].id}",
-            "example": json.dumps(examples[i].to_dict(), ensure_ascii=False),
-            "prompt": task.prompt(examples[i]), "attempt": turn.text,
-            "attempt_tokens": list(turn.tokens),
-            "attempt_logprobs": list(turn.logprobs),
-            "answer": answer or "", "category": verdict.category,
-            "detail": verdict.detail, "sample_index": drawn[i] - 1}
-    active = [i for i in active
-              if failure[i] is None and drawn[i] < int(max_samples)]
-    rnd += 1
+                         max_context_tokens=max_context_tokens,
+                         progress=False)
+  with engine:
+    while active:
+      k = min(int(samples_per_round), int(max_samples) - drawn[active[0]])
+      graded = engine.first_attempts(
+          task, [examples[i] for i in active], k,
+          seed=base.seed_for(seed, "r3-failures", task.name, rnd) % (1 << 31))
+      for j, i in enumerate(active):
+        for _, turn, answer, verdict in graded[j * k:(j + 1) * k]:
+          if first_correct[i] is None:
+            first_correct[i] = verdict.correct
+          if failure[i] is not None:
+            continue  # already failed earlier in this round
+          drawn[i] += 1
+          if verdict.correct:
+            correct[i] += 1
+            continue
+          failure[i] = {
+              "task": task.name, "example_id": examples[i].id,
+              "failure_id": f"{task.name}/{examples[i].id}",
+              "example": json.dumps(examples[i].to_dict(),
+                                    ensure_ascii=False),
+              "prompt": task.prompt(examples[i]), "attempt": turn.text,
+              "attempt_tokens": list(turn.tokens),
+              "attempt_logprobs": list(turn.logprobs),
+              "answer": answer or "", "category": verdict.category,
+              "detail": verdict.detail, "sample_index": drawn[i] - 1}
+      active = [i for i in active
+                if failure[i] is None and drawn[i] < int(max_samples)]
+      rnd += 1
   records = []
   for i in range(n):
     if failure[i] is not None:
@@ -310,72 +261,25 @@ def open_failures(data_dir: str, split: str = DEFAULT_SPLIT,
   return FailureSource(path, split)
 
 
-def _record_at(source, indices: Sequence[int], i: int) -> dict[str, Any]:
-  return source[int(indices[i])]
-
-
-def _element_at(batches, repeat_each: int, i: int):
-  return batches[i // repeat_each]
-
-
-def failures_dataset(workdir: str = "", process_index: int = 0,
-                     process_count: int = 1, seed: int = 0, *,
-                     data_dir: str, global_batch_size: int,
-                     by_task: bool = True, repeat_each: int = 1):
-  """Grain dataset of lists of failure records, for `train(dataset_fn=)`.
-
-  Each process reads its own slice; records are shuffled (seeded, anew
-  every epoch) and repeated forever; each element is a list of
-  `global_batch_size / process_count` record dicts, and the iterator's
-  state is checkpointable.
-
-  Args:
-    workdir: unused (the trainer passes it).
-    process_index / process_count / seed: as the trainer passes them.
-    data_dir: the failure dataset (`open_failures`).
-    global_batch_size: failed queries per step, all processes together.
-    by_task: every element holds records of one task, tasks taking turns
-      (element k: task k mod T, tasks in name order), so that a sampler
-      call sees one task and one batch size.
-    repeat_each: yield every element this many times in a row (R3's
-      `inner_updates`: the batch sampled at the start of a cycle comes from
-      the element of that cycle, and none is skipped).
-  """
-  del workdir
-  import functools  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  import grain  # pylint: disable=g-import-not-at-top
-  if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} is not "
-                     f"divisible by process_count={process_count}.")
-  if int(repeat_each) < 1:
-    raise ValueError(f"repeat_each must be >= 1, got {repeat_each}.")
-  source = open_failures(data_dir)
-  groups = {"all": list(range(len(source)))}
-  if by_task:
-    groups = collections.defaultdict(list)
-    for i in range(len(source)):
-      groups[source[i]["task"]].append(i)
-  per_group = []
-  for name in sorted(groups):
-    indices = groups[name][process_index::process_count]
-    if not indices:
-      raise ValueError(f"Process {process_index} of {process_count} has no "
-                       f"failure record of {name!r} in {data_dir}.")
-    ds = grain.MapDataset.range(len(indices)).map(
-        functools.partial(_record_at, source, indices))
-    per_group.append(ds.shuffle(seed=seed).repeat(None).batch(
-        global_batch_size // process_count, batch_fn=list))
-  batches = per_group[0] if len(per_group) == 1 else grain.MapDataset.mix(
-      per_group)
-  if int(repeat_each) > 1:
-    batches = grain.MapDataset.range(0, sys.maxsize).map(
-        functools.partial(_element_at, batches, int(repeat_each)))
-  return batches.to_iter_dataset()
-
-
 # ----------------------------------------------------------------------------
 # The stage.
+
+
+def failures_dataset_fn(data_dir: str, *, global_batch_size: int,
+                        repeat_each: int = 1):
+  """The trainer dataset_fn of the GRPO stage over the failures in data_dir.
+
+  Each element holds `global_batch_size` (all processes) records of one
+  task, tasks taking turns in name order, so that a sampler call sees one
+  task and one batch size; `repeat_each` (R3's `inner_updates`) yields
+  every element that many times in a row, so the batch sampled at the
+  start of a cycle comes from that cycle's element and none is skipped.
+  """
+  from swirl_jax.data import rl_records  # pylint: disable=g-import-not-at-top
+  return rl_records.records_dataset_fn(
+      functools.partial(open_failures, data_dir),
+      global_batch_size=global_batch_size, group_by="task",
+      repeat_each=repeat_each, what="failure records")
 
 
 def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
@@ -406,7 +310,7 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
     sampler: the sampler to use (default: `sampling.chat_sampler`, batches bucketed by 16); it gets
       `params` through `update_params`.
   """
-  from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
+  from swirl_jax.tasks import compact  # pylint: disable=g-import-not-at-top
   stats_path = os.path.join(out_dir, STATS_FILE)
   data_dir = os.path.join(out_dir, "data")
   if os.path.exists(stats_path):
@@ -423,8 +327,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
   task_kwargs = dict(task_kwargs or {})
   records, stats = [], {}
   for i, name in enumerate(tasks):
-    task = r3_tasks.make_task(name, **dict(task_kwargs.get(name, {})))
-    examples = r3_tasks.generate_examples(task, num_queries,
+    task = compact.make_task(name, **dict(task_kwargs.get(name, {})))
+    examples = compact.generate_examples(task, num_queries,
                                           seed=seed + 7919 * (i + 1),
                                           split="train")
     recs, task_stats = find_failures(

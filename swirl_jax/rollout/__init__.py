@@ -1,8 +1,13 @@
 """Batched episode generation: SWiRL tool use, SCoRe two attempts, R3 retries.
 
 * `RolloutEngine` (engine.py): `run` (multi-step tool-use trajectories),
-  `run_two_attempts` (SCoRe) and `run_reflect_retry` (R3), all on one
-  batched "sample the next model turn of these conversations" step.
+  `run_two_attempts` (SCoRe), `run_reflect_retry` (R3) and
+  `first_attempts` (single graded turns), all on one batched "sample the
+  next model turn of these conversations" step (`generate_turns`) and one
+  grading step (`grade`).
+* `RLBatchBuilder` (batches.py): groups sampled by an episode script,
+  rewards, advantages, training rows of token spans, reference and old
+  log-probs; the recipes' builders subclass it.
 * `parse_action` / `malformed_feedback` (actions.py): the action format.
 * `Trajectory`, `Step`, `ModelTurn`, `TwoAttemptEpisode`,
   `ReflectionEpisode`, `save_jsonl`, `load_jsonl` (trajectory.py).
@@ -18,7 +23,8 @@ from swirl_jax.rollout.actions import (
     parse_action,
     strip_end_of_turn,
 )
-from swirl_jax.rollout.engine import Conversation, RolloutEngine, RolloutStats
+from swirl_jax.rollout.engine import (Conversation, GradedTurn, RolloutEngine,
+                                      RolloutStats)
 from swirl_jax.rollout.trajectory import (
     FINISH_ANSWER,
     FINISH_CONTEXT_LIMIT,

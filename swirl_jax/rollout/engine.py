@@ -16,7 +16,7 @@
 * `run_reflect_retry`: R3's first attempt (or given failed ones), then for
   each failure a group of reflections, each followed by a retry.
 
-All three go through `_generate_turns`, which makes one sampler call for a
+All three go through `generate_turns`, which makes one sampler call for a
 batch of conversations. Each conversation keeps the ids of its chat so far;
 a new turn is encoded on its own (`encode(format_turn(role, text))`) and
 appended. Turn markers are atomic pieces of the tokenizer, so this is
@@ -38,7 +38,8 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import (Any, Callable, Iterable, Mapping, NamedTuple, Optional,
+                    Sequence, Union)
 
 import tqdm
 
@@ -150,6 +151,14 @@ class Conversation:
 
   def copy(self) -> "Conversation":
     return Conversation(list(self.turns), list(self.ids))
+
+
+class GradedTurn(NamedTuple):
+  """One sampled model turn and its grade (`RolloutEngine.first_attempts`)."""
+  example: task_base.Example
+  turn: traj.ModelTurn
+  answer: Optional[str]
+  verdict: task_base.Verdict
 
 
 @dataclasses.dataclass
@@ -311,20 +320,24 @@ class RolloutEngine:
     """The sampler seed of call `call_index` of a run with `seed` (31 bits)."""
     return task_base.seed_for(seed, "rollout", call_index) % (1 << 31)
 
-  def _generate_turns(self, convs: Sequence[Conversation], seed: int,
-                      temperature: Optional[float] = None
-                      ) -> list[traj.ModelTurn]:
+  def generate_turns(self, convs: Sequence[Conversation], seed: int,
+                     temperature: Optional[float] = None,
+                     sampler: Any = None) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
-    Each row's budget is min(max_new_tokens, max_context_tokens - context
+    The model step of every episode script (SWiRL's tool loop, SCoRe's
+    attempts, R3's reflections and retries, the baselines' turns). Each
+    row's budget is min(max_new_tokens, max_context_tokens - context
     length); a row with no room gets an empty turn with finish
-    'context_limit' and is not sent to the sampler. The conversations are not
-    modified.
+    'context_limit' and is not sent to the sampler. The conversations are
+    not modified.
 
     Args:
       convs: the conversations, each ending with a user turn.
       seed: the sampler seed of this call.
       temperature: this call's temperature (None: the engine's).
+      sampler: this call's sampler (None: the engine's), e.g. the base
+        model's for SCoRe's extra first attempts.
 
     Returns:
       list[ModelTurn], one per conversation, in order.
@@ -340,7 +353,7 @@ class RolloutEngine:
                                 traj.TURN_CONTEXT_LIMIT)
     if live:
       start = time.perf_counter()
-      result = self.sampler.generate(
+      result = (sampler or self.sampler).generate(
           [prompts_[i] for i in live],
           max_new_tokens=[budgets[i] for i in live],
           temperature=(self.temperature if temperature is None
@@ -450,6 +463,51 @@ class RolloutEngine:
     self._stats.verify_s += time.perf_counter() - start
     return verdicts
 
+  def grade(self, task: task_base.Task,
+            examples: Sequence[task_base.Example], texts: Sequence[str]
+            ) -> tuple[list[Optional[str]], list[task_base.Verdict]]:
+    """(answers, verdicts) of response texts, one per example.
+
+    The verification step of the single-turn scripts: one
+    `task.verify_batch` call (the code task runs its programs in parallel
+    sandboxes); a parser or verifier that raises gives no answer / a wrong
+    'verifier_error' verdict (logged), never a crashed run.
+    """
+    examples = list(examples)
+    answers = [self._safe_parse(task, t) for t in texts]
+    start = time.perf_counter()
+    try:
+      verdicts = list(task.verify_batch(examples, answers))
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("%s.verify_batch raised %s: %s; grading one by one.",
+                  task.name, type(e).__name__, e)
+      return answers, self._verify(task, list(zip(examples, answers)))
+    self._stats.verify_s += time.perf_counter() - start
+    return answers, verdicts
+
+  def first_attempts(self, task: task_base.Task,
+                     examples: Iterable[task_base.Example],
+                     num_samples: int = 1, seed: int = 0,
+                     sampler: Any = None) -> list[GradedTurn]:
+    """`num_samples` graded single attempts per example, example-major.
+
+    The one-turn script [user: task.prompt(x), model: y] in one sampler
+    call with seed `seed` (used as given), then graded: R3's failure
+    search and first attempts, SCoRe's single-turn episodes, the base
+    accuracy of single-turn tasks.
+
+    Returns:
+      list[GradedTurn] (example, turn, answer, verdict).
+    """
+    examples = self._check_examples(examples)
+    if int(num_samples) < 1:
+      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    rows = [ex for ex in examples for _ in range(int(num_samples))]
+    turns = self.generate_turns([self._prompted(task, ex) for ex in rows],
+                                seed, sampler=sampler)
+    answers, verdicts = self.grade(task, rows, [t.text for t in turns])
+    return [GradedTurn(*x) for x in zip(rows, turns, answers, verdicts)]
+
   # -- helpers ----------------------------------------------------------------
 
   def _task_tool_tags(self, task: task_base.Task) -> tuple[str, ...]:
@@ -542,7 +600,7 @@ class RolloutEngine:
         active = fits
         if not active:
           break
-        turns = self._generate_turns([r.conv for r in active],
+        turns = self.generate_turns([r.conv for r in active],
                                      self._call_seed(seed, step))
         parsed = [actions.parse_action(t.text, tool_tags) for t in turns]
         call_rows = [i for i, p in enumerate(parsed) if p.is_tool]
@@ -642,12 +700,12 @@ class RolloutEngine:
     rows = [(ex, s) for ex in examples for s in range(int(num_samples))]
     convs = [self._prompted(task, ex) for ex, _ in rows]
     with self._bar(2, f"two attempts {task.name}") as bar:
-      y1 = self._generate_turns(convs, self._call_seed(seed, 0))
+      y1 = self.generate_turns(convs, self._call_seed(seed, 0))
       bar.update(1)
       for conv, turn in zip(convs, y1):
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, instruction)
-      y2 = self._generate_turns(convs, self._call_seed(seed, 1))
+      y2 = self.generate_turns(convs, self._call_seed(seed, 1))
       bar.update(1)
     answers1 = [self._safe_parse(task, t.text) for t in y1]
     answers2 = [self._safe_parse(task, t.text) for t in y2]
@@ -727,7 +785,7 @@ class RolloutEngine:
     convs = [self._prompted(task, ex) for ex in examples]
     with self._bar(3, f"reflect-retry {task.name}") as bar:
       if first_attempts is None:
-        firsts = self._generate_turns(convs, self._call_seed(seed, 0))
+        firsts = self.generate_turns(convs, self._call_seed(seed, 0))
       else:
         firsts = [self._given_turn(a, conv, i)
                   for i, (a, conv) in enumerate(zip(first_attempts, convs))]
@@ -743,14 +801,14 @@ class RolloutEngine:
           groups.append((group, g, i))
           reflect_convs.append(convs[i].copy())
       reflections = (
-          self._generate_turns(reflect_convs, self._call_seed(seed, 1))
+          self.generate_turns(reflect_convs, self._call_seed(seed, 1))
           if reflect_convs else [])
       bar.update(1)
       for conv, turn in zip(reflect_convs, reflections):
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, retry_instruction)
       retries = (
-          self._generate_turns(reflect_convs, self._call_seed(seed, 2),
+          self.generate_turns(reflect_convs, self._call_seed(seed, 2),
                                retry_temperature)
           if reflect_convs else [])
       bar.update(1)

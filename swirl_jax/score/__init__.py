@@ -1,10 +1,8 @@
 """SCoRe (arXiv 2409.12917): training LLMs to self-correct with two-attempt RL.
 
 Modules:
-  tasks       'math_small' and 'code_small': SCoRe's MATH / code tasks with
-              problems and prompts sized for the tiny CPU model.
   data        direct-answer warm-start demonstrations (imperfect), the
-              tokenizer corpus, the RL prompt dataset, SFT dataset functions.
+              tokenizer corpus, the RL prompt records, SFT dataset functions.
   episodes    two-attempt episodes beyond `RolloutEngine.run_two_attempts`:
               base-model first attempts, single attempts, Self-Refine.
   batches     `TwoAttemptBatchBuilder` (the trainer's batch_fn: on-policy
@@ -14,6 +12,7 @@ Modules:
               baselines (Self-Refine, STaR, Pair-SFT) -> ablations ->
               evaluation -> report, every stage resumable.
 
-The objectives are `swirl_jax.objectives.score`; the metrics and the
+The CPU default's tasks ('math_small', 'code_small') are
+`swirl_jax.tasks.small`; the objectives are `swirl_jax.objectives.score`; the metrics and the
 inference-time scaling evaluation are `swirl_jax.evaluation.self_correction`.
 """

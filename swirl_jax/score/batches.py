@@ -7,7 +7,7 @@
 Used as `train(..., objective='score_stage1' | 'score_stage2',
 batch_fn=builder)`: before every step the trainer hands it the current
 params and the step's records ({'task', 'example'} dicts from
-`swirl_jax.score.data.examples_dataset`); it samples `num_samples` episodes
+`swirl_jax.data.rl_records.records_dataset`); it samples `num_samples` episodes
 per record with the rollout engine (y1 ~ pi(.|x), the task's correction
 instruction, y2 ~ pi(.|x, y1, p)), grades both attempts with the task's
 verifier and returns one row per episode:

@@ -12,8 +12,9 @@
   imperfect, as the base models SCoRe starts from are.
 * `corpus_texts`: what the tiny tokenizer is trained on (prompts, answers,
   correction instructions).
-* `examples_dataset`: a grain dataset of lists of example dicts (the prompts
-  of on-policy RL; the trainer's `batch_fn` turns them into episodes).
+* `task_records`: generated problems as records, the prompts of on-policy
+  RL (served by `data.rl_records.records_dataset_fn`; the trainer's
+  `batch_fn` turns them into episodes).
 * `sft_dataset_fn`: a `train(dataset_fn=...)` for a fixed list of SFT
   examples and a given tokenizer (warm start, STaR, Pair-SFT).
 """
@@ -189,28 +190,6 @@ def corpus_texts(tasks: Sequence[str] = ("math_small", "code_small"),
       texts += [task.prompt(ex), direct_answer(task, ex.answer,
                                                ex.metadata.get("working"))]
   return [t for t in texts if t]
-
-
-def examples_dataset(examples: Sequence[Mapping[str, Any]], *,
-                     global_batch_size: int, seed: int,
-                     process_index: int = 0, process_count: int = 1):
-  """A grain dataset of lists of example dicts, reshuffled every epoch.
-
-  Repeats forever; each process reads its own slice and gets batches of
-  `global_batch_size / process_count` dicts. The iterator's state is
-  checkpointable (the trainer saves it).
-  """
-  import grain  # pylint: disable=g-import-not-at-top
-  if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} is not "
-                     f"divisible by process_count={process_count}.")
-  if not examples:
-    raise ValueError("examples_dataset needs at least one example.")
-  ds = grain.MapDataset.source(list(examples))
-  ds = ds[process_index::process_count]
-  ds = ds.shuffle(seed=seed).repeat(None)
-  return ds.to_iter_dataset().batch(global_batch_size // process_count,
-                                    batch_fn=list)
 
 
 def task_records(task_names: Sequence[str], num_per_task: int, seed: int,

@@ -59,6 +59,7 @@ from typing import Any, Mapping, Optional, Sequence
 import gin
 import numpy as np
 
+from swirl_jax.data import rl_records
 from swirl_jax import stages
 from swirl_jax.evaluation import headline as hl
 from swirl_jax.evaluation import report as report_lib
@@ -67,7 +68,6 @@ from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import batches as batches_lib
 from swirl_jax.score import data as data_lib
 from swirl_jax.score import episodes as episodes_lib
-from swirl_jax.score import tasks as _tasks  # noqa: F401  (registers tasks)
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import math as math_task
@@ -212,16 +212,13 @@ class _Experiment:
         adaptive=cfg["adaptive_beta2"] if adaptive else None,
         sampler=self.sampler)
 
-    def dataset_fn(workdir, process_index, process_count, seed):
-      del workdir
-      return data_lib.examples_dataset(
-          records, global_batch_size=cfg["prompts_per_step"], seed=seed,
-          process_index=process_index, process_count=process_count)
-
     try:
       return stages.train_stage(
           self.workdir, name, model_config=self.model_config,
-          dataset_fn=dataset_fn, objective=objective, train_steps=steps,
+          dataset_fn=rl_records.records_dataset_fn(
+              records, global_batch_size=cfg["prompts_per_step"],
+              what="problems"),
+          objective=objective, train_steps=steps,
           checkpoint_every=cfg["rl_checkpoint_every"], init_from=init_from,
           batch_fn=builder, seed=cfg["seed"])
     finally:

@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 
+from swirl_jax.data import rl_records
 from swirl_jax import stages
 from swirl_jax.swirl import filters
 
@@ -52,16 +53,12 @@ WARM_START = "warm_start"
 BASE = "base"
 
 
-def _states_dataset_fn(data_dir: str, states_per_step: int):
-  """A trainer dataset_fn serving lists of stored states (see synthesis)."""
-  from swirl_jax.swirl import synthesis  # pylint: disable=g-import-not-at-top
-
-  def dataset_fn(workdir, process_index, process_count, seed):
-    del workdir
-    return synthesis.states_dataset(
-        data_dir, global_batch_size=states_per_step, seed=seed,
-        process_index=process_index, process_count=process_count)
-  return dataset_fn
+def states_dataset_fn(data_dir: str, states_per_step: int):
+  """A trainer dataset_fn serving lists of the stored states in data_dir."""
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  return rl_records.records_dataset_fn(
+      functools.partial(traj_data.open_data_source, data_dir),
+      global_batch_size=states_per_step, what="stored states")
 
 
 def _steps_sft_dataset_fn(data_dir: str, tokenizer_path: str):
@@ -264,7 +261,7 @@ def swirl_experiment(
           seq_len=max_context_tokens, seed=seed + 7)
       run = stages.train_stage(
           workdir, name, scope="swirl", model_config=model_config,
-          dataset_fn=_states_dataset_fn(data_dir, states_per_step),
+          dataset_fn=states_dataset_fn(data_dir, states_per_step),
           objective="stepwise_pg", batch_fn=builder, init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
       filter_of[label] = f

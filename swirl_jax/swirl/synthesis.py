@@ -15,7 +15,8 @@
    filters, per step position, per outcome, per task) as
    workdir/filter_statistics.json.
 
-`states_dataset` then serves the stored states to stage 2 through grain.
+`data.rl_records.records_dataset` then serves the stored states to stage 2
+through grain.
 """
 
 from __future__ import annotations
@@ -171,25 +172,3 @@ def refilter(synthesis_dir: str, data_dir: str, filter_strategy: str, *,
     return {**stats, "kept_nothing": True}
   traj_data.prepare_dataset(records, data_dir, shards=shards, overwrite=True)
   return stats
-
-
-def states_dataset(data_dir: str, *, global_batch_size: int, seed: int,
-                   process_index: int = 0, process_count: int = 1):
-  """A grain dataset of lists of stored states (records), for stage 2.
-
-  Seeded shuffle per epoch, repeated forever, each process reading its own
-  slice; batches are Python lists of `global_batch_size / process_count`
-  record dicts, and the iterator's state is checkpointable.
-  """
-  import grain  # pylint: disable=g-import-not-at-top
-  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
-  if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} is not "
-                     f"divisible by process_count={process_count}.")
-  source = traj_data.open_data_source(data_dir)
-  ds = grain.MapDataset.source(source)
-  ds = ds[process_index::process_count]
-  ds = ds.shuffle(seed=seed).repeat(None)
-  return ds.to_iter_dataset().batch(global_batch_size // process_count,
-                                    batch_fn=list)
-

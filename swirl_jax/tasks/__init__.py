@@ -3,7 +3,9 @@
 Importing this package registers every family with the task registry:
 
   gsm8k, hotpotqa, math, code, humaneval, mbpp, countdown, function_calling,
-  and 'rg/<dataset>' for any reasoning-gym dataset.
+  math_small and code_small (small.py: problems a tiny CPU model learns),
+  and 'rg/<dataset>' for any reasoning-gym dataset. compact.py has compact
+  prompts and a fast Countdown generator for the R3 tasks.
 
 Use `get_task(name, **kwargs)` to build one (see `base.Task` for the API).
 """
@@ -17,6 +19,7 @@ from swirl_jax.tasks import countdown
 from swirl_jax.tasks import code
 from swirl_jax.tasks import hotpotqa
 from swirl_jax.tasks import function_calling
+from swirl_jax.tasks import small
 
 DataFormatError = base.DataFormatError
 Example = base.Example

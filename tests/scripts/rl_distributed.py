@@ -93,7 +93,7 @@ def swirl_records(n):
 
 
 def score_records(n):
-  from swirl_jax.score import tasks as score_tasks  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax.tasks import small as small_tasks  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   from swirl_jax.tasks import get_task  # pylint: disable=g-import-not-at-top
   task = get_task("math_small")
   return task, [{"task": "math_small", "example": e.to_dict()}
@@ -101,12 +101,12 @@ def score_records(n):
 
 
 def r3_records(n, tokenizer):
-  from swirl_jax.r3 import failures  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import tasks as r3_tasks  # pylint: disable=g-import-not-at-top
-  task = r3_tasks.make_task("countdown", **CD_KW)
+  from swirl_jax.tasks import compact  # pylint: disable=g-import-not-at-top
+  task = compact.make_task("countdown", **CD_KW)
   out = []
-  for ex in r3_tasks.generate_examples(task, n, seed=2):
-    answer, verdict = failures.grade(task, ex, FIRST)
+  for ex in compact.generate_examples(task, n, seed=2):
+    answer = task.parse_answer(FIRST)
+    verdict = task.verify(ex, answer)
     tokens = tokenizer.encode(FIRST) + [tokenizer.end_of_turn_id]
     out.append({
         "failure_id": f"countdown/{ex.id}", "task": "countdown",

@@ -1,8 +1,8 @@
-"""The R3 tasks: construction by name and fast instance generation.
+"""CPU-scale forms of the R3 tasks: compact prompts, fast Countdown instances.
 
 R3 trains on function calling (APIGen / xLAM format) and Countdown. Both are
-registered tasks (`swirl_jax.tasks`); this module adds what the recipe needs
-around them:
+registered tasks (`swirl_jax.tasks`); this module adds what a run of them
+on a tiny model needs (R3's recipe and any other on these tasks):
 
 * `make_task(name, prompt_style, **kwargs)`: `get_task` with a check that
   the task has a reflection instruction; `prompt_style='compact'` wraps it

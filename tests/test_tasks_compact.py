@@ -8,7 +8,7 @@ import re
 import pytest
 
 from swirl_jax.r3 import demonstrations as demos
-from swirl_jax.r3 import tasks as r3_tasks
+from swirl_jax.tasks import compact
 from swirl_jax.tasks import countdown as countdown_lib
 from swirl_jax.tasks import function_calling as fc_lib
 from swirl_jax.tasks import prompts
@@ -19,12 +19,12 @@ CD_KW = dict(min_numbers=3, max_numbers=3, min_value=1, max_value=10,
 
 @pytest.fixture(scope="module")
 def countdown():
-  return r3_tasks.make_task("countdown", **CD_KW)
+  return compact.make_task("countdown", **CD_KW)
 
 
 @pytest.fixture(scope="module")
 def fc():
-  return r3_tasks.make_task("function_calling", num_distractors=2)
+  return compact.make_task("function_calling", num_distractors=2)
 
 
 @pytest.mark.parametrize("numbers, ops, text", [
@@ -34,7 +34,7 @@ def fc():
     ([1, 2, 3, 4], ["+", "*", "-"], "(1 + 2)*3 - 4"),
 ])
 def test_format_chain(numbers, ops, text):
-  assert r3_tasks.format_chain(numbers, ops) == text
+  assert compact.format_chain(numbers, ops) == text
   # left-to-right evaluation equals the printed expression's value
   value, used = countdown_lib.evaluate_equation(text)
   acc = numbers[0]
@@ -44,16 +44,16 @@ def test_format_chain(numbers, ops, text):
 
 
 def test_countdown_shuffle_false_shows_the_solution_order():
-  task = r3_tasks.make_task("countdown", shuffle=False, **CD_KW)
-  for ex in r3_tasks.generate_countdown(task, 50, seed=0):
+  task = compact.make_task("countdown", shuffle=False, **CD_KW)
+  for ex in compact.generate_countdown(task, 50, seed=0):
     numbers, _ = task.numbers_and_target(ex)
     assert [int(n) for n in re.findall(r"\d+", ex.answer)] == numbers
 
 
 def test_countdown_generator_valid_deterministic_and_split(countdown):
-  train = r3_tasks.generate_countdown(countdown, 200, seed=3, split="train")
-  again = r3_tasks.generate_countdown(countdown, 200, seed=3, split="train")
-  test = r3_tasks.generate_countdown(countdown, 100, seed=3, split="test")
+  train = compact.generate_countdown(countdown, 200, seed=3, split="train")
+  again = compact.generate_countdown(countdown, 200, seed=3, split="train")
+  test = compact.generate_countdown(countdown, 100, seed=3, split="test")
   assert [e.id for e in train] == [e.id for e in again]
   assert len({e.id for e in train}) == 200
   assert not {e.id for e in train} & {e.id for e in test}
@@ -64,15 +64,15 @@ def test_countdown_generator_valid_deterministic_and_split(countdown):
     assert countdown.verify(ex, ex.answer).correct, ex
   assert {e.split for e in test} == {"test"}
   with pytest.raises(ValueError, match="instance space is too small"):
-    r3_tasks.generate_countdown(
-        r3_tasks.make_task("countdown", min_numbers=2, max_numbers=2,
+    compact.generate_countdown(
+        compact.make_task("countdown", min_numbers=2, max_numbers=2,
                            min_value=1, max_value=2, min_target=1,
                            max_target=4), 50, split="train")
 
 
 def test_compact_prompts_keep_the_task(countdown):
-  cd = r3_tasks.make_task("countdown", prompt_style="compact", **CD_KW)
-  ex = r3_tasks.generate_examples(cd, 1, seed=0)[0]
+  cd = compact.make_task("countdown", prompt_style="compact", **CD_KW)
+  ex = compact.generate_examples(cd, 1, seed=0)[0]
   numbers, target = cd.numbers_and_target(ex)
   text = cd.prompt(ex)
   assert text.startswith(f"Numbers: {' '.join(map(str, numbers))}. Target: "
@@ -81,27 +81,27 @@ def test_compact_prompts_keep_the_task(countdown):
   assert cd.reflection_instruction == prompts.COUNTDOWN_REFLECTION_INSTRUCTION
   assert cd.verify(ex, ex.answer).correct
 
-  compact = r3_tasks.make_task("function_calling", prompt_style="compact",
-                               num_distractors=2)
-  ex = compact.generate(1, seed=0)[0]
-  text = compact.prompt(ex)
+  task = compact.make_task("function_calling", prompt_style="compact",
+                            num_distractors=2)
+  ex = task.generate(1, seed=0)[0]
+  text = task.prompt(ex)
   for spec in ex.metadata["tools"]:
     assert spec["name"] + "(" in text
   assert ex.question in text and "<tool_call>" in text
-  assert compact.reflection_instruction == prompts.REFLECTION_INSTRUCTION
-  gold = demos.correct_answer(compact, ex)
-  assert compact.score(ex, gold).correct
+  assert task.reflection_instruction == prompts.REFLECTION_INSTRUCTION
+  gold = demos.correct_answer(task, ex)
+  assert task.score(ex, gold).correct
   with pytest.raises(ValueError, match="prompt_style"):
-    r3_tasks.make_task("countdown", prompt_style="tiny")
+    compact.make_task("countdown", prompt_style="tiny")
   with pytest.raises(ValueError, match="no reflection_instruction"):
-    r3_tasks.make_task("gsm8k")
+    compact.make_task("gsm8k")
 
 
 def test_function_signature():
   from swirl_jax.tools import functions as functions_lib
   spec = functions_lib.as_specs([fc_lib.API_SPECS["get_weather"]])[
       "get_weather"]
-  assert r3_tasks.function_signature(spec) == (
+  assert compact.function_signature(spec) == (
       'get_weather(city: str, unit: str = "celsius")')
 
 
@@ -112,7 +112,7 @@ def test_corruptions_have_the_requested_category(name, categories, countdown,
                                                  fc):
   task = countdown if name == "countdown" else fc
   rng = random.Random(0)
-  examples = r3_tasks.generate_examples(task, 30, seed=1)
+  examples = compact.generate_examples(task, 30, seed=1)
   for category in categories:
     made = 0
     for ex in examples:
@@ -127,7 +127,7 @@ def test_corruptions_have_the_requested_category(name, categories, countdown,
 
 def test_demonstration_episodes(countdown):
   rng = random.Random(0)
-  ex = r3_tasks.generate_examples(countdown, 1, seed=0)[0]
+  ex = compact.generate_examples(countdown, 1, seed=0)[0]
   gold = f"<answer> {ex.answer} </answer>"
   correct = demos.demonstration(countdown, ex, rng, first_attempt_accuracy=1.0)
   assert correct["kind"] == "correct"
