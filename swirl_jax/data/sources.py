@@ -10,8 +10,9 @@ rerun finds it there).
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import gin
 
@@ -78,3 +79,19 @@ def sft_dataset(workdir: str, process_index: int, process_count: int,
       examples_fn(), tokenizer, seq_len=seq_len,
       global_batch_size=global_batch_size, seed=seed, pack=pack,
       process_index=process_index, process_count=process_count)
+
+
+def sft_dataset_fn(examples: Union[Sequence[Any], Callable[[], Sequence[Any]]],
+                   tokenizer_path: str, *, seq_len: int,
+                   global_batch_size: int, pack: bool = True):
+  """`sft_dataset` as a `train(dataset_fn=...)` over fixed examples (or a
+  function making them on the process that trains) and a tokenizer: the
+  warm starts and SFT baselines of the recipes."""
+  if not callable(examples):
+    examples = [dict(e) for e in examples]
+    if not examples:
+      raise ValueError("sft_dataset_fn got no examples.")
+    examples = functools.partial(list, examples)
+  return functools.partial(
+      sft_dataset, examples_fn=examples, tokenizer_path=tokenizer_path,
+      seq_len=seq_len, global_batch_size=global_batch_size, pack=pack)

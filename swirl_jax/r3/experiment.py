@@ -51,19 +51,6 @@ log = logging.getLogger(__name__)
 EVAL_STAGES = {"vanilla": "eval_vanilla", "trained": "eval_trained"}
 
 
-def r3_sft_dataset(workdir: str, process_index: int, process_count: int,
-                   seed: int, *, tokenizer_path: str, examples_fn,
-                   seq_len: int, global_batch_size: int):
-  """SFT batches of the R3 demonstrations (`train(dataset_fn=...)`)."""
-  del workdir
-  from swirl_jax.data.pipeline import make_sft_dataset  # pylint: disable=g-import-not-at-top
-  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-  return make_sft_dataset(
-      examples_fn(), Tokenizer(tokenizer_path), seq_len=seq_len,
-      global_batch_size=global_batch_size, seed=seed, pack=True,
-      process_index=process_index, process_count=process_count)
-
-
 def _load_avg() -> list[float]:
   try:
     return [round(x, 2) for x in os.getloadavg()]
@@ -221,9 +208,8 @@ def r3_experiment(workdir: str, *,
     stages.train_stage(
         workdir, "sft", model_config=model_config, objective="sft",
         train_steps=sft_steps, init_from=init_from, seed=seed,
-        dataset_fn=functools.partial(
-            r3_sft_dataset, tokenizer_path=tokenizer_path,
-            examples_fn=examples_fn, seq_len=sft_seq_len,
+        dataset_fn=sources.sft_dataset_fn(
+            examples_fn, tokenizer_path, seq_len=sft_seq_len,
             global_batch_size=sft_batch_size))
     vanilla = stages.stage_dir(workdir, "sft")
   else:

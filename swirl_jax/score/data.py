@@ -15,8 +15,6 @@
 * `task_records`: generated problems as records, the prompts of on-policy
   RL (served by `data.rl_records.records_dataset_fn`; the trainer's
   `batch_fn` turns them into episodes).
-* `sft_dataset_fn`: a `train(dataset_fn=...)` for a fixed list of SFT
-  examples and a given tokenizer (warm start, STaR, Pair-SFT).
 """
 
 from __future__ import annotations
@@ -206,33 +204,6 @@ def task_records(task_names: Sequence[str], num_per_task: int, seed: int,
   for j in range(max((len(r) for r in per_task), default=0)):
     out.extend(rows[j] for rows in per_task if j < len(rows))
   return out
-
-
-def sft_dataset_fn(examples: Sequence[Mapping[str, Any]],
-                   tokenizer_path: str, *, seq_len: int,
-                   global_batch_size: int, pack: bool = True):
-  """A `train(dataset_fn=...)` over fixed SFT examples and a tokenizer.
-
-  Args:
-    examples: {'prompt', 'target'} or {'turns'} dicts.
-    tokenizer_path: the experiment's sentencepiece model.
-    seq_len / global_batch_size / pack: see `make_sft_dataset`.
-  """
-  examples = [dict(e) for e in examples]
-  if not examples:
-    raise ValueError("sft_dataset_fn got no examples.")
-
-  def dataset_fn(workdir: str, process_index: int, process_count: int,
-                 seed: int):
-    del workdir
-    from swirl_jax.data.pipeline import make_sft_dataset  # pylint: disable=g-import-not-at-top
-    from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-    return make_sft_dataset(
-        examples, Tokenizer(tokenizer_path), seq_len=seq_len,
-        global_batch_size=global_batch_size, seed=seed, pack=pack,
-        process_index=process_index, process_count=process_count)
-
-  return dataset_fn
 
 
 def prompt_only(record: Mapping[str, Any]) -> Optional[str]:

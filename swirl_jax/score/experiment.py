@@ -60,6 +60,7 @@ import gin
 import numpy as np
 
 from swirl_jax.data import rl_records
+from swirl_jax.data import sources as data_sources
 from swirl_jax import stages
 from swirl_jax.evaluation import headline as hl
 from swirl_jax.evaluation import report as report_lib
@@ -120,9 +121,8 @@ class _Experiment:
       data_lib.task_kind(task.wrapped)  # validates the task family
       if not task.correction_instruction:
         raise ValueError(f"Task {name!r} has no correction instruction.")
-    from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
     from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-    self.tokenizer_path = sources.tokenizer_path_for(
+    self.tokenizer_path = data_sources.tokenizer_path_for(
         workdir, corpus_fn=functools.partial(data_lib.corpus_texts,
                                              self.task_names))
     self.tokenizer = Tokenizer(self.tokenizer_path)
@@ -180,7 +180,7 @@ class _Experiment:
         repeat_fraction=cfg["repeat_fraction"])
     stages.train_stage(
         self.workdir, "warm_start", model_config=self.model_config,
-        dataset_fn=data_lib.sft_dataset_fn(
+        dataset_fn=data_sources.sft_dataset_fn(
             demos, self.tokenizer_path, seq_len=cfg["sft_seq_len"],
             global_batch_size=cfg["sft_batch_size"]),
         objective="sft", train_steps=cfg["warm_start_steps"],
@@ -259,7 +259,7 @@ class _Experiment:
       return None
     stages.train_stage(
         self.workdir, name, model_config=self.model_config,
-        dataset_fn=data_lib.sft_dataset_fn(
+        dataset_fn=data_sources.sft_dataset_fn(
             [{"prompt": [tuple(t) for t in e["prompt"]],
               "target": e["target"]} for e in examples],
             self.tokenizer_path, seq_len=cfg["rl_seq_len"],
