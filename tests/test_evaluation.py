@@ -101,3 +101,30 @@ def test_write_report(tmp_path):
   assert "| swirl | 0.600 [" in md and "n/a" in md
   png = open(paths["accuracy"], "rb").read()
   assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_and_metric_curves(tmp_path):
+  from swirl_jax.evaluation import report
+  png = b"\x89PNG\r\n\x1a\n"
+  bars = report.bar_chart(["a", "b"], {"x": [0.2, 0.5], "y": [0.1, 0.9]},
+                          "t", str(tmp_path / "sub" / "bars.png"),
+                          errors={"x": ([0.1, 0.1], [0.2, 0.2])},
+                          rotation=20)
+  assert open(bars, "rb").read()[:8] == png
+  stage = tmp_path / "stage"
+  stage.mkdir()
+  with open(stage / "metrics.jsonl", "w") as f:
+    for step, loss in ((1, 2.0), (2, 1.5)):
+      f.write(json.dumps({"step": step, "loss": loss}) + "\n")
+    f.write(json.dumps({"step": 2, "mean_reward": 0.5}) + "\n")
+  curves = report.metric_curves({"run": str(stage),
+                                 "none": str(tmp_path / "missing")}, "loss")
+  assert curves == {"run": ([1, 2], [2.0, 1.5])}
+  path = report.curve_plot(dict(curves, _hidden=([1, 2], [0, 1])), "c",
+                           str(tmp_path / "c.png"),
+                           styles={"_hidden": {"linestyle": "--"}})
+  assert open(path, "rb").read()[:8] == png
+  with pytest.raises(ZeroDivisionError):  # a failed drawing writes no file
+    with report.figure(str(tmp_path / "bad.png"), (2, 2)):
+      _ = 1 / 0
+  assert not (tmp_path / "bad.png").exists()

@@ -1,4 +1,4 @@
-"""report.json, report.md and bar plots of method x task results.
+"""report.json, report.md and the plots of every recipe's report.
 
 A result is {'value', 'low', 'high', 'n'} (see metrics.py); a table maps
 method -> task -> result for one metric.
@@ -6,10 +6,11 @@ method -> task -> result for one metric.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 Table = Mapping[str, Mapping[str, Mapping[str, float]]]
 
@@ -31,56 +32,102 @@ def markdown_table(table: Table, title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def bar_plot(table: Table, title: str, path: str) -> str:
-  """Grouped bars (tasks x methods) with 95% interval whiskers, as PNG."""
+@contextlib.contextmanager
+def figure(path: str, figsize: tuple[float, float], title: str = "",
+           xlabel: str = "", ylabel: str = "", ylim=None, legend: int = 8,
+           dpi: int = 120) -> Iterator[Any]:
+  """Yields the axes of a new figure, then saves it to `path` as PNG.
+
+  Every plot of the reports is drawn inside one of these: the backend
+  (Agg: no display), labels, limits, legend (its font size; 0: none), the
+  layout and the file are set here once.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=figsize)
+  try:
+    yield ax
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+      ax.set_ylim(*ylim)
+    if legend and ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=legend)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+  finally:
+    plt.close(fig)
+
+
+def bar_chart(groups: Sequence[str], bars: Mapping[str, Sequence[float]],
+              title: str, path: str,
+              errors: Optional[Mapping[str, tuple[Sequence[float],
+                                                  Sequence[float]]]] = None,
+              rotation: int = 0) -> str:
+  """Grouped bars: one group per entry of `groups`, one bar per series of
+  `bars` ({label: one value per group}), optional (below, above) whiskers
+  per series, y in [0, 1]; as PNG."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  methods = list(table)
-  tasks = sorted({t for per_task in table.values() for t in per_task})
-  width = 0.8 / max(len(methods), 1)
-  fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(tasks), 3.2))
-  for i, m in enumerate(methods):
-    vals, lo, hi = [], [], []
-    for t in tasks:
-      r = table[m].get(t) or {"value": float("nan"), "low": 0, "high": 0}
-      v = 0.0 if math.isnan(r["value"]) else r["value"]
-      vals.append(v)
-      lo.append(max(v - r["low"], 0.0))
-      hi.append(max(r["high"] - v, 0.0))
-    x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
-    ax.bar(x, vals, width, yerr=[lo, hi], capsize=3, label=m)
-  ax.set_xticks(np.arange(len(tasks)))
-  ax.set_xticklabels(tasks)
-  ax.set_ylim(0, 1)
-  ax.set_title(title)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  width = 0.8 / max(len(bars), 1)
+  with figure(path, (1.5 + 1.6 * len(groups), 3.2), title=title,
+              ylim=(0, 1)) as ax:
+    for i, (label, values) in enumerate(bars.items()):
+      x = np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * width
+      yerr = (errors or {}).get(label)
+      ax.bar(x, list(values), width, label=label,
+             **({"yerr": [list(e) for e in yerr], "capsize": 3}
+                if yerr else {}))
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups, rotation=rotation,
+                       fontsize=8 if rotation else None)
   return path
 
 
+def bar_plot(table: Table, title: str, path: str) -> str:
+  """Grouped bars (tasks x methods) with 95% interval whiskers, as PNG."""
+  tasks = sorted({t for per_task in table.values() for t in per_task})
+  bars, errors = {}, {}
+  for method, per_task in table.items():
+    rows = [per_task.get(t) or {"value": float("nan"), "low": 0, "high": 0}
+            for t in tasks]
+    vals = [0.0 if math.isnan(r["value"]) else r["value"] for r in rows]
+    bars[method] = vals
+    errors[method] = ([max(v - r["low"], 0.0) for v, r in zip(vals, rows)],
+                      [max(r["high"] - v, 0.0) for v, r in zip(vals, rows)])
+  return bar_chart(tasks, bars, title, path, errors=errors)
+
+
+def metric_curves(stage_dirs: Mapping[str, str], key: str
+                  ) -> dict[str, tuple[list[Any], list[Any]]]:
+  """{label: (steps, values)} of `key` in each training stage's
+  metrics.jsonl (stages without it, or without that metric, left out)."""
+  from swirl_jax.training.metrics import read_metrics  # pylint: disable=g-import-not-at-top
+  out = {}
+  for label, directory in stage_dirs.items():
+    if os.path.exists(os.path.join(directory, "metrics.jsonl")):
+      rows = [r for r in read_metrics(directory) if key in r]
+      if rows:
+        out[label] = ([r["step"] for r in rows], [r[key] for r in rows])
+  return out
+
+
 def curve_plot(curves: Mapping[str, tuple[Any, Any]], title: str,
-               path: str, xlabel: str = "step", ylabel: str = "") -> str:
-  """One line per label from {label: (xs, ys)}, as PNG (learning curves)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.0, 3.2))
-  for label, (xs, ys) in curves.items():
-    ax.plot(list(xs), list(ys), marker=".", label=label)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  if curves:
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+               path: str, xlabel: str = "step", ylabel: str = "",
+               styles: Optional[Mapping[str, Mapping[str, Any]]] = None,
+               ylim=None, legend: int = 8) -> str:
+  """One line per label from {label: (xs, ys)}, as PNG (learning curves).
+
+  styles: per label, matplotlib `plot` keywords (default a dot marker); a
+  label starting with '_' stays out of the legend.
+  """
+  with figure(path, (5.0, 3.2), title=title, xlabel=xlabel, ylabel=ylabel,
+              ylim=ylim, legend=legend) as ax:
+    for label, (xs, ys) in curves.items():
+      ax.plot(list(xs), list(ys), label=label,
+              **dict((styles or {}).get(label, {"marker": "."})))
   return path
 
 

@@ -298,30 +298,20 @@ def plot_scaling(curves: Mapping[str, Mapping[str, Any]], path: str,
     curves: label (e.g. 'score/math_small') -> `scaling_curve` output.
     path: the PNG to write.
   """
-  import os  # pylint: disable=g-import-not-at-top
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   names = {"sequential": "K + self-correction", "parallel": "2K parallel"}
-  for i, (label, curve) in enumerate(curves.items()):
-    color = f"C{i}"
-    for mode, style in (("sequential", "-o"), ("parallel", "--s")):
-      vals = [r["value"] for r in curve[mode]]
-      lo = [r["value"] - r["low"] for r in curve[mode]]
-      hi = [r["high"] - r["value"] for r in curve[mode]]
-      ax.errorbar(curve["budgets"], vals, yerr=[lo, hi], fmt=style,
-                  color=color, capsize=2, markersize=4,
-                  alpha=1.0 if mode == "sequential" else 0.7,
-                  label=f"{label}: {names[mode]}")
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel("samples per problem (2K)")
-  ax.set_ylabel("majority-vote accuracy")
-  ax.set_ylim(0, 1)
-  ax.set_title(title)
-  ax.legend(fontsize=6)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with report.figure(path, (5.5, 3.6), title=title,
+                     xlabel="samples per problem (2K)",
+                     ylabel="majority-vote accuracy", ylim=(0, 1),
+                     legend=6) as ax:
+    for i, (label, curve) in enumerate(curves.items()):
+      for mode, style in (("sequential", "-o"), ("parallel", "--s")):
+        vals = [r["value"] for r in curve[mode]]
+        lo = [r["value"] - r["low"] for r in curve[mode]]
+        hi = [r["high"] - r["value"] for r in curve[mode]]
+        ax.errorbar(curve["budgets"], vals, yerr=[lo, hi], fmt=style,
+                    color=f"C{i}", capsize=2, markersize=4,
+                    alpha=1.0 if mode == "sequential" else 0.7,
+                    label=f"{label}: {names[mode]}")
+    ax.set_xscale("log", base=2)
   return path

@@ -86,27 +86,6 @@ def _error_markdown(task: str, categories, columns, n) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _error_plot(task: str, categories, columns, path: str) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(2 + 1.3 * len(categories), 3.2))
-  width = 0.8 / max(len(columns), 1)
-  for i, (col, shares) in enumerate(columns.items()):
-    x = np.arange(len(categories)) + (i - (len(columns) - 1) / 2) * width
-    ax.bar(x, [shares.get(c, 0.0) for c in categories], width, label=col)
-  ax.set_xticks(np.arange(len(categories)))
-  ax.set_xticklabels(categories, rotation=20, fontsize=8)
-  ax.set_ylim(0, 1)
-  ax.set_title(f"{task}: verdict after attempt 1 / 2")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
 def read_rollout_log(path: Optional[str]) -> list[dict[str, Any]]:
   """The GRPO builder's per-batch statistics (last line per step wins)."""
   if not path or not os.path.exists(path):
@@ -121,29 +100,24 @@ def read_rollout_log(path: Optional[str]) -> list[dict[str, Any]]:
 
 
 def _reward_plot(rows, path: str) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 3))
+  """Retry success per GRPO batch and its moving mean, one colour per task."""
+  curves, styles = {}, {}
   tasks = sorted({t for r in rows for t in r["reward_by_task"]})
-  for task in tasks:
-    pts = [(r["step"], r["reward_by_task"][task]) for r in rows
-           if task in r["reward_by_task"]]
-    xs, ys = zip(*pts)
-    ax.plot(xs, ys, ".", alpha=0.35)
+  for i, task in enumerate(tasks):
+    xs, ys = zip(*[(r["step"], r["reward_by_task"][task]) for r in rows
+                   if task in r["reward_by_task"]])
     k = max(1, len(ys) // 8)
-    smooth = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):
-                                                       i + 1])
-              for i in range(len(ys))]
-    ax.plot(xs, smooth, "-", label=f"{task} (moving mean of {k})")
-  ax.set_xlabel("GRPO step")
-  ax.set_ylabel("retry success of a reflection")
-  ax.set_ylim(0, 1)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+    smooth = [sum(ys[max(0, j - k + 1):j + 1]) / len(ys[max(0, j - k + 1):
+                                                       j + 1])
+              for j in range(len(ys))]
+    curves[f"_{task}"] = (xs, ys)
+    styles[f"_{task}"] = {"marker": ".", "linestyle": "", "alpha": 0.35,
+                          "color": f"C{i}"}
+    curves[f"{task} (moving mean of {k})"] = (xs, smooth)
+    styles[f"{task} (moving mean of {k})"] = {"color": f"C{i}"}
+  return report_lib.curve_plot(curves, "", path, xlabel="GRPO step",
+                               ylabel="retry success of a reflection",
+                               styles=styles, ylim=(0, 1), legend=7)
 
 
 def _example_markdown(eval_dir: Optional[str], task: str) -> str:
@@ -302,8 +276,11 @@ def write_r3_report(workdir: str,
     n = next(iter(evals.values()))[task]["n"]
     parts.append(_error_markdown(task, categories, columns, n))
     if plots and columns:
-      png = _error_plot(task, categories, columns,
-                        os.path.join(workdir, f"errors_{task}.png"))
+      png = report_lib.bar_chart(
+          categories, {col: [shares.get(c, 0.0) for c in categories]
+                       for col, shares in columns.items()},
+          f"{task}: verdict after attempt 1 / 2",
+          os.path.join(workdir, f"errors_{task}.png"), rotation=20)
       paths[f"errors_{task}"] = png
       parts.append(f"![errors {task}]({os.path.basename(png)})\n")
   if rollouts:

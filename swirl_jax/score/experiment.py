@@ -668,34 +668,22 @@ def plot_learning_curves(workdir: str, stage_names: Sequence[str],
 
   Returns the path, or None when no stage has logged metrics.
   """
-  from swirl_jax.training.metrics import read_metrics  # pylint: disable=g-import-not-at-top
-  curves = {}
-  for name in stage_names:
-    directory = stages.stage_dir(workdir, name)
-    if os.path.exists(os.path.join(directory, "metrics.jsonl")):
-      rows = [r for r in read_metrics(directory) if "reward2" in r]
-      if rows:
-        curves[name] = rows
-  if not curves:
+  dirs = {name: stages.stage_dir(workdir, name) for name in stage_names}
+  second = report_lib.metric_curves(dirs, "reward2")
+  if not second:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.5, 3.4))
-  for i, (name, rows) in enumerate(curves.items()):
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r.get("reward1", float("nan")) for r in rows], "--",
-            color=f"C{i}", label=f"{name}: reward t1")
-    ax.plot(steps, [r["reward2"] for r in rows], "-", color=f"C{i}",
-            label=f"{name}: reward t2")
-  ax.set_xlabel("step")
-  ax.set_ylabel("mean reward of the batch")
-  ax.set_title("SCoRe training rewards (sampled at the RL temperature)")
-  ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  first = report_lib.metric_curves(dirs, "reward1")
+  curves, styles = {}, {}
+  for i, (name, points) in enumerate(second.items()):
+    for turn, pts, line in (("t1", first.get(name), "--"),
+                            ("t2", points, "-")):
+      if pts:
+        curves[f"{name}: reward {turn}"] = pts
+        styles[f"{name}: reward {turn}"] = {"linestyle": line,
+                                            "color": f"C{i}"}
+  return report_lib.curve_plot(
+      curves, "SCoRe training rewards (sampled at the RL temperature)", path,
+      ylabel="mean reward of the batch", styles=styles, legend=6)
 
 
 def format_summary(results: Mapping[str, Mapping[str, Mapping[str, dict]]]

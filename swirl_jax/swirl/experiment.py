@@ -376,18 +376,14 @@ def write_swirl_report(workdir: str, results: dict[str, Any],
   import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import headline as hl  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  from swirl_jax.training import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   accuracy = {m: {t: r[t]["accuracy"] for t in r} for m, r in results.items()}
   process = {m: {t: r[t]["process_label"] for t in r}
              for m, r in results.items()}
   curves = {}
   for key, ylabel in (("loss", "training loss"),
                       ("mean_reward", "mean judge reward of sampled actions")):
-    series = {}
-    for label, ckpt in models.items():
-      rows = [r for r in metrics_lib.read_metrics(ckpt) if key in r]
-      if label != BASE and rows:
-        series[label] = ([r["step"] for r in rows], [r[key] for r in rows])
+    series = report.metric_curves(
+        {label: d for label, d in models.items() if label != BASE}, key)
     if series and jax.process_index() == 0:
       curves[key] = report.curve_plot(
           series, f"learning curves: {ylabel}",
