@@ -131,14 +131,14 @@ def main(argv=None) -> dict:
   if init_from is None:  # the experiment warm-started its own base
     init_from = stages.stage_dir(os.path.abspath(args.workdir),
                                  experiment.WARM_START)
-  states_per_step = setting("states_per_step")
-  actions = setting("actions_per_state")
+  groups_per_step = setting("groups_per_step")
+  actions = setting("group_size")
   max_new = setting("max_new_tokens")
   context = setting("max_context_tokens")
   seed = setting("seed")
   tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
   builder = stepwise.StepwiseBatchBuilder(
-      config, tokenizer, experiment.default_judge(), num_samples=actions,
+      config, tokenizer, experiment.default_judge(), group_size=actions,
       max_new_tokens=max_new, temperature=1.0, seq_len=context,
       seed=seed + 7,
       shared_prefix_bucket=16 if args.shared_prefix else 0)
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     stages.train_stage(
         tmp, "swirl_bench", scope="swirl", model_config=config,
-        dataset_fn=experiment.states_dataset_fn(data_dir, states_per_step),
+        dataset_fn=experiment.states_dataset_fn(data_dir, groups_per_step),
         objective="stepwise_pg", batch_fn=timed_call, init_from=init_from,
         train_steps=steps)
     total_s = time.perf_counter() - t0
@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
   glue = parts["builder"] - parts["sample"] - parts["judge"]
   update = step - parts["builder"]
   results = {
-      "task": args.task, "states": states_per_step, "actions": actions,
+      "task": args.task, "states": groups_per_step, "actions": actions,
       "new_tokens": max_new, "context": context,
       "rows": list(batches[-1]["inputs"].shape), "threads": args.threads,
       "load_before": load_before[0], "load_after": os.getloadavg()[0],

@@ -34,7 +34,7 @@ class Config:
 
   task_kwargs: Mapping[str, Any]
   group_size: int = 4            # G answers per query
-  queries_per_step: int = 2      # groups per batch
+  groups_per_step: int = 2      # groups per batch
   train_steps: int = 3
   train_queries: int = 16
   eval_queries: int = 16
@@ -104,7 +104,7 @@ def run(workdir: str, model_config, tokenizer, cfg: Config,
         workdir, "grpo", model_config=model_config, objective="grpo",
         train_steps=cfg.train_steps, init_from=init_from, seed=cfg.seed,
         batch_fn=builder, dataset_fn=rl_records.records_dataset_fn(
-            train, global_batch_size=cfg.queries_per_step, what="queries"))
+            train, global_batch_size=cfg.groups_per_step, what="queries"))
   finally:
     builder.close()
   held_out = compact.generate_examples(task, cfg.eval_queries,

@@ -102,7 +102,7 @@ def setup(tmp_path_factory):
 
 def _builder(setup, policy, **kw):
   tokenizer, _, _, _, _, config = setup
-  kw.setdefault("num_reflections", 4)
+  kw.setdefault("group_size", 4)
   return batches.ReflectionBatchBuilder(
       config, tokenizer, task_kwargs={"countdown": CD_KW}, seq_len=160,
       max_new_tokens=32, sampler=policy, **kw)
@@ -259,8 +259,8 @@ def test_reference_and_recomputed_old_logprobs(setup):
 def test_bad_arguments(setup):
   tokenizer, _, _, _, gold, _ = setup
   policy = ReflectPolicy(tokenizer, gold)
-  with pytest.raises(ValueError, match="num_reflections must be >= 2"):
-    _builder(setup, policy, num_reflections=1)
+  with pytest.raises(ValueError, match="group_size must be >= 2"):
+    _builder(setup, policy, group_size=1)
   with pytest.raises(ValueError, match="old_logprobs must be one of"):
     _builder(setup, policy, old_logprobs="ref")
   with pytest.raises(ValueError, match="inner_updates"):
@@ -271,7 +271,7 @@ def test_bad_arguments(setup):
 
 def test_groups_with_a_learning_signal_are_kept_first(setup):
   tokenizer, _, _, records, gold, _ = setup
-  builder = _builder(setup, ReflectPolicy(tokenizer, gold), num_reflections=2)
+  builder = _builder(setup, ReflectPolicy(tokenizer, gold), group_size=2)
   rewards = np.array([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # 4 groups of 2
   assert builder.select_groups(rewards, 1) == [1]
   assert builder.select_groups(rewards, 2) == [1, 3]
@@ -280,15 +280,15 @@ def test_groups_with_a_learning_signal_are_kept_first(setup):
     builder.select_groups(rewards, 5)
   # A pool of 2 records, batches of 1 group (G=4, both with signal here):
   # the batch holds the first.
-  pooled = _builder(setup, ReflectPolicy(tokenizer, gold), queries_per_step=1)
+  pooled = _builder(setup, ReflectPolicy(tokenizer, gold), groups_per_step=1)
   batch = pooled("p", records, 0)
   assert batch["inputs"].shape[0] == 4
   np.testing.assert_array_equal(batch["group_ids"], [0] * 4)
   assert pooled.last_stats["pool"] == 2 and pooled.last_stats["queries"] == 1
   assert pooled.last_stats["batch_groups_with_signal"] == 1.0
-  with pytest.raises(ValueError, match="queries_per_step=3"):
+  with pytest.raises(ValueError, match="groups_per_step=3"):
     _builder(setup, ReflectPolicy(tokenizer, gold),
-             queries_per_step=3)("p", records, 0)
+             groups_per_step=3)("p", records, 0)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -311,7 +311,7 @@ def test_rows_are_padded_to_the_batch_length_bucket(setup):
   builder = batches.ReflectionBatchBuilder(
       config, tokenizer, task_kwargs={"countdown": CD_KW}, seq_len=512,
       max_new_tokens=32, sampler=ReflectPolicy(tokenizer, gold),
-      num_reflections=4)
+      group_size=4)
   eps = builder.episodes("p", records, 0)
   longest = max(len(e.reflection.context_ids) + len(e.reflection.tokens)
                 for e in eps) - 1

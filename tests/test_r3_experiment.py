@@ -25,8 +25,8 @@ def _run(workdir, config):
                                "num_distractors": 1}},
       sft_steps=2, sft_examples_per_task=8, sft_batch_size=2,
       sft_seq_len=384, failure_queries_per_task=3, max_samples_per_query=2,
-      samples_per_round=1, grpo_steps=2, queries_per_step=2,
-      num_reflections=2, inner_updates=2, grpo_seq_len=256,
+      samples_per_round=1, grpo_steps=2, groups_per_step=2,
+      group_size=2, inner_updates=2, grpo_seq_len=256,
       max_new_tokens=8, eval_queries_per_task=3, seed=0)
 
 

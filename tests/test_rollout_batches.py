@@ -131,7 +131,7 @@ def test_builder_groups_kept_groups_and_cycle_cache(tmp_path):
   assert resumed.calls == 0 and builder.calls == 1
   builder("p2", records, 2)
   assert builder.calls == 2 and builder.sampler.params == ["p0", "p2"]
-  with pytest.raises(ValueError, match="queries_per_step=2 but the dataset "
+  with pytest.raises(ValueError, match="groups_per_step=2 but the dataset "
                      "gave only 1"):
     builder("p", records[:1], 4)
 

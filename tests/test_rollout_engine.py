@@ -427,7 +427,7 @@ def test_reflect_retry(tokenizer, fc_task, tmp_path):
       g.question: ["no call at all", "I forgot the call.", _call(g.answer)],
   })
   engine = _engine(sampler, tokenizer)
-  out = engine.run_reflect_retry(task, [e, f, g], None, num_reflections=2)
+  out = engine.run_reflect_retry(task, [e, f, g], None, group_size=2)
   assert [len(call) for call in sampler.calls] == [3, 4, 4]
   assert [(x.example_id, x.group_index, x.reflection_index) for x in out] == [
       (e.id, 0, 0), (e.id, 0, 1), (g.id, 1, 0), (g.id, 1, 1)]

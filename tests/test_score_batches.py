@@ -97,7 +97,7 @@ def test_builder_rows_prompts_and_rewards(builder_parts):
   config, params, tokenizer, task, records, sampler = builder_parts
   builder = batches.TwoAttemptBatchBuilder(
       config, tokenizer, {"math_small": task}, ref_params=params,
-      num_samples=2, base_first_attempts=1, max_new_tokens=6, seq_len=640,
+      group_size=2, base_first_attempts=1, max_new_tokens=6, seq_len=640,
       adaptive=batches.AdaptiveBeta2(0.1, 0.02), sampler=sampler)
   batch = builder(params, records, step=3)
   n = 3 * (2 + 1)
@@ -156,7 +156,7 @@ def test_builder_rows_prompts_and_rewards(builder_parts):
 def test_builder_single_turn_rows(builder_parts):
   config, params, tokenizer, task, records, sampler = builder_parts
   builder = batches.TwoAttemptBatchBuilder(
-      config, tokenizer, {"math_small": task}, num_samples=2,
+      config, tokenizer, {"math_small": task}, group_size=2,
       single_turn=True, max_new_tokens=6, seq_len=640, sampler=sampler)
   batch = builder(params, records[:2], step=0)
   assert batch["inputs"].shape[0] == 4 and batch["inputs"].shape[1] % 64 == 0

@@ -38,7 +38,7 @@ def setup(tiny_policy):
 def test_batch_rows_mask_exactly_the_sampled_actions(setup):
   config, params, tokenizer = setup
   builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
-                                 num_samples=3, max_new_tokens=12,
+                                 group_size=3, max_new_tokens=12,
                                  seq_len=256)
   records = _records(4)
   batch = builder(params, records, step=0)
@@ -88,7 +88,7 @@ def test_online_stepwise_pg_training_steps(setup, tmp_path):
   from swirl_jax.training.trainer import train
   records = _records(4)
   builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
-                                 num_samples=2, max_new_tokens=8, seq_len=192)
+                                 group_size=2, max_new_tokens=8, seq_len=192)
 
   class States:
     def __init__(self):
@@ -117,7 +117,7 @@ def test_online_stepwise_pg_training_steps(setup, tmp_path):
 def test_row_length_is_bucketed_and_capped(setup):
   config, _, tokenizer = setup
   builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
-                                 num_samples=2, max_new_tokens=8, seq_len=320)
+                                 group_size=2, max_new_tokens=8, seq_len=320)
   short = builder.rows([[2, 5, 6]] * 2, [[7, 8]] * 2)
   assert short["inputs"].shape == (2, 128)
   long_ctx = list(range(2, 202))
@@ -127,7 +127,7 @@ def test_row_length_is_bucketed_and_capped(setup):
   capped = builder.rows([list(range(2, 400))] * 2, [[7]] * 2)
   assert capped["inputs"].shape == (2, 320)
   fixed = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
-                               num_samples=2, max_new_tokens=8, seq_len=320,
+                               group_size=2, max_new_tokens=8, seq_len=320,
                                length_bucket=None)
   assert fixed.rows([[2, 5, 6]] * 2, [[7, 8]] * 2)["inputs"].shape == (2, 320)
 
@@ -155,7 +155,7 @@ def test_shared_context_is_computed_once_with_the_same_loss(setup):
   from swirl_jax.objectives import shared_prefix  # pylint: disable=g-import-not-at-top
   config, params, tokenizer = setup
   records = _records(3)
-  kw = dict(num_samples=4, max_new_tokens=12, seq_len=256)
+  kw = dict(group_size=4, max_new_tokens=12, seq_len=256)
   shared = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
                                 shared_prefix_bucket=16, **kw)
   plain = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"), **kw)

@@ -12,18 +12,18 @@ reflection instruction) followed by its sampled ids; only the reflection ids
 they carry gradient: the failed attempt, the instructions and the retry
 never do.
 
-    builder = ReflectionBatchBuilder(config, tokenizer, num_reflections=4,
+    builder = ReflectionBatchBuilder(config, tokenizer, group_size=4,
                                      inner_updates=2, cache_dir=...)
     train(..., objective='grpo', batch_fn=builder)
 
-Groups with a learning signal (`queries_per_step`): a group whose G
+Groups with a learning signal (`groups_per_step`): a group whose G
 retries all succeed or all fail has advantages 0 and teaches nothing (only
 the KL term and Adam's momentum would move the policy). With a pool of
-records larger than `queries_per_step` (the dataset's batch), every record
-of the pool gets its G reflections, and the batch keeps `queries_per_step`
+records larger than `groups_per_step` (the dataset's batch), every record
+of the pool gets its G reflections, and the batch keeps `groups_per_step`
 groups, those with unequal rewards first (in pool order), then the others
 (DAPO's "dynamic sampling", by oversampling instead of resampling, so the
-cost of a step is fixed). A pool of exactly `queries_per_step` records
+cost of a step is fixed). A pool of exactly `groups_per_step` records
 keeps every group: plain GRPO.
 
 Several GRPO updates per batch (`inner_updates` = mu): the batch is sampled
@@ -49,8 +49,8 @@ Several processes: every process calls the builder at each step with its own
 (equally many) records; each host samples on its own copy of the params,
 every row drawing the randomness of its global index (`row_keyed`); the
 old / reference log-probs are one forward over the global batch
-(`sharding.host_rows_call`); `queries_per_step` is the global number of
-groups, each host keeping queries_per_step / process_count of its own pool;
+(`sharding.host_rows_call`); `groups_per_step` is the global number of
+groups, each host keeping groups_per_step / process_count of its own pool;
 each host caches its own batch (`rollout_<step>.process<p>of<P>.npz`), and
 the hosts reload a cycle's batches only if every one of them has its own
 (see docs/tpu_gpu.md).
@@ -130,8 +130,8 @@ class ReflectionBatchBuilder(RLBatchBuilder):
     config: the policy's TransformerConfig.
     tokenizer: swirl_jax.tokenizer.Tokenizer.
     task_kwargs: per task name, constructor arguments (`tasks.compact.make_task`).
-    num_reflections: G, reflections per failed query (>= 2).
-    queries_per_step: groups in a training batch (None: every record
+    group_size: G, reflections per failed query (>= 2).
+    groups_per_step: groups in a training batch (None: every record
       given); records beyond it form the pool the groups with a learning
       signal are chosen from.
     inner_updates: mu, GRPO updates per sampled batch.
@@ -176,8 +176,8 @@ class ReflectionBatchBuilder(RLBatchBuilder):
 
   def __init__(self, config, tokenizer, *,
                task_kwargs: Optional[Mapping[str, Any]] = None,
-               num_reflections: int = 4,
-               queries_per_step: Optional[int] = None,
+               group_size: int = 4,
+               groups_per_step: Optional[int] = None,
                inner_updates: int = 1,
                max_new_tokens: int = 64, temperature: float = 1.0,
                retry_temperature: Optional[float] = None,
@@ -191,9 +191,9 @@ class ReflectionBatchBuilder(RLBatchBuilder):
                row_keyed: Optional[bool] = None):
     check_on_policy_sampling("ReflectionBatchBuilder", temperature=temperature,
                              top_p=top_p)
-    if int(num_reflections) < 2:
-      raise ValueError(f"num_reflections must be >= 2 for a group baseline, "
-                       f"got {num_reflections}.")
+    if int(group_size) < 2:
+      raise ValueError(f"group_size must be >= 2 for a group baseline, "
+                       f"got {group_size}.")
     if old_logprobs not in OLD_LOGPROB_SOURCES:
       raise ValueError(f"old_logprobs must be one of "
                        f"{list(OLD_LOGPROB_SOURCES)}, got {old_logprobs!r}.")
@@ -204,16 +204,14 @@ class ReflectionBatchBuilder(RLBatchBuilder):
       raise ValueError(f"retry_temperature must be >= 0, got "
                        f"{retry_temperature}.")
     super().__init__(
-        config, tokenizer, group_size=num_reflections, seq_len=seq_len,
+        config, tokenizer, group_size=group_size, seq_len=seq_len,
         length_bucket=length_bucket, seed=seed, sampler=sampler,
         row_keyed=row_keyed, reference_params=reference_params,
         old_logprobs=old_logprobs, advantage="grpo",
-        groups_per_step=queries_per_step,
+        groups_per_step=groups_per_step,
         shared_prefix_bucket=shared_prefix_bucket,
         inner_updates=inner_updates, cache_dir=cache_dir, log_path=log_path)
     self.task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
-    self.num_reflections = int(num_reflections)
-    self.queries_per_step = self.groups_per_step
     self.max_new_tokens = int(max_new_tokens)
     self.temperature = float(temperature)
     self.retry_temperature = (self.temperature if retry_temperature is None
@@ -246,7 +244,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
     for i, rec in enumerate(records):
       by_task[rec["task"]].append(i)
     out: list[Optional[list[Any]]] = [None] * len(records)
-    g = self.num_reflections
+    g = self.group_size
     for t, (name, idx) in enumerate(sorted(by_task.items())):
       task = self._task(name)
       engine = self.engine(
@@ -257,7 +255,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
                             for j in range(g)]):
         eps = engine.run_reflect_retry(
             task, [failures_lib.example_of(records[i]) for i in idx],
-            num_reflections=g,
+            group_size=g,
             first_attempts=[failures_lib.attempt_of(records[i]) for i in idx],
             seed=base.seed_for(seed, "task", t),
             retry_temperature=self.retry_temperature)
@@ -274,11 +272,11 @@ class ReflectionBatchBuilder(RLBatchBuilder):
   def select_groups(self, rewards: np.ndarray, count: int) -> list[int]:
     """Indices of `count` groups of G: unequal rewards first, in pool
     order (`rollout.batches.select_groups`)."""
-    return rl_batches.select_groups(rewards, self.num_reflections, count)
+    return rl_batches.select_groups(rewards, self.group_size, count)
 
   def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
                   step: int) -> tuple[list[Row], dict[str, Any]]:
-    g = self.num_reflections
+    g = self.group_size
     del params  # in the sampler already
     eps = self._episodes(records,
                          base.seed_for(self.seed, "r3-grpo", int(step)))
@@ -298,7 +296,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
                   stats: dict[str, Any]) -> dict[str, Any]:
     """The training batch's statistics after the pool's."""
     rewards = batch["rewards"]
-    g = self.num_reflections
+    g = self.group_size
     return dict(
         stats, queries=len(rows) // g, rows=len(rows),
         batch_mean_reward=float(rewards.mean()),

@@ -59,7 +59,7 @@ def evaluate_task(sampler: Any, tokenizer: Any, task: base.Task,
     firsts = [g.turn for g in first]
     graded = [(g.answer, g.verdict) for g in first]
     episodes = engine.run_reflect_retry(
-        task, examples, num_reflections=1, first_attempts=firsts,
+        task, examples, group_size=1, first_attempts=firsts,
         seed=base.seed_for(seed, "r3-eval-retry", task.name))
   failed = [i for i, (_, v) in enumerate(graded) if not v.correct]
   if len(episodes) != len(failed):

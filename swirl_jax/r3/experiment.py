@@ -105,9 +105,9 @@ def r3_experiment(workdir: str, *,
                   max_samples_per_query: int = 64,
                   samples_per_round: int = 8,
                   grpo_steps: int = 100,
-                  queries_per_step: int = 8,
+                  groups_per_step: int = 8,
                   query_pool: Optional[int] = None,
-                  num_reflections: int = 4,
+                  group_size: int = 4,
                   inner_updates: int = 1,
                   grpo_seq_len: int = 320,
                   old_logprobs: str = "sampler",
@@ -140,12 +140,12 @@ def r3_experiment(workdir: str, *,
     max_samples_per_query: N, answers sampled per query at most (paper 64).
     samples_per_round: answers per query per sampler call.
     grpo_steps: GRPO updates.
-    queries_per_step: failed queries (groups of G reflections) per training
+    groups_per_step: failed queries (groups of G reflections) per training
       batch.
-    query_pool: failed queries sampled per batch (>= queries_per_step;
-      None: queries_per_step); the batch keeps the groups whose rewards
+    query_pool: failed queries sampled per batch (>= groups_per_step;
+      None: groups_per_step); the batch keeps the groups whose rewards
       differ first (`r3.batches`).
-    num_reflections: G, reflections per failed query.
+    group_size: G, reflections per failed query.
     inner_updates: mu, GRPO updates per sampled batch.
     grpo_seq_len: length of a GRPO training row (context + reflection).
     old_logprobs: 'sampler' or 'recompute' (see `r3.batches`).
@@ -188,10 +188,10 @@ def r3_experiment(workdir: str, *,
   if eval_split not in ("test", "validation"):
     raise ValueError("r3_experiment.eval_split must be 'test' or "
                      f"'validation', got {eval_split!r}.")
-  query_pool = queries_per_step if query_pool is None else int(query_pool)
-  if query_pool < queries_per_step:
+  query_pool = groups_per_step if query_pool is None else int(query_pool)
+  if query_pool < groups_per_step:
     raise ValueError(f"query_pool={query_pool} must be >= "
-                     f"queries_per_step={queries_per_step}.")
+                     f"groups_per_step={groups_per_step}.")
 
   # 1. Tokenizer.
   tokenizer_path = sources.tokenizer_path_for(
@@ -239,7 +239,7 @@ def r3_experiment(workdir: str, *,
                  if reference_in_batch else None)
     builder = batches_lib.ReflectionBatchBuilder(
         model_config, tokenizer, task_kwargs=task_kwargs,
-        num_reflections=num_reflections, queries_per_step=queries_per_step,
+        group_size=group_size, groups_per_step=groups_per_step,
         inner_updates=inner_updates,
         max_new_tokens=max_new_tokens, temperature=temperature,
         retry_temperature=retry_temperature, seq_len=grpo_seq_len, seed=seed,
@@ -285,9 +285,9 @@ def r3_experiment(workdir: str, *,
                  for label, stage in EVAL_STAGES.items()},
       settings={"tasks": list(tasks), "task_kwargs": task_kwargs,
                 "sft_steps": sft_steps, "grpo_steps": grpo_steps,
-                "queries_per_step": queries_per_step,
+                "groups_per_step": groups_per_step,
                 "query_pool": query_pool,
-                "num_reflections": num_reflections,
+                "group_size": group_size,
                 "inner_updates": inner_updates,
                 "temperature": temperature,
                 "retry_temperature": retry_temperature,

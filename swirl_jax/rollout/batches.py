@@ -290,7 +290,7 @@ class RLBatchBuilder:
       raise ValueError(f"{name}: advantage must be None or one of "
                        f"{list(ADVANTAGES)}, got {advantage!r}.")
     if groups_per_step is not None and int(groups_per_step) < 1:
-      raise ValueError(f"queries_per_step must be >= 1 or None, got "
+      raise ValueError(f"groups_per_step must be >= 1 or None, got "
                        f"{groups_per_step}.")
     if int(shared_prefix_bucket) < 0:
       raise ValueError(f"shared_prefix_bucket must be >= 0, got "
@@ -361,14 +361,14 @@ class RLBatchBuilder:
     if sharding.is_multiprocess():
       import jax  # pylint: disable=g-import-not-at-top
       if keep % jax.process_count():
-        raise ValueError(f"queries_per_step={keep} does not divide over "
+        raise ValueError(f"groups_per_step={keep} does not divide over "
                          f"{jax.process_count()} processes; each keeps an "
                          "equal share of the groups.")
       keep //= jax.process_count()
     if keep > pool:
-      raise ValueError(f"queries_per_step={keep} but the dataset gave only "
+      raise ValueError(f"groups_per_step={keep} but the dataset gave only "
                        f"{pool} records; its batch is the pool and must be "
-                       "at least queries_per_step.")
+                       "at least groups_per_step.")
     return keep
 
   def _logprobs(self, params: Any, batch: dict[str, np.ndarray]) -> float:

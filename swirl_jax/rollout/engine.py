@@ -736,7 +736,7 @@ class RolloutEngine:
 
   def run_reflect_retry(
       self, task: task_base.Task, examples: Iterable[task_base.Example],
-      reflection_instruction: Optional[str] = None, num_reflections: int = 1,
+      reflection_instruction: Optional[str] = None, group_size: int = 1,
       seed: int = 0,
       first_attempts: Optional[Sequence[Union[str, traj.ModelTurn]]] = None,
       retry_instruction: str = prompts.RETRY_INSTRUCTION,
@@ -754,7 +754,7 @@ class RolloutEngine:
       examples: the examples (may repeat, e.g. one per stored failure).
       reflection_instruction: None: `task.reflection_instruction` (e.g.
         `prompts.REFLECTION_INSTRUCTION`).
-      num_reflections: G, reflections sampled per failed first attempt.
+      group_size: G, reflections sampled per failed first attempt.
       seed: randomness (first attempts, reflections and retries get sampler
         seeds derived from (seed, 0 / 1 / 2)).
       first_attempts: None to sample one first attempt per example, or one
@@ -769,9 +769,9 @@ class RolloutEngine:
       the first-attempt and retry counts.
     """
     examples = self._check_examples(examples)
-    if int(num_reflections) < 1:
+    if int(group_size) < 1:
       raise ValueError(
-          f"num_reflections must be >= 1, got {num_reflections}.")
+          f"group_size must be >= 1, got {group_size}.")
     instruction = reflection_instruction or task.reflection_instruction
     if not instruction:
       raise ValueError(
@@ -797,7 +797,7 @@ class RolloutEngine:
       for group, i in enumerate(failed):
         self.add_turn(convs[i], traj.MODEL, firsts[i].text)
         self.add_turn(convs[i], traj.USER, instruction)
-        for g in range(int(num_reflections)):
+        for g in range(int(group_size)):
           groups.append((group, g, i))
           reflect_convs.append(convs[i].copy())
       reflections = (

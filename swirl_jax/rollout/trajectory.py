@@ -384,7 +384,7 @@ class ReflectionEpisode:
   The chat is [user: prompt, model: first.text, user: instruction,
   model: reflection.text, user: retry_instruction, model: retry.text]. For
   GRPO, the episodes sharing `group_index` form one group (the
-  `num_reflections` reflections on one failed attempt); only
+  `group_size` reflections on one failed attempt); only
   `reflection.tokens` carry the advantage: the trainer's sequence is
   `reflection.context_ids + reflection.tokens` with every context id masked.
 

@@ -1,13 +1,13 @@
 """SCoRe training batches: on-policy two-attempt episodes -> objective rows.
 
     builder = TwoAttemptBatchBuilder(config, tokenizer, tasks,
-                                     ref_params=base_params, num_samples=2)
+                                     ref_params=base_params, group_size=2)
     batch = builder(params, records, step)     # numpy arrays, [N, L]
 
 Used as `train(..., objective='score_stage1' | 'score_stage2',
 batch_fn=builder)`: before every step the trainer hands it the current
 params and the step's records ({'task', 'example'} dicts from
-`swirl_jax.data.rl_records.records_dataset`); it samples `num_samples` episodes
+`swirl_jax.data.rl_records.records_dataset`); it samples `group_size` episodes
 per record with the rollout engine (y1 ~ pi(.|x), the task's correction
 instruction, y2 ~ pi(.|x, y1, p)), grades both attempts with the task's
 verifier and returns one row per episode:
@@ -219,7 +219,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
     tasks: task name -> task (records name their task).
     ref_params: the reference (base) model: its log-probs go into the batch
       and it samples `base_first_attempts`. None: the trainer's reference.
-    num_samples: on-policy episodes per record (>= 2 for a per-prompt
+    group_size: on-policy episodes per record (>= 2 for a per-prompt
       baseline).
     base_first_attempts: extra episodes per record with the base model's y1.
     single_turn: sample and train first attempts only (ablation).
@@ -248,7 +248,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
   masks = MASKS
 
   def __init__(self, config, tokenizer, tasks: Mapping[str, Any], *,
-               ref_params: Any = None, num_samples: int = 2,
+               ref_params: Any = None, group_size: int = 2,
                base_first_attempts: int = 0, single_turn: bool = False,
                max_new_tokens: int = 40, temperature: float = 1.0,
                seq_len: int = 256, seed: int = 0,
@@ -259,8 +259,8 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
                row_keyed: Optional[bool] = None):
     check_on_policy_sampling("TwoAttemptBatchBuilder",
                              temperature=temperature)
-    if int(num_samples) < 1:
-      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    if int(group_size) < 1:
+      raise ValueError(f"group_size must be >= 1, got {group_size}.")
     if int(base_first_attempts) < 0:
       raise ValueError(f"base_first_attempts must be >= 0, got "
                        f"{base_first_attempts}.")
@@ -275,13 +275,12 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
                        f"{max_new_tokens}.")
     if not tasks:
       raise ValueError("TwoAttemptBatchBuilder needs at least one task.")
-    super().__init__(config, tokenizer, group_size=num_samples,
+    super().__init__(config, tokenizer, group_size=group_size,
                      seq_len=seq_len, length_bucket=length_bucket, seed=seed,
                      sampler=sampler, batch_bucket=8, row_keyed=row_keyed,
                      reference_params=ref_params)
     self.tasks = dict(tasks)
     self.ref_params = ref_params
-    self.num_samples = int(num_samples)
     self.base_first_attempts = int(base_first_attempts)
     self.single_turn = bool(single_turn)
     self.adaptive = adaptive
@@ -295,7 +294,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
   def _row_ids(self, first: int, records: Sequence[int], offset: int,
                count: int) -> list[int]:
     """Global ids of `count` rows per record (its samples offset..)."""
-    per = self.num_samples + self.base_first_attempts
+    per = self.group_size + self.base_first_attempts
     return [(first + i) * per + offset + s for i in records
             for s in range(count)]
 
@@ -318,7 +317,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
       slots[i].append(row)
 
     episodes: list[traj.TwoAttemptEpisode] = []
-    g, k = self.num_samples, self.base_first_attempts
+    g, k = self.group_size, self.base_first_attempts
     for name, idx in sorted(by_task.items()):
       task = self.tasks[name]
       examples = [task_base.Example.from_dict(records[i]["example"])

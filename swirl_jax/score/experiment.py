@@ -203,8 +203,8 @@ class _Experiment:
     builder = batches_lib.TwoAttemptBatchBuilder(
         self.model_config, self.tokenizer, self.tasks,
         ref_params=self.params(base, keep=True),
-        num_samples=1 if single_turn and cfg["num_samples"] < 2
-        else cfg["num_samples"],
+        group_size=1 if single_turn and cfg["group_size"] < 2
+        else cfg["group_size"],
         base_first_attempts=0 if single_turn else cfg["base_first_attempts"],
         single_turn=single_turn, max_new_tokens=cfg["max_new_tokens"],
         temperature=cfg["temperature"], seq_len=cfg["rl_seq_len"],
@@ -216,7 +216,7 @@ class _Experiment:
       return stages.train_stage(
           self.workdir, name, model_config=self.model_config,
           dataset_fn=rl_records.records_dataset_fn(
-              records, global_batch_size=cfg["prompts_per_step"],
+              records, global_batch_size=cfg["groups_per_step"],
               what="problems"),
           objective=objective, train_steps=steps,
           checkpoint_every=cfg["rl_checkpoint_every"], init_from=init_from,
@@ -425,8 +425,8 @@ def score_experiment(
     stage1_steps: int = 40,
     stage2_steps: int = 40,
     rl_problems_per_task: int = 500,
-    prompts_per_step: int = 8,
-    num_samples: int = 2,
+    groups_per_step: int = 8,
+    group_size: int = 2,
     base_first_attempts: int = 0,
     max_new_tokens: int = 40,
     temperature: float = 1.0,
@@ -473,8 +473,8 @@ def score_experiment(
     stage1_steps / stage2_steps: SCoRe training steps (0 skips Stage I:
       Stage II then starts from the base, like the 'no_stage1' ablation).
     rl_problems_per_task: training problems per task for RL.
-    prompts_per_step: problems per RL step (rows: x num_samples).
-    num_samples: on-policy episodes per problem and step.
+    groups_per_step: problems per RL step (rows: x group_size).
+    group_size: on-policy episodes per problem and step.
     base_first_attempts: extra episodes per problem with the base model's
       first attempt (the paper's extra second-attempt prompts).
     max_new_tokens: budget of one attempt.

@@ -53,12 +53,12 @@ WARM_START = "warm_start"
 BASE = "base"
 
 
-def states_dataset_fn(data_dir: str, states_per_step: int):
+def states_dataset_fn(data_dir: str, groups_per_step: int):
   """A trainer dataset_fn serving lists of the stored states in data_dir."""
   from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
   return rl_records.records_dataset_fn(
       functools.partial(traj_data.open_data_source, data_dir),
-      global_batch_size=states_per_step, what="stored states")
+      global_batch_size=groups_per_step, what="stored states")
 
 
 def _steps_sft_dataset_fn(data_dir: str, tokenizer_path: str):
@@ -101,8 +101,8 @@ def swirl_experiment(
     synthesis_temperature: float = 1.0,
     synthesis_shards: int = 1,
     sft_baseline: bool = True,
-    actions_per_state: int = 4,
-    states_per_step: int = 8,
+    group_size: int = 4,
+    groups_per_step: int = 8,
     action_temperature: float = 1.0,
     eval_questions: Optional[int] = 64,
     eval_split: str = "test",
@@ -144,8 +144,8 @@ def swirl_experiment(
     synthesis_temperature: stage-1 sampling temperature.
     synthesis_shards: ArrayRecord shards of each stage-1 dataset.
     sft_baseline: also train the SFT-on-filtered-steps baseline.
-    actions_per_state: G, actions sampled per state in stage 2.
-    states_per_step: states per stage-2 step (G rows each).
+    group_size: G, actions sampled per state in stage 2.
+    groups_per_step: states per stage-2 step (G rows each).
     action_temperature: stage-2 sampling temperature.
     eval_questions: held-out questions per evaluation task (None: the
       whole test split of a real dataset).
@@ -179,8 +179,8 @@ def swirl_experiment(
   for name, value in (("questions_per_task", questions_per_task),
                       ("eval_questions", eval_questions),
                       ("samples_per_question", samples_per_question),
-                      ("states_per_step", states_per_step),
-                      ("actions_per_state", actions_per_state)):
+                      ("groups_per_step", groups_per_step),
+                      ("group_size", group_size)):
     optional = name in ("questions_per_task", "eval_questions")
     if (value is None and optional) or (
         isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -256,12 +256,12 @@ def swirl_experiment(
       label = (f"SWiRL [{task}]" if f == filter_strategy
                else f"SWiRL [{task}, {f}]")
       builder = stepwise.StepwiseBatchBuilder(
-          model_config, tokenizer, judge, num_samples=actions_per_state,
+          model_config, tokenizer, judge, group_size=group_size,
           max_new_tokens=max_new_tokens, temperature=action_temperature,
           seq_len=max_context_tokens, seed=seed + 7)
       run = stages.train_stage(
           workdir, name, scope="swirl", model_config=model_config,
-          dataset_fn=states_dataset_fn(data_dir, states_per_step),
+          dataset_fn=states_dataset_fn(data_dir, groups_per_step),
           objective="stepwise_pg", batch_fn=builder, init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
       filter_of[label] = f

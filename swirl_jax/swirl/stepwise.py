@@ -7,7 +7,7 @@ objective with group ids, so that its advantage is the reward minus the mean
 of the G rewards of the same state (see swirl_jax/objectives/stepwise_pg.py
 for the choices the paper leaves open).
 
-    builder = StepwiseBatchBuilder(config, tokenizer, judge, num_samples=4)
+    builder = StepwiseBatchBuilder(config, tokenizer, judge, group_size=4)
     batch = builder(params, records, step)       # numpy arrays, [B*G, L]
 
 Used as `train(..., batch_fn=builder)`: the trainer calls it with the current
@@ -48,7 +48,7 @@ class StepwiseBatchBuilder(RLBatchBuilder):
     config: the policy's TransformerConfig.
     tokenizer: swirl_jax.tokenizer.Tokenizer.
     judge: a swirl_jax.judges Judge (rules or model).
-    num_samples: G, actions per state.
+    group_size: G, actions per state.
     max_new_tokens: longest action.
     temperature / top_p: sampling of actions; must be 1.0 / None (or 1.0):
       the actions are on-policy samples of pi, whose log-probs the
@@ -76,7 +76,7 @@ class StepwiseBatchBuilder(RLBatchBuilder):
 
   masks = ("action_mask",)
 
-  def __init__(self, config, tokenizer, judge, *, num_samples: int = 4,
+  def __init__(self, config, tokenizer, judge, *, group_size: int = 4,
                max_new_tokens: int = 48, temperature: float = 1.0,
                top_p: Optional[float] = None, seq_len: int = 384,
                seed: int = 0, length_bucket: Optional[int] = 128,
@@ -84,18 +84,17 @@ class StepwiseBatchBuilder(RLBatchBuilder):
                shared_prefix_bucket: int = 0):
     check_on_policy_sampling("StepwiseBatchBuilder", temperature=temperature,
                              top_p=top_p)
-    if num_samples < 2:
-      raise ValueError(f"num_samples must be >= 2 for a group baseline, got "
-                       f"{num_samples}.")
+    if group_size < 2:
+      raise ValueError(f"group_size must be >= 2 for a group baseline, got "
+                       f"{group_size}.")
     if seq_len <= max_new_tokens + 8:
       raise ValueError(f"seq_len={seq_len} leaves no room for a context "
                        f"beside max_new_tokens={max_new_tokens}.")
-    super().__init__(config, tokenizer, group_size=num_samples,
+    super().__init__(config, tokenizer, group_size=group_size,
                      seq_len=seq_len, length_bucket=length_bucket, seed=seed,
                      batch_bucket=1, row_keyed=row_keyed,
                      shared_prefix_bucket=shared_prefix_bucket)
     self.judge = judge
-    self.num_samples = num_samples
     self.max_new_tokens = max_new_tokens
     self.temperature = temperature
     self.top_p = top_p
@@ -103,7 +102,7 @@ class StepwiseBatchBuilder(RLBatchBuilder):
   def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
                   step: int) -> tuple[list[Row], dict[str, Any]]:
     del params
-    g = self.num_samples
+    g = self.group_size
     room = self.seq_len - self.max_new_tokens
     contexts = [_fit(self.tokenizer.encode_chat(context_turns(r)), room)
                 for r in records]

@@ -166,7 +166,7 @@ def main():
     if case == "swirl":
       from swirl_jax.swirl.stepwise import StepwiseBatchBuilder  # pylint: disable=g-import-not-at-top
       return (StepwiseBatchBuilder(config, tokenizer, ParityJudge(),
-                                   num_samples=2, max_new_tokens=8,
+                                   group_size=2, max_new_tokens=8,
                                    seq_len=200, length_bucket=None,
                                    row_keyed=True),
               "stepwise_pg", swirl_records(8), 4)
@@ -174,7 +174,7 @@ def main():
       from swirl_jax.swirl.stepwise import StepwiseBatchBuilder  # pylint: disable=g-import-not-at-top
       # 1 state x 3 actions per host: 3 rows over each host's 2 shards.
       return (StepwiseBatchBuilder(config, tokenizer, ParityJudge(),
-                                   num_samples=3, max_new_tokens=8,
+                                   group_size=3, max_new_tokens=8,
                                    seq_len=200, length_bucket=None,
                                    row_keyed=True),
               "stepwise_pg", swirl_records(4), count)
@@ -184,7 +184,7 @@ def main():
       stage1 = case == "score1"
       builder = batches.TwoAttemptBatchBuilder(
           config, tokenizer, {"math_small": task}, ref_params=reference,
-          num_samples=2, base_first_attempts=0 if stage1 else 2,
+          group_size=2, base_first_attempts=0 if stage1 else 2,
           max_new_tokens=6, seq_len=192, length_bucket=None,
           adaptive=batches.AdaptiveBeta2(0.1, 0.02) if stage1 else None,
           row_keyed=True)
@@ -194,7 +194,7 @@ def main():
       from swirl_jax.r3 import batches  # pylint: disable=g-import-not-at-top
       builder = batches.ReflectionBatchBuilder(
           config, tokenizer, task_kwargs={"countdown": CD_KW},
-          num_reflections=2, max_new_tokens=8, seq_len=192,
+          group_size=2, max_new_tokens=8, seq_len=192,
           length_bucket=None, shared_prefix_bucket=64,
           retry_temperature=0.0, reference_params=reference,
           old_logprobs="recompute", row_keyed=True,
