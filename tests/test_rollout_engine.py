@@ -515,3 +515,34 @@ def test_real_tiny_sampler_integration(tokenizer, gsm8k):
   # Same seed, same episodes (the shapes are compiled already).
   again = engine.run(task, examples, max_steps=2, seed=0)
   assert [t.to_dict() for t in again] == [t.to_dict() for t in out]
+
+
+def test_first_attempts_grade_and_sampler_override(tokenizer, math_task):
+  task, (e, f) = math_task
+  scripts = {e.question: [f"So {_final(e.answer)}"],
+             f.question: [f"So {_final(999)}"]}
+  main, other = (ScriptedSampler(tokenizer, scripts),
+                 ScriptedSampler(tokenizer, scripts))
+  engine = _engine(main, tokenizer)
+  graded = engine.first_attempts(task, [e, f], 2, seed=3)
+  assert len(main.calls) == 1 and len(main.calls[0]) == 4
+  assert [g.example.id for g in graded] == [e.id, e.id, f.id, f.id]
+  assert [g.verdict.correct for g in graded] == [True, True, False, False]
+  assert graded[0].answer == e.answer and graded[2].answer == "999"
+  for g in graded:
+    assert g.turn.context_ids == tokenizer.encode_chat(
+        [("user", task.prompt(g.example))], add_generation_prompt=True)
+  engine.first_attempts(task, [e], sampler=other)
+  assert len(main.calls) == 1 and len(other.calls) == 1
+  with pytest.raises(ValueError, match="num_samples must be >= 1"):
+    engine.first_attempts(task, [e], 0)
+
+  class Flaky(type(task)):
+    def verify_batch(self, examples, answers):
+      raise RuntimeError("batch grader down")
+
+  flaky = Flaky()
+  answers, verdicts = engine.grade(flaky, [e, f], [
+      f"So {_final(e.answer)}", "no answer here"])
+  assert answers[0] == e.answer and answers[1] is None  # graded one by one
+  assert [v.correct for v in verdicts] == [True, False]

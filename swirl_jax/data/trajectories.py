@@ -50,14 +50,10 @@ import bisect
 import collections.abc
 import contextlib
 import glob
-import importlib.resources
-import importlib.util
 import itertools
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import gin
@@ -91,27 +87,6 @@ class TrajectoryDataError(ValueError):
 # Writing.
 
 
-@contextlib.contextmanager
-def _importlib_resources_shim():
-  """Lets TFDS's builder import `importlib_resources` when it is missing.
-
-  TFDS locates a builder's code (`DatasetBuilder.code_path`) with the
-  `importlib_resources` backport; on Python >= 3.10 the stdlib
-  `importlib.resources` has the API it uses. The alias is installed only
-  while building and removed afterwards.
-  """
-  if ("importlib_resources" in sys.modules or
-      importlib.util.find_spec("importlib_resources") is not None):
-    yield
-    return
-  sys.modules["importlib_resources"] = importlib.resources
-  try:
-    yield
-  finally:
-    if sys.modules.get("importlib_resources") is importlib.resources:
-      del sys.modules["importlib_resources"]
-
-
 def prepare_dataset(records: Records, data_dir: str | os.PathLike,
                     name: str = NAME, version: str = VERSION, shards: int = 1,
                     overwrite: bool = False,
@@ -138,28 +113,11 @@ def prepare_dataset(records: Records, data_dir: str | os.PathLike,
     ValueError / TypeError: a record lacks a field or has a wrong type
       (naming the record), an empty split, a bad name or version.
   """
-  if int(shards) < 1:
-    raise ValueError(f"shards must be >= 1, got {shards}.")
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import record_builder  # pylint: disable=g-import-not-at-top
   from swirl_jax.data import trajectory_builder  # pylint: disable=g-import-not-at-top
-  splits = trajectory_builder.as_splits(records)
-  cls = trajectory_builder.builder_class(name, version, release_notes)
-  data_dir = os.path.abspath(os.fspath(data_dir))
-  target = os.path.join(data_dir, name, version)
-  if os.path.exists(target):
-    if not overwrite:
-      raise FileExistsError(
-          f"A dataset already exists at {target}; pass overwrite=True to "
-          "replace it, or choose another version or data_dir.")
-    shutil.rmtree(target)
-  num_shards = min(int(shards), min(len(r) for r in splits.values()))
-  builder = cls(records=splits, data_dir=data_dir, file_format="array_record")
-  with _importlib_resources_shim(), tempfile.TemporaryDirectory(
-      prefix="swirl_tfds_") as downloads:
-    builder.download_and_prepare(
-        download_dir=downloads,
-        download_config=tfds.download.DownloadConfig(num_shards=num_shards))
-  return os.fspath(builder.data_dir)
+  return record_builder.write_dataset(
+      trajectory_builder.builder_class(name, version, release_notes),
+      records, data_dir, shards=shards, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------

@@ -32,16 +32,13 @@ The command-line equivalent of `swirl_jax.data.trajectories.prepare_dataset`
 from __future__ import annotations
 
 import functools
-import glob
-import os
 import re
 import types
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from swirl_jax.rollout import trajectory as traj_lib
+from swirl_jax.data import record_builder
 from swirl_jax.swirl import filters
 
 NAME = "swirl_trajectories"
@@ -73,117 +70,44 @@ CITATION = """\
   year={2025}
 }"""
 
-Records = Union[Sequence[Mapping[str, Any]],
-                Mapping[str, Sequence[Mapping[str, Any]]]]
+Records = record_builder.Records
 
 
 def features() -> tfds.features.FeaturesDict:
   """The TFDS features of a record, from `filters.RECORD_FIELDS`."""
-  out = {}
-  for key, typ in filters.RECORD_FIELDS.items():
-    if typ is str:
-      out[key] = tfds.features.Text()
-    elif typ is bool:
-      out[key] = tfds.features.Scalar(np.bool_)
-    elif typ is int:
-      out[key] = tfds.features.Scalar(np.int64)
-    elif typ is float:
-      out[key] = tfds.features.Scalar(np.float32)
-    else:
-      raise TypeError(f"No TFDS feature for field {key!r} of type {typ}.")
-  return tfds.features.FeaturesDict(out)
+  return record_builder.features(filters.RECORD_FIELDS)
 
 
 def read_records_path(path: str) -> dict[str, list[dict[str, Any]]]:
-  """Splits of records from a JSONL file ('train') or a directory of them.
-
-  Raises:
-    FileNotFoundError: `path` does not exist or holds no `*.jsonl` file.
-    ValueError: a line is not valid JSON (naming file and line).
-  """
-  path = os.fspath(path)
-  if os.path.isfile(path):
-    return {DEFAULT_SPLIT: traj_lib.load_jsonl(path, dict)}
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"No records file or directory {path!r}.")
-  files = sorted(glob.glob(os.path.join(path, "*.jsonl")))
-  if not files:
-    raise FileNotFoundError(
-        f"No <split>.jsonl files of sub-trajectory records in {path!r}; write "
-        f"them with swirl_jax.rollout.trajectory.save_jsonl (e.g. "
-        f"{os.path.join(path, DEFAULT_SPLIT + '.jsonl')}).")
-  return {os.path.basename(f)[:-len(".jsonl")]: traj_lib.load_jsonl(f, dict)
-          for f in files}
+  """Splits of records from a JSONL file ('train') or a directory of them
+  (`record_builder.read_records_path`)."""
+  return record_builder.read_records_path(path, DEFAULT_SPLIT)
 
 
 def as_splits(records: Records) -> dict[str, list[Mapping[str, Any]]]:
   """A list of records ('train'), or a split -> records mapping, checked."""
-  if isinstance(records, Mapping):
-    splits = {str(k): list(v) for k, v in records.items()}
-  else:
-    splits = {DEFAULT_SPLIT: list(records)}
-  if not splits:
-    raise ValueError("No splits of records were given.")
-  for split, recs in splits.items():
-    if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", split):
-      raise ValueError(f"Invalid split name {split!r}: use letters, digits "
-                       "and '_' (e.g. 'train').")
-    if not recs:
-      raise ValueError(f"Split {split!r} has no records; TFDS cannot write "
-                       "an empty split.")
-    for i, r in enumerate(recs):
-      if not isinstance(r, Mapping):
-        raise TypeError(f"Record {i} of split {split!r} is a "
-                        f"{type(r).__name__}, not a dict.")
-      filters.check_record(r, f"Record {i} of split {split!r}")
-  return splits
+  return record_builder.as_splits(records, filters.RECORD_FIELDS,
+                                  DEFAULT_SPLIT, filters.RECORD_KIND)
 
 
-class SwirlTrajectories(tfds.core.GeneratorBasedBuilder):
-  """SWiRL sub-trajectories, one example per (context, action) pair.
-
-  Args:
-    records: records to write (see the module docstring), or None.
-    records_path: a JSONL file or a directory of `<split>.jsonl` files.
-    **kwargs: `tfds.core.GeneratorBasedBuilder` arguments (data_dir,
-      file_format, ...).
-  """
+class SwirlTrajectories(record_builder.RecordBuilder):
+  """SWiRL sub-trajectories, one example per (context, action) pair
+  (`record_builder.RecordBuilder` with the fields of
+  `filters.RECORD_FIELDS`)."""
 
   VERSION = tfds.core.Version(VERSION)
   RELEASE_NOTES = RELEASE_NOTES
+  FIELDS = filters.RECORD_FIELDS
+  KIND = filters.RECORD_KIND
+  DEFAULT_SPLIT = DEFAULT_SPLIT
+  DESCRIPTION = DESCRIPTION
+  HOMEPAGE = "https://arxiv.org/abs/2504.04736"
+  CITATION = CITATION
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Write the sub-trajectory records (swirl_jax.swirl.filters."
       "sub_trajectories) as <split>.jsonl files, e.g. train.jsonl, with "
       "swirl_jax.rollout.trajectory.save_jsonl, and pass their directory as "
       "the manual dir.")
-
-  def __init__(self, *, records: Optional[Records] = None,
-               records_path: Optional[str] = None, **kwargs):
-    self._records = records
-    self._records_path = records_path
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self, description=DESCRIPTION, features=features(),
-        disable_shuffling=True, homepage="https://arxiv.org/abs/2504.04736",
-        citation=CITATION)
-
-  def _load_splits(self, dl_manager) -> dict[str, list[Mapping[str, Any]]]:
-    if self._records is not None:
-      return as_splits(self._records)
-    if self._records_path is not None:
-      return as_splits(read_records_path(self._records_path))
-    return as_splits(read_records_path(os.fspath(dl_manager.manual_dir)))
-
-  def _split_generators(self, dl_manager):
-    return {split: self._generate_examples(records)
-            for split, records in self._load_splits(dl_manager).items()}
-
-  def _generate_examples(self, records: Sequence[Mapping[str, Any]]
-                         ) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, record in enumerate(records):
-      yield i, {key: record[key] for key in filters.RECORD_FIELDS}
 
 
 @functools.lru_cache(maxsize=None)

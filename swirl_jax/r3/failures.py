@@ -28,12 +28,9 @@ import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-
+from swirl_jax.data import record_fields
 from swirl_jax.data import trajectories
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.rollout.engine import RolloutEngine
@@ -65,27 +62,17 @@ FAILURE_FIELDS: dict[str, Any] = {
 }
 
 
+FAILURE_KIND = "an R3 failure record"
+
+
 class FailureDataError(ValueError):
   """A failure dataset is missing, truncated or not a failure dataset."""
 
 
 def check_record(record: Mapping[str, Any], what: str = "Record") -> None:
-  """Raises ValueError / TypeError naming the field that is wrong."""
-  missing = [k for k in FAILURE_FIELDS if k not in record]
-  if missing:
-    raise ValueError(f"{what} lacks fields {missing}; has {sorted(record)}.")
-  for key, kind in FAILURE_FIELDS.items():
-    value = record[key]
-    if kind is str and not isinstance(value, str):
-      raise TypeError(f"{what}: field {key!r} must be a str, got "
-                      f"{type(value).__name__} {value!r:.60}.")
-    if kind is int and (not isinstance(value, (int, np.integer)) or
-                        isinstance(value, bool)):
-      raise TypeError(f"{what}: field {key!r} must be an int, got "
-                      f"{type(value).__name__} {value!r:.60}.")
-    if kind in ("tokens", "logprobs") and np.ndim(value) != 1:
-      raise TypeError(f"{what}: field {key!r} must be a flat list, got "
-                      f"{value!r:.60}.")
+  """`RecordFieldError` (a ValueError and TypeError) naming the field that
+  is wrong (`data.record_fields.check_record`)."""
+  record_fields.check_record(record, FAILURE_FIELDS, what, FAILURE_KIND)
 
 
 def example_of(record: Mapping[str, Any]) -> base.Example:
@@ -214,28 +201,11 @@ def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
   Returns:
     The dataset directory.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import record_builder  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import failure_builder  # pylint: disable=g-import-not-at-top
-  if int(shards) < 1:
-    raise ValueError(f"shards must be >= 1, got {shards}.")
-  splits = failure_builder.as_splits(records)
-  data_dir = os.path.abspath(os.fspath(data_dir))
-  target = os.path.join(data_dir, NAME, VERSION)
-  if os.path.exists(target):
-    if not overwrite:
-      raise FileExistsError(f"A failure dataset already exists at {target}; "
-                            "pass overwrite=True to replace it.")
-    shutil.rmtree(target)
-  num_shards = min(int(shards), min(len(r) for r in splits.values()))
-  builder = failure_builder.R3Failures(records=splits, data_dir=data_dir,
-                                       file_format="array_record")
-  # pylint: disable-next=protected-access
-  with trajectories._importlib_resources_shim(), tempfile.TemporaryDirectory(
-      prefix="r3_tfds_") as downloads:
-    builder.download_and_prepare(
-        download_dir=downloads,
-        download_config=tfds.download.DownloadConfig(num_shards=num_shards))
-  return os.fspath(builder.data_dir)
+  return record_builder.write_dataset(failure_builder.R3Failures, records,
+                                      data_dir, shards=shards,
+                                      overwrite=overwrite)
 
 
 class FailureSource(trajectories.TrajectoryDataSource):

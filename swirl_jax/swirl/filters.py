@@ -30,6 +30,7 @@ import os
 import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
+from swirl_jax.data import record_fields
 from swirl_jax.judges import base as judge_base
 from swirl_jax.rollout import trajectory as traj_lib
 
@@ -43,6 +44,7 @@ STATISTICS_FILENAME = "filter_statistics.json"
 
 # The fields of a sub-trajectory record and their Python types. Missing
 # values (no tool, no final answer) are empty strings, never None.
+RECORD_KIND = "a sub-trajectory record"
 RECORD_FIELDS: dict[str, type] = {
     "trajectory_id": str,   # f"{task}/{example_id}/{sample_index}"
     "task": str,            # the source task's registry name
@@ -373,17 +375,6 @@ def judge_request_for_record(
 
 
 def check_record(record: Mapping[str, Any], where: str = "record") -> None:
-  """ValueError naming the field if `record` does not match RECORD_FIELDS."""
-  missing = [k for k in RECORD_FIELDS if k not in record]
-  if missing:
-    raise ValueError(f"{where} lacks fields {missing}; a sub-trajectory "
-                     f"record has {list(RECORD_FIELDS)}.")
-  for key, typ in RECORD_FIELDS.items():
-    value = record[key]
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          if typ is float else
-          isinstance(value, int) and not isinstance(value, bool)
-          if typ is int else isinstance(value, typ))
-    if not ok:
-      raise ValueError(f"{where} field {key!r} must be a {typ.__name__}, got "
-                       f"{type(value).__name__} {value!r:.80}.")
+  """`RecordFieldError` (a ValueError) naming the field if `record` does not
+  match RECORD_FIELDS (`data.record_fields.check_record`)."""
+  record_fields.check_record(record, RECORD_FIELDS, where, RECORD_KIND)
