@@ -7,22 +7,23 @@ is a no-op unless sharding rules are active.
 
 Shape letters: B batch, T query length, S key length (T, or the cache length),
 D embed_dim, N query heads, K kv heads, G = N / K, H head_dim, F hidden_dim.
+
+The maths these modules call lives in pure functions: `attention` and
+`soft_cap` in `swirl_jax.models.attention`; `dense`, `gated_gelu` and
+`decode_attention`, written in the forms XLA:CPU compiles well, in
+`swirl_jax.models.xla_cpu` (each docstring gives its plain einsum form).
 """
 
 from __future__ import annotations
-
-import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from swirl_jax.models.attention import attention
 from swirl_jax.models.config import LOCAL, TransformerConfig
+from swirl_jax.models.xla_cpu import decode_attention, dense, gated_gelu
 
-# A large finite negative number: masked logits become exactly 0 after softmax
-# without producing NaN for rows that are fully masked (left padding).
-_MASK_VALUE = -2.3819763e38
 
 
 def _param(module: nn.Module, name: str, init, shape, axes, dtype):
@@ -76,103 +77,6 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float,
   out = jnp.concatenate([first * cos - second * sin,
                          second * cos + first * sin], axis=-1)
   return out.astype(x.dtype)
-
-
-def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
-  """Contracts the last `n_in` axes of x with the first `n_in` axes of w.
-
-  x: [..., *I]; w: [*I, *O] -> [..., *O]. The same maths as the einsum
-  "...i,io->...o", written as ONE 2-D matmul [prod(...), prod(I)] @
-  [prod(I), prod(O)]. Why: the gradient of a 3-D einsum such as
-  "btd,df->btf" w.r.t. w contracts two axes (b and t); XLA:CPU then
-  canonicalises that dot by making the elementwise fusion that produces the
-  incoming gradient write it transposed ([f, b*t]): slow strided loops
-  (together about a fifth of a tiny model's train step). With 2-D operands
-  the weight gradient is a plain x^T @ dy, which the matmul library reads
-  in place.
-  """
-  in_shape, out_shape = w.shape[:n_in], w.shape[n_in:]
-  lead = x.shape[:x.ndim - n_in]
-  size_in = math.prod(in_shape)
-  y = jnp.matmul(x.reshape(-1, size_in), w.reshape(size_in, -1))
-  return y.reshape(lead + out_shape)
-
-
-def soft_cap(x: jax.Array, cap: Optional[float]) -> jax.Array:
-  """cap * tanh(x / cap); identity when cap is None."""
-  if cap is None:
-    return x
-  return jnp.tanh(x / cap) * cap
-
-
-def attention(qg: jax.Array, key: jax.Array, value: jax.Array,
-              mask: jax.Array, cap: Optional[float]) -> jax.Array:
-  """Soft-capped, masked softmax attention of grouped queries.
-
-  Args:
-    qg: [B, K, T*G, H] queries (scaled), time-major within each KV head.
-    key, value: [B, K, S, H].
-    mask: [B, T, S] bool, True where a query may see a key.
-    cap: attention-logit soft-cap (None: off).
-  Returns:
-    [B, K, T*G, H] in qg.dtype.
-  """
-  b, k, m, _ = qg.shape
-  t, s = mask.shape[1], key.shape[2]
-  logits = jnp.einsum("bkmh,bksh->bkms", qg, key.astype(qg.dtype),
-                      preferred_element_type=jnp.float32)
-  logits = soft_cap(logits.reshape(b, k, t, m // t, s), cap)
-  logits = jnp.where(mask[:, None, :, None, :], logits, _MASK_VALUE)
-  probs = jax.nn.softmax(logits, axis=-1).astype(qg.dtype)
-  return jnp.einsum("bkms,bksh->bkmh", probs.reshape(b, k, m, s),
-                    value.astype(qg.dtype))
-
-
-def decode_attention(qg: jax.Array, key: jax.Array, value: jax.Array,
-                     cache_k: jax.Array, cache_v: jax.Array,
-                     write_index: jax.Array, mask: jax.Array,
-                     cap: Optional[float]) -> jax.Array:
-  """`attention` of ONE new token against the cache it is being written to.
-
-  The same maths as `attention(qg, dus(cache_k, key), dus(cache_v, value),
-  ...)`, but the keys and values of the old cache and of the new token are
-  used separately: slot `write_index` takes the new token's logit, and its
-  value is added outside the matmul, where the old cache's entry at that
-  slot gets probability 0 (it must be finite: `init_cache` zeros it; the
-  result differs from the plain form by float32 round-off only). Why: if
-  the attention read the updated cache, XLA:CPU fuses the
-  dynamic_update_slice into both of its users (this matmul and the decode
-  loop's carry), so neither updates the cache in place: the sampler's
-  while loop copied every layer's cache three times per token. Here the
-  update has a single user, and the old cache is read before it is
-  overwritten: with region-analysis copy insertion (the sampler compiles
-  with it on CPU, see `swirl_jax.sampling.sampler`) the caches are then
-  updated in place, with no copy at all.
-
-  Args:
-    qg: [B, K, G, H] queries of the new token (scaled).
-    key, value: [B, K, 1, H] the new token's key and value.
-    cache_k, cache_v: [B, K, S, H] the cache BEFORE writing them.
-    write_index: int32 scalar, the new token's slot.
-    mask: [B, S] bool over the cache slots (the new slot included).
-    cap: attention-logit soft-cap (None: off).
-  Returns:
-    [B, K, G, H] in qg.dtype.
-  """
-  dtype = qg.dtype
-  s = cache_k.shape[2]
-  at_slot = jnp.arange(s) == write_index  # [S]
-  old = jnp.einsum("bkgh,bksh->bkgs", qg, cache_k.astype(dtype),
-                   preferred_element_type=jnp.float32)
-  new = jnp.einsum("bkgh,bksh->bkgs", qg, key.astype(dtype),
-                   preferred_element_type=jnp.float32)  # [B, K, G, 1]
-  logits = soft_cap(jnp.where(at_slot, new, old), cap)
-  logits = jnp.where(mask[:, None, None, :], logits, _MASK_VALUE)
-  probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-  p_new = jnp.sum(jnp.where(at_slot, probs, 0), axis=-1, keepdims=True)
-  out = jnp.einsum("bkgs,bksh->bkgh", jnp.where(at_slot, 0, probs),
-                   cache_v.astype(dtype))
-  return out + p_new * value.astype(dtype)
 
 
 class Attention(nn.Module):
@@ -269,44 +173,6 @@ class Attention(nn.Module):
         0, 2, 1, 3, 4).reshape(b, t, n, h)
     out = dense(out, wo.astype(dtype), n_in=2)  # [B, T, D]
     return out, new_cache
-
-
-@jax.custom_vjp
-def gated_gelu(gate: jax.Array, up: jax.Array) -> jax.Array:
-  """gelu_tanh(gate) * up, elementwise ([..., F] each): GeGLU's activation.
-
-  The value is exactly `jax.nn.gelu(gate, approximate=True) * up`; the
-  gradient is written by hand (below) from `gate` and `up` alone. Why: the
-  autodiff of gelu_tanh saves several [B*T, F] intermediates (tanh, powers,
-  products) in the forward pass and reads them back in the backward pass:
-  on XLA:CPU that memory traffic cost more than recomputing tanh from
-  `gate` in one fused backward loop (the MLP's gradient is ~25% faster).
-  """
-  return jax.nn.gelu(gate, approximate=True) * up
-
-
-def _gated_gelu_fwd(gate, up):
-  return gated_gelu(gate, up), (gate, up)
-
-
-def _gated_gelu_bwd(residuals, d_out):
-  """d/dgate = d_out * up * gelu'(gate); d/dup = d_out * gelu(gate), with
-  gelu(x) = x/2 (1 + tanh(u)), u = c (x + a x^3), c = sqrt(2/pi), a = 0.044715
-  and gelu'(x) = (1 + tanh(u))/2 + x/2 (1 - tanh(u)^2) c (1 + 3 a x^2)."""
-  gate, up = residuals
-  x = gate.astype(jnp.float32)
-  c, a = math.sqrt(2.0 / math.pi), 0.044715
-  t = jnp.tanh(c * (x + a * x * x * x))
-  gelu = 0.5 * x * (1.0 + t)
-  d_gelu = (0.5 * (1.0 + t)
-            + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * a * x * x))
-  d_out32 = d_out.astype(jnp.float32)
-  d_gate = d_out32 * up.astype(jnp.float32) * d_gelu
-  d_up = d_out32 * gelu
-  return d_gate.astype(gate.dtype), d_up.astype(up.dtype)
-
-
-gated_gelu.defvjp(_gated_gelu_fwd, _gated_gelu_bwd)
 
 
 class GeGLU(nn.Module):

@@ -20,8 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from swirl_jax.models.attention import soft_cap
 from swirl_jax.models.config import TransformerConfig
-from swirl_jax.models.layers import Block, RMSNorm, dense, soft_cap
+from swirl_jax.models.layers import Block, RMSNorm
+from swirl_jax.models.xla_cpu import dense
 
 Params = Any
 Cache = list  # one {'k': [B, K, S, H], 'v': [B, K, S, H]} per layer
@@ -97,7 +99,7 @@ class Transformer(nn.Module):
     `forward_with_cache`); by default the table is transposed here.
     """
     dtype = self.config.compute_dtype
-    # A 2-D matmul against the transposed table (see `layers.dense`: the
+    # A 2-D matmul against the transposed table (see `xla_cpu.dense`: the
     # embedding gradient is then a plain dlogits^T @ x, no transposed copy
     # of the [B*T, V] logits gradient).
     if table_t is None:
