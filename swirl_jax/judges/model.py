@@ -110,7 +110,7 @@ def build_prompt(request: base.JudgeRequest,
 class ModelJudge(base.Judge):
   """SWiRL's generative process judge on any model behind a Sampler.
 
-      judge = ModelJudge(Sampler(config, params, pad_id=tok.pad_id), tok)
+      judge = ModelJudge(sampling.chat_sampler(config, tok, params), tok)
       results = judge.judge_steps(requests)
 
   Args:
