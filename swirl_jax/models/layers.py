@@ -25,7 +25,6 @@ from swirl_jax.models.config import LOCAL, TransformerConfig
 from swirl_jax.models.xla_cpu import decode_attention, dense, gated_gelu
 
 
-
 def _param(module: nn.Module, name: str, init, shape, axes, dtype):
   return module.param(name, nn.with_logical_partitioning(init, axes), shape,
                       dtype)

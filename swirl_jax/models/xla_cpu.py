@@ -1,9 +1,9 @@
 """The three computations written in the form XLA:CPU compiles well.
 
-Each is the same maths as a plain form (given in its docstring); on CPU the
-plain form compiled to strided copies or extra memory traffic that these
-avoid, and on GPU and TPU the two forms cost the same. They are the only
-places where the model code departs from its equations for speed:
+Each is the same maths as a plain form (given in its docstring) and runs on
+every backend; on XLA:CPU the plain form compiled to strided copies or extra
+memory traffic that these avoid (each docstring says what and by how much).
+The model's layers call these instead of the plain forms:
 
 - `dense`: the einsum "...i,io->...o" as one 2-D matmul (the weight gradient
   is then a plain x^T @ dy, read in place);
@@ -12,7 +12,7 @@ places where the model code departs from its equations for speed:
 - `decode_attention`: one new token's attention against the KV cache it is
   written to, reading the old cache so that the cache updates in place.
 
-`tests/test_models.py` checks each against its plain form, values and
+`tests/test_models_xla_cpu.py` checks each against its plain form, values and
 gradients.
 """
 
