@@ -76,11 +76,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--task", default="gsm8k")
   parser.add_argument("--steps", type=int, default=6)
   parser.add_argument("--threads", type=int, default=2)
-  parser.add_argument("--shared_prefix", action="store_true",
-                      help="the update's forwards compute each state's "
-                      "context once for its G rows "
-                      "(StepwiseBatchBuilder(shared_prefix_bucket=16); "
-                      "default off, as in the experiment)")
+  parser.add_argument("--prefix_bucket", type=int, default=0,
+                      help="StepwiseBatchBuilder(shared_prefix_bucket=N): "
+                      "> 0: the rows are re-laid so that the update's "
+                      "forwards compute each state's context once for its "
+                      "G rows, the prefix a multiple of N; 0: off")
   args = parser.parse_args(argv)
   if args.steps < 1:
     parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -141,10 +141,10 @@ def main(argv=None) -> dict:
       config, tokenizer, experiment.default_judge(), group_size=actions,
       max_new_tokens=max_new, temperature=1.0, seq_len=context,
       seed=seed + 7,
-      shared_prefix_bucket=16 if args.shared_prefix else 0)
+      shared_prefix_bucket=args.prefix_bucket)
 
   sample_s, judge_s, starts, builder_s = [], [], [], []
-  prompts_seen, batches = [], []
+  prompts_seen, batches, shapes = [], [], []
   generate = builder.sampler.generate
 
   def recording_generate(prompts, *a, **kw):
@@ -164,6 +164,8 @@ def main(argv=None) -> dict:
     batch = call(params, records, step)
     builder_s.append(time.perf_counter() - ready)
     batches.append(batch)
+    shapes.append((batch["inputs"].shape[1],
+                   batch.get("prefix_inputs", batch["inputs"][:, :0]).shape[1]))
     del batches[:-1]
     return batch
 
@@ -196,7 +198,8 @@ def main(argv=None) -> dict:
 
   # The reference forward on the last batch, as its own jitted call.
   batch = {k: v for k, v in batches[-1].items()
-           if k in ("inputs", "targets", "segment_ids", "positions")}
+           if k in ("inputs", "targets", "segment_ids", "positions",
+                    "prefix_inputs")}
   ref_fn = jax.jit(lambda p, b: target_logprobs(model, p, b))
   jax.block_until_ready(ref_fn(params, batch))
   ref_s = []
@@ -221,7 +224,8 @@ def main(argv=None) -> dict:
       "new_tokens": max_new, "context": context,
       "rows": list(batches[-1]["inputs"].shape), "threads": args.threads,
       "load_before": load_before[0], "load_after": os.getloadavg()[0],
-      "shared_prefix": args.shared_prefix, "stage_s": total_s, "steps": steps,
+      "prefix_bucket": args.prefix_bucket,
+      "shapes": sorted(set(shapes)), "stage_s": total_s, "steps": steps,
       "first_step_s": starts[1] - starts[0], "step_s": step_s,
       "parts": {"step": step, "sample": parts["sample"],
                 "prefill": med(prefill_s),
@@ -239,7 +243,9 @@ def report(results) -> str:
       f"SWiRL stage-2 step, {r['task']}: {r['states']} states x "
       f"{r['actions']} actions, {r['new_tokens']} new tokens, contexts <= "
       f"{r['context']}; last batch rows {r['rows'][0]} x {r['rows'][1]} "
-      f"tokens; shared context {'once per state' if r['shared_prefix'] else 'per row'}",
+      f"tokens; shared context "
+      f"{'once per state' if r['prefix_bucket'] else 'per row'}; "
+      f"(row length, prefix) seen: {r['shapes']}",
       f"threads {r['threads']}; load average before {r['load_before']:.2f},"
       f" after {r['load_after']:.2f}; stage wall {r['stage_s']:.1f} s for "
       f"{r['steps']} steps; first step (compiles) {r['first_step_s']:.2f} s",

@@ -216,6 +216,13 @@ def agreed_minimum(value: int) -> int:
   return int(value)
 
 
+def agreed_maximum(value: int) -> int:
+  """The largest `value` over all processes (one collective on several
+  hosts: every process calls it at the same point), e.g. a padded length
+  every host's batch must share."""
+  return -agreed_minimum(-int(value))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

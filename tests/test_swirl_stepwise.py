@@ -39,9 +39,9 @@ def test_batch_rows_mask_exactly_the_sampled_actions(setup):
   config, params, tokenizer = setup
   builder = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
                                  group_size=3, max_new_tokens=12,
-                                 seq_len=256)
+                                 seq_len=256, shared_prefix_bucket=0)
   records = _records(4)
-  batch = builder(params, records, step=0)
+  batch = builder(params, records, step=0)  # the plain layout
   longest = int(batch["segment_ids"].sum(axis=1).max())
   # Rows are as long as the longest, rounded up to the 128-token bucket.
   assert batch["inputs"].shape == (12, 128 if longest <= 128 else 256)
@@ -147,8 +147,9 @@ def test_off_policy_sampling_is_refused(setup, kwargs, message):
 
 
 def test_shared_context_is_computed_once_with_the_same_loss(setup):
-  """Each state's G rows share its context: the batch carries it once per
-  group ('prefix_inputs'), and the loss is the plain forward's."""
+  """Each state's G rows share its context: the rows are re-laid so that
+  every state's context ends at one slot P, the batch carries the contexts
+  once per group ('prefix_inputs'), and the loss is the plain forward's."""
   import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax import models  # pylint: disable=g-import-not-at-top
   from swirl_jax.objectives import get_objective  # pylint: disable=g-import-not-at-top
@@ -158,18 +159,26 @@ def test_shared_context_is_computed_once_with_the_same_loss(setup):
   kw = dict(group_size=4, max_new_tokens=12, seq_len=256)
   shared = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
                                 shared_prefix_bucket=16, **kw)
-  plain = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"), **kw)
+  plain = StepwiseBatchBuilder(config, tokenizer, get_judge("rules"),
+                               shared_prefix_bucket=0, **kw)
   a = shared(params, records, step=0)
   b = plain(params, records, step=0)
   assert shared_prefix.PREFIX_KEY not in b
   prefix = a[shared_prefix.PREFIX_KEY]
-  shortest = min(len(tokenizer.encode_chat(
-      [tuple(t) for t in json.loads(r["context"])])) for r in records)
-  assert prefix.shape[0] == 3 and prefix.shape[1] % 16 == 0
-  assert shortest - 16 <= prefix.shape[1] < shortest
-  np.testing.assert_array_equal(prefix, b["inputs"][::4, :prefix.shape[1]])
+  contexts = [len(tokenizer.encode_chat(
+      [tuple(t) for t in json.loads(r["context"])])) for r in records]
+  assert len(set(contexts)) > 1  # states of mixed lengths
+  # The longest context's tokens but its last (which predicts the first
+  # action token), rounded up to 16; each row's action in the 12 after.
+  assert prefix.shape == (3, -(-(max(contexts) - 1) // 16) * 16)
+  assert a["inputs"].shape == (12, prefix.shape[1] + 12)
+  np.testing.assert_array_equal(prefix, a["inputs"][::4, :prefix.shape[1]])
+  moved, real = a["segment_ids"] > 0, b["segment_ids"] > 0
   for k in b:  # the same samples, rows and rewards
-    np.testing.assert_array_equal(a[k], b[k])
+    if b[k].ndim == 2:
+      np.testing.assert_array_equal(a[k][moved], b[k][real])
+    else:
+      np.testing.assert_array_equal(a[k], b[k])
   model = models.Transformer(config)
   loss_fn = get_objective("stepwise_pg").loss_fn
   rng = jax.random.key(0)
@@ -178,9 +187,10 @@ def test_shared_context_is_computed_once_with_the_same_loss(setup):
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-4,
                              atol=1e-6)
   from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
-  mask = b["action_mask"] > 0
-  logp_a = np.asarray(target_logprobs(model, params, dict(a)))[mask]
-  logp_b = np.asarray(target_logprobs(model, params, dict(b)))[mask]
+  logp_a = np.asarray(target_logprobs(model, params, dict(a)))[
+      a["action_mask"] > 0]
+  logp_b = np.asarray(target_logprobs(model, params, dict(b)))[
+      b["action_mask"] > 0]
   assert logp_b.size > 0 and np.all(logp_b < 0)
   np.testing.assert_allclose(logp_a, logp_b, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="shared_prefix_bucket must be >= 0"):

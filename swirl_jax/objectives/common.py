@@ -85,15 +85,18 @@ def target_logprobs(model, params, batch, return_logits: bool = False,
                                                          "hidden_states"):
     return chunked_target_logprobs(model, params, batch, mask, chunk_tokens,
                                    with_hits=return_hits)
+  # Any module with `__call__(inputs, positions, mask)` works (tests use
+  # small stand-ins); a Transformer's soft-cap bounds its logits.
+  bound = getattr(getattr(model, "config", None), "final_logit_soft_cap",
+                  None)
+  if shared_prefix.PREFIX_KEY in batch and not return_logits:
+    return shared_prefix.shared_prefix_logprobs(
+        model, params, batch, mask, bound=bound, with_hits=return_hits)
   if shared_prefix.PREFIX_KEY in batch:
     logits = shared_prefix.shared_prefix_logits(model, params, batch, mask)
   else:
     logits = model.apply({"params": params}, batch["inputs"],
                          batch["positions"], mask)
-  # Any module with `__call__(inputs, positions, mask)` works (tests use
-  # small stand-ins); a Transformer's soft-cap bounds its logits.
-  bound = getattr(getattr(model, "config", None), "final_logit_soft_cap",
-                  None)
   out = selected_log_softmax(logits, batch["targets"], bound=bound)
   if return_logits:
     return out, logits

@@ -32,7 +32,10 @@ each value key of the rows (float32 [N]), 'group_ids' (int32 [N]); with
 `advantage`: 'advantages' [N]; with `old_logprobs`: 'old_logprobs' [N, L];
 with `reference_params`: 'ref_logprobs' [N, L]; with `shared_prefix_bucket`:
 'prefix_inputs'. L is the batch's longest row rounded up to `length_bucket`
-(at most `seq_len`), so a batch of short rows does not pay for seq_len.
+(at most `seq_len`), so a batch of short rows does not pay for seq_len;
+with `align_prefixes`, L is P + S of `shared_prefix.align_shared_prefixes`
+(each group's context padded on the left to P slots, the rows' own tokens
+in the S after them).
 """
 
 from __future__ import annotations
@@ -260,6 +263,14 @@ class RLBatchBuilder:
       None keeps every group sampled.
     shared_prefix_bucket: > 0: the batch carries each group's shared
       context once ('prefix_inputs', a multiple of this long).
+    align_prefixes: with `shared_prefix_bucket`, re-lay the rows so that
+      every group's own shared context ends at one slot
+      (`shared_prefix.align_shared_prefixes`: for groups of mixed context
+      lengths) instead of using the shortest group's context for all
+      (`with_shared_prefix`: for contexts of about one length).
+    suffix_bucket: with `align_prefixes`, the rows' own part after the
+      shared slots is a multiple of this long (e.g. the longest sampled
+      turn, so that one length serves every step).
     inner_updates: mu, train steps per sampled batch.
     cache_dir: where sampled batches are kept for resume (None: memory only).
     log_path: a JSONL file getting `last_stats` of every sampled batch.
@@ -277,7 +288,8 @@ class RLBatchBuilder:
                old_logprobs: Optional[str] = None,
                advantage: Optional[str] = None,
                groups_per_step: Optional[int] = None,
-               shared_prefix_bucket: int = 0, inner_updates: int = 1,
+               shared_prefix_bucket: int = 0, align_prefixes: bool = False,
+               suffix_bucket: int = 16, inner_updates: int = 1,
                cache_dir: Optional[str] = None,
                log_path: Optional[str] = None):
     name = type(self).__name__
@@ -317,6 +329,10 @@ class RLBatchBuilder:
     self.groups_per_step = (None if groups_per_step is None
                             else int(groups_per_step))
     self.shared_prefix_bucket = int(shared_prefix_bucket)
+    self.align_prefixes = bool(align_prefixes)
+    if int(suffix_bucket) < 1:
+      raise ValueError(f"suffix_bucket must be >= 1, got {suffix_bucket}.")
+    self.suffix_bucket = int(suffix_bucket)
     self.inner_updates = int(inner_updates)
     self.cache_dir = cache_dir
     self.log_path = log_path
@@ -430,7 +446,11 @@ class RLBatchBuilder:
                                              valid=valid)
     if any(r.group is not None for r in rows):
       batch["group_ids"] = sharding.global_group_ids(local_ids)
-    if self.shared_prefix_bucket:
+    if self.shared_prefix_bucket and self.align_prefixes:
+      batch = shared_prefix.align_shared_prefixes(
+          batch, self.group_size, self.shared_prefix_bucket,
+          self.suffix_bucket)
+    elif self.shared_prefix_bucket:
       batch = shared_prefix.with_agreed_shared_prefix(
           batch, self.group_size, self.shared_prefix_bucket)
     sampled = batch["sampler_logprobs"]

@@ -59,19 +59,22 @@ class StepwiseBatchBuilder(RLBatchBuilder):
     seed: base seed; step s samples with seed (seed, s).
     length_bucket: a batch's rows have L = its longest row rounded up to a
       multiple of this (at most seq_len), so a batch of short states does not
-      pay for seq_len tokens; None: L = seq_len always.
+      pay for seq_len tokens; None: L = seq_len always. The plain layout's
+      (shared_prefix_bucket 0, and `rows`); the re-laid rows have P +
+      max_new_tokens slots.
     row_keyed: action j of global state i draws from the key of row
       i * G + j (`Sampler.generate(row_ids=...)`), whatever the host; None
       (default): on several processes only (one process keeps the batch's
       [N, B] draw, as before).
-    shared_prefix_bucket: > 0: the batch carries 'prefix_inputs' so that
-      the train step's forwards (the policy's and the reference's) compute
-      the G rows' shared context once per state, its length a multiple of
-      this (`swirl_jax.objectives.shared_prefix`; the same losses up to
-      float32 round-off). 0 (default): off. One length serves the whole
-      batch, the shortest state's context, and each new length compiles
-      the train step again: on the quickstart's states of mixed lengths it
-      made the step slower (benchmarks/recipe_step.py --shared_prefix).
+    shared_prefix_bucket: > 0 (default 64): the rows are re-laid so that
+      each state's context ends at one slot P, a multiple of this, for all
+      states of the batch, and its actions follow
+      (`shared_prefix.align_shared_prefixes`; rows of P + max_new_tokens
+      slots); the train step's forwards (the policy's and the
+      reference's) then compute each context once for its G rows. The
+      same losses up to float32 round-off. 0: the plain layout, every row
+      computing its own context (benchmarks/recipe_step.py
+      --prefix_bucket 0 times both).
   """
 
   masks = ("action_mask",)
@@ -81,7 +84,7 @@ class StepwiseBatchBuilder(RLBatchBuilder):
                top_p: Optional[float] = None, seq_len: int = 384,
                seed: int = 0, length_bucket: Optional[int] = 128,
                row_keyed: Optional[bool] = None,
-               shared_prefix_bucket: int = 0):
+               shared_prefix_bucket: int = 64):
     check_on_policy_sampling("StepwiseBatchBuilder", temperature=temperature,
                              top_p=top_p)
     if group_size < 2:
@@ -93,7 +96,8 @@ class StepwiseBatchBuilder(RLBatchBuilder):
     super().__init__(config, tokenizer, group_size=group_size,
                      seq_len=seq_len, length_bucket=length_bucket, seed=seed,
                      batch_bucket=1, row_keyed=row_keyed,
-                     shared_prefix_bucket=shared_prefix_bucket)
+                     shared_prefix_bucket=shared_prefix_bucket,
+                     align_prefixes=True, suffix_bucket=max_new_tokens)
     self.judge = judge
     self.max_new_tokens = max_new_tokens
     self.temperature = temperature
