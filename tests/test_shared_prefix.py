@@ -47,14 +47,12 @@ def _grouped_batch(groups=3, g=4, prompt=20, length=30, seed=0):
 
 def test_prefix_length_and_bucketing():
   batch = _grouped_batch(prompt=20)
-  # The rows agree on 20 inputs but on 19 targets (target 19 is a row's
-  # own first token): P = 19, whose log-probs the group shares too.
-  assert shared_prefix_length(batch, 4) == 19
+  assert shared_prefix_length(batch, 4) == 20
   assert with_shared_prefix(batch, 4, bucket=8)[PREFIX_KEY].shape == (3, 16)
-  assert with_shared_prefix(batch, 4, bucket=1)[PREFIX_KEY].shape == (3, 19)
+  assert with_shared_prefix(batch, 4, bucket=1)[PREFIX_KEY].shape == (3, 20)
   np.testing.assert_array_equal(
       with_shared_prefix(batch, 4, bucket=1)[PREFIX_KEY],
-      batch["inputs"][::4, :19])
+      batch["inputs"][::4, :20])
   # No sharing: group size 1, or rows that differ at position 0.
   assert PREFIX_KEY not in with_shared_prefix(batch, 1)
   differ = dict(batch, inputs=batch["inputs"].copy())
@@ -75,13 +73,19 @@ def test_prefix_stops_where_positions_or_segments_differ():
 def test_logprobs_equal_the_plain_forward(tiny):
   model, params = tiny
   batch = _grouped_batch()
+  # P = 20: the last prefix position's target is each row's own token.
   shared = with_shared_prefix(batch, 4, bucket=1)
-  assert shared[PREFIX_KEY].shape == (3, 19)
+  assert shared[PREFIX_KEY].shape == (3, 20)
   plain = jax.jit(lambda p, b: target_logprobs(model, p, b))(params, batch)
   fast = jax.jit(lambda p, b: target_logprobs(model, p, b))(params, shared)
   real = batch["segment_ids"] > 0
   np.testing.assert_allclose(np.asarray(fast)[real], np.asarray(plain)[real],
                              atol=2e-5, rtol=1e-5)
+  # The accuracy metric of the SFT loss (argmax == target) too.
+  hits = jax.jit(lambda p, b: target_logprobs(model, p, b, return_hits=True)[
+      1])
+  np.testing.assert_array_equal(np.asarray(hits(params, shared))[real],
+                                np.asarray(hits(params, batch))[real])
 
 
 def test_grpo_gradients_equal_the_plain_forward(tiny):
@@ -106,9 +110,9 @@ def test_microbatches_keep_whole_groups():
   shared = with_shared_prefix(_grouped_batch(groups=4), 4, bucket=4)
   micro = split_microbatches(shared, 2)
   assert micro["inputs"].shape == (2, 8, 30)
-  assert micro[PREFIX_KEY].shape == (2, 2, 16)
+  assert micro[PREFIX_KEY].shape == (2, 2, 20)
   np.testing.assert_array_equal(micro[PREFIX_KEY][1],
-                                micro["inputs"][1][::4, :16])
+                                micro["inputs"][1][::4, :20])
 
 
 def test_bad_prefix_shape_is_named(tiny):

@@ -43,16 +43,15 @@ PREFIX_KEY = "prefix_inputs"
 def shared_prefix_length(batch: Mapping[str, np.ndarray], group_size: int
                          ) -> int:
   """Longest P such that, within every group, the rows agree on
-  'inputs', 'targets', 'positions' and 'segment_ids' at every position
-  < P (their keys, values, prefix attention and prefix log-probs are then
-  identical)."""
+  'inputs', 'positions' and 'segment_ids' at every position < P (their
+  keys, values and prefix attention are then identical)."""
   inputs = np.asarray(batch["inputs"])
   b, length = inputs.shape
   if group_size < 1 or b % group_size:
     raise ValueError(f"group_size={group_size} must be >= 1 and divide the "
                      f"batch size {b}.")
   same = np.ones((b // group_size, length), bool)
-  for key in ("inputs", "targets", "positions", "segment_ids"):
+  for key in ("inputs", "positions", "segment_ids"):
     x = np.asarray(batch[key]).reshape(b // group_size, group_size, length)
     same &= np.all(x == x[:, :1], axis=1)
   # Per group: the first position where rows differ; P is the minimum.
@@ -280,9 +279,10 @@ def shared_prefix_logprobs(model, params, batch: Mapping[str, jax.Array],
 
   As `shared_prefix_logits` followed by `selected_log_softmax`, but the
   prefix's [B / G, P, V] logits are reduced to log-probs before they are
-  repeated to the G rows (the rows agree on the prefix's targets too,
-  `shared_prefix_length`), so the unembedding and the softmax of the
-  prefix run once per group.
+  repeated to the G rows, so the prefix's softmax runs once per group. A
+  group's rows agree on the targets of the prefix's first P - 1 positions
+  (targets[t] is inputs[t + 1] in every batch here); the last position's
+  logits are repeated and scored against each row's own target.
 
   Args:
     model / params / batch / attention_mask: as `shared_prefix_logits`;
@@ -296,7 +296,9 @@ def shared_prefix_logprobs(model, params, batch: Mapping[str, jax.Array],
   logits_p, logits_s, g = _prefix_and_suffix_logits(model, params, batch,
                                                     attention_mask)
   targets, p = batch["targets"], logits_p.shape[1]
-  parts = [(logits_p, targets[::g, :p], g), (logits_s, targets[:, p:], 1)]
+  parts = [(logits_p[:, :-1], targets[::g, :p - 1], g),
+           (jnp.concatenate([jnp.repeat(logits_p[:, -1:], g, axis=0),
+                             logits_s], axis=1), targets[:, p - 1:], 1)]
   logp = jnp.concatenate([
       jnp.repeat(selected_log_softmax(x, t, bound=bound), r, axis=0)
       for x, t, r in parts], axis=1)
