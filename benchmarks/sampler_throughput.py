@@ -13,6 +13,15 @@ file with its own GGUF reader (float32 both); `--batch` may list sizes:
     python benchmarks/sampler_throughput.py --gguf gemma-3-270m-q4_k_m.gguf \
         --batch 1,8 --new 64 --repeats 2
 
+Groups of identical prompts (`--group G`; R3's G reflections of one failed
+attempt, GRPO's G samples of one query): the same call with each prompt
+prefilled G times (`group_size=1`) and once per group (`group_size=G`),
+side by side, and the prefill alone (one new token) both ways; R3's
+quickstart reflection call is 24 failures x 8 at about 128 context tokens:
+
+    python benchmarks/sampler_throughput.py --group 8 --batch 192 \
+        --prompt_len 128 --new 64 --temperature 1.0
+
 GPU (`--roofline`): gemma2-2b shapes with random bfloat16 weights, context
 1k, batch sizes 1..256; prints decode tokens/s and the fraction of the
 memory-bandwidth roofline, where one decode step must read all weights plus
@@ -109,6 +118,40 @@ def cpu_comparison(args):
           flush=True)
 
 
+def group_comparison(args):
+  config = models.get_config(args.preset)
+  params = models.init_params(config, jax.random.key(0))
+  sampler = Sampler(config, params, stop_tokens=())
+  g = args.group
+  print(f"preset={args.preset} prompt={args.prompt_len} new={args.new} "
+        f"group={g} temperature={args.temperature} "
+        f"device={jax.devices()[0].platform} cores={os.cpu_count()} float32")
+  for batch in [int(b) for b in str(args.batch).split(",")]:
+    if batch % g:
+      raise SystemExit(f"--batch {batch} is not a multiple of --group {g}.")
+    prompts = [p for p in _prompts(batch // g, args.prompt_len,
+                                   config.vocab_size) for _ in range(g)]
+    times, outs = {}, {}
+    for size in (1, g):
+      for new in (1, args.new):
+        def call(size=size, new=new):
+          outs[size, new] = sampler.generate(
+              prompts, new, temperature=args.temperature, seed=0,
+              group_size=size)
+        times[size, new] = _time(call, args.repeats)
+    same = outs[1, args.new].tokens == outs[g, args.new].tokens
+    for size in (1, g):
+      whole, prefill = times[size, args.new], times[size, 1]
+      print(f"batch={batch:3d} group_size={size:2d}: {whole * 1e3:8.1f} ms "
+            f"per call ({batch * args.new / whole:8.1f} tokens/s), prefill "
+            f"{prefill * 1e3:7.1f} ms, decode {(whole - prefill) * 1e3:7.1f}"
+            " ms")
+    print(f"batch={batch:3d} ratio (group_size=1 / group_size={g}): "
+          f"{times[1, args.new] / times[g, args.new]:.2f}x per call, "
+          f"{times[1, 1] / times[g, 1]:.2f}x prefill; same tokens: {same}",
+          flush=True)
+
+
 def roofline(args):
   device = jax.devices()[0]
   kind = next((k for k in HBM_BANDWIDTH if k in device.device_kind), None)
@@ -149,6 +192,11 @@ def main():
   parser.add_argument("--prompt_len", type=int, default=32)
   parser.add_argument("--new", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--group", type=int, default=1,
+                      help="> 1: groups of this many identical prompts, "
+                      "prefilled per row vs once per group (no transformers)")
+  parser.add_argument("--temperature", type=float, default=0.0,
+                      help="--group only: the sampling temperature")
   parser.add_argument("--roofline", action="store_true")
   parser.add_argument("--batches", default="1,8,64,128,256")
   parser.add_argument("--context", type=int, default=1024)
@@ -156,6 +204,9 @@ def main():
   if args.roofline:
     args.preset = args.preset or "gemma2-2b"
     roofline(args)
+  elif args.group > 1:
+    args.preset = args.preset or "tiny"
+    group_comparison(args)
   else:
     args.preset = args.preset or "tiny"
     cpu_comparison(args)

@@ -96,3 +96,29 @@ def test_recipe_step_benchmark_splits_a_real_swirl_step(swirl_toy_run):
   assert "SWiRL stage-2 step, hotpotqa: 2 states x 2 actions" in text
   with pytest.raises(SystemExit):
     bench.main(["--workdir", workdir, "--task", "gsm8k"])  # not trained on
+
+
+def test_sampler_benchmark_times_grouped_prompts_both_ways():
+  """--group: each prompt prefilled per row and once per group, the same
+  sampled tokens, and the printed ratio is the printed times' ratio."""
+  import re
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks",
+                                    "sampler_throughput.py"),
+       "--group", "2", "--batch", "4", "--prompt_len", "8", "--new", "4",
+       "--repeats", "1", "--temperature", "1.0"],
+      check=True, capture_output=True, text=True, timeout=600).stdout
+  times = {int(g): float(t) for g, t in re.findall(
+      r"group_size=\s*(\d+): +([\d.]+) ms per call", out)}
+  assert set(times) == {1, 2} and all(t > 0 for t in times.values())
+  ratio = float(re.search(r"ratio \(group_size=1 / group_size=2\): "
+                          r"([\d.]+)x per call", out).group(1))
+  assert ratio == pytest.approx(times[1] / times[2], rel=0.05, abs=0.02)
+  assert "same tokens: True" in out
+  with pytest.raises(subprocess.CalledProcessError):
+    subprocess.run([sys.executable, os.path.join(
+        ROOT, "benchmarks", "sampler_throughput.py"), "--group", "3",
+                    "--batch", "4"], check=True, capture_output=True,
+                   timeout=600)

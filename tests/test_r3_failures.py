@@ -28,8 +28,8 @@ class KnownPolicy:
     del params
 
   def generate(self, prompts_, max_new_tokens, temperature=0.0, top_k=None,
-               top_p=None, stop_tokens=None, seed=0):
-    del max_new_tokens, temperature, top_k, top_p, seed
+               top_p=None, stop_tokens=None, seed=0, group_size=1):
+    del max_new_tokens, temperature, top_k, top_p, seed, group_size
     self.calls.append(len(prompts_))
     eot = self.tok.end_of_turn_id
     assert eot in stop_tokens

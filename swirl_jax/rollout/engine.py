@@ -322,7 +322,8 @@ class RolloutEngine:
 
   def generate_turns(self, convs: Sequence[Conversation], seed: int,
                      temperature: Optional[float] = None,
-                     sampler: Any = None) -> list[traj.ModelTurn]:
+                     sampler: Any = None,
+                     group_size: int = 1) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
     The model step of every episode script (SWiRL's tool loop, SCoRe's
@@ -338,10 +339,19 @@ class RolloutEngine:
       temperature: this call's temperature (None: the engine's).
       sampler: this call's sampler (None: the engine's), e.g. the base
         model's for SCoRe's extra first attempts.
+      group_size: the conversations come in consecutive groups of this
+        many with the same context (e.g. R3's G reflections of one failed
+        attempt): the sampler prefills each context once for its group
+        (`Sampler.generate(group_size=...)`, the same samples). 1, or a
+        call where some row has no room left, prefills every row.
 
     Returns:
       list[ModelTurn], one per conversation, in order.
     """
+    g = int(group_size)
+    if g < 1 or len(convs) % g:
+      raise ValueError(f"group_size={group_size} must be >= 1 and divide "
+                       f"the number of conversations ({len(convs)}).")
     prompts_ = [self.prompt_ids(c) for c in convs]
     budgets = [min(self.max_new_tokens, self.max_context_tokens - len(p))
                for p in prompts_]
@@ -352,6 +362,8 @@ class RolloutEngine:
         out[i] = traj.ModelTurn("", [], [], prompts_[i],
                                 traj.TURN_CONTEXT_LIMIT)
     if live:
+      grouped = ({"group_size": g} if g > 1 and len(live) == len(convs)
+                 else {})
       start = time.perf_counter()
       result = (sampler or self.sampler).generate(
           [prompts_[i] for i in live],
@@ -359,7 +371,7 @@ class RolloutEngine:
           temperature=(self.temperature if temperature is None
                        else float(temperature)),
           top_k=self.top_k, top_p=self.top_p,
-          stop_tokens=self._stop_ids, seed=seed)
+          stop_tokens=self._stop_ids, seed=seed, **grouped)
       self._stats.sampler_s += time.perf_counter() - start
       self._stats.num_sampler_calls += 1
       stops = set(self._stop_ids)
@@ -747,7 +759,8 @@ class RolloutEngine:
     The chat of an episode is [user: task.prompt(x), model: first attempt,
     user: reflection_instruction, model: reflection, user: retry_instruction,
     model: retry]; no tools are run. At most three sampler calls: first
-    attempts (unless given), reflections, retries.
+    attempts (unless given), reflections (each failure's context prefilled
+    once for its G reflections), retries.
 
     Args:
       task: the task (prompt, parser, verifier).
@@ -801,7 +814,8 @@ class RolloutEngine:
           groups.append((group, g, i))
           reflect_convs.append(convs[i].copy())
       reflections = (
-          self.generate_turns(reflect_convs, self._call_seed(seed, 1))
+          self.generate_turns(reflect_convs, self._call_seed(seed, 1),
+                              group_size=int(group_size))
           if reflect_convs else [])
       bar.update(1)
       for conv, turn in zip(reflect_convs, reflections):
