@@ -30,8 +30,13 @@ nothing in the workdir changes. Per step:
                its own jitted call on the last batch.
 
 A step is the time between the starts of two consecutive batch-builder
-calls; the first (compilation) is reported apart, the rest as medians over
-`--steps`. Checkpointing is off (checkpoint_every above the step count).
+calls; the first (compilation) is reported apart. Each new row length (or
+prefix length) compiles the sampler and the train step again in a later
+step: XLA's compile events (jax.monitoring) are summed per step, and the
+parts are medians over the steps that compiled nothing ("steady"), with
+the compiling steps' count and compile seconds beside them (`--steps`
+timed in all; when every one compiled, the medians are over all of them
+and the report says so). Checkpointing is off (checkpoint_every above the step count).
 Ratios are meaningful side by side in one run; on a shared machine, rerun
 when it is quiet (the load average is printed).
 """
@@ -74,7 +79,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--gin", action="append", default=[],
                       metavar="NAME=VALUE", help="extra gin bindings")
   parser.add_argument("--task", default="gsm8k")
-  parser.add_argument("--steps", type=int, default=6)
+  parser.add_argument("--steps", type=int, default=12)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--prefix_bucket", type=int, default=64,
                       help="StepwiseBatchBuilder(shared_prefix_bucket=N): "
@@ -97,6 +102,14 @@ def main(argv=None) -> dict:
 
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from jax import monitoring  # pylint: disable=g-import-not-at-top
+
+  compiles = []  # (perf_counter at the end, seconds) of each XLA compile
+
+  def on_event(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append((time.perf_counter(), duration))
+  monitoring.register_event_duration_secs_listener(on_event)
 
   from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
   from swirl_jax import models  # pylint: disable=g-import-not-at-top
@@ -209,15 +222,21 @@ def main(argv=None) -> dict:
     jax.block_until_ready(ref_fn(params, batch))
     ref_s.append(time.perf_counter() - t)
 
-  timed = range(1, steps - 1)  # intervals between builder starts 1..steps-1
-  step_s = [starts[i + 1] - starts[i] for i in timed]
+  monitoring.unregister_event_duration_listener(on_event)
+
+  intervals = range(1, steps - 1)  # between builder starts 1..steps-1
+  step_s = [starts[i + 1] - starts[i] for i in intervals]
+  compile_s = [sum(d for end, d in compiles if starts[i] <= end < starts[i + 1])
+               for i in intervals]
+  timed = [i for i, c in zip(intervals, compile_s) if c == 0] or \
+      list(intervals)
   med = statistics.median
   parts = {
       "sample": med(sample_s[i] for i in timed),
       "judge": med(judge_s[i] for i in timed),
       "builder": med(builder_s[i] for i in timed),
   }
-  step = med(step_s)
+  step = med(starts[i + 1] - starts[i] for i in timed)
   glue = parts["builder"] - parts["sample"] - parts["judge"]
   update = step - parts["builder"]
   results = {
@@ -228,6 +247,8 @@ def main(argv=None) -> dict:
       "prefix_bucket": args.prefix_bucket,
       "shapes": sorted(set(shapes)), "stage_s": total_s, "steps": steps,
       "first_step_s": starts[1] - starts[0], "step_s": step_s,
+      "compile_s": compile_s,
+      "steady_steps": sum(c == 0 for c in compile_s),
       "parts": {"step": step, "sample": parts["sample"],
                 "prefill": med(prefill_s),
                 "decode": parts["sample"] - med(prefill_s),
@@ -250,15 +271,29 @@ def report(results) -> str:
       f"threads {r['threads']}; load average before {r['load_before']:.2f},"
       f" after {r['load_after']:.2f}; stage wall {r['stage_s']:.1f} s for "
       f"{r['steps']} steps; first step (compiles) {r['first_step_s']:.2f} s",
-      f"median over {len(r['step_s'])} steps:"]
+      _median_line(r)]
   for name in ("step", "sample", "prefill", "decode", "judge", "host glue",
                "update", "reference forward"):
     indent = "    " if name in ("prefill", "decode", "reference forward") \
         else "  "
     lines.append(f"{indent}{name:20s} {p[name]:7.3f} s  "
                  f"{100 * p[name] / p['step']:5.1f}%")
-  lines.append("  steps: " + " ".join(f"{x:.2f}" for x in r["step_s"]))
+  lines.append("  steps: " + " ".join(
+      f"{x:.2f}" + (f" (compiled {c:.1f})" if c else "")
+      for x, c in zip(r["step_s"], r["compile_s"])))
   return "\n".join(lines)
+
+
+def _median_line(r) -> str:
+  n, steady = len(r["step_s"]), r["steady_steps"]
+  compiled = n - steady
+  total = sum(r["compile_s"])
+  if not steady:
+    return (f"median over all {n} steps; every one compiled (for new row "
+            f"lengths, {total:.1f} s in all): not a steady-state figure")
+  return (f"median over the {steady} of {n} steps that compiled nothing "
+          f"(the other {compiled} compiled for new row lengths, "
+          f"{total:.1f} s in all):")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ file with its own GGUF reader (float32 both); `--batch` may list sizes:
     python benchmarks/sampler_throughput.py --gguf gemma-3-270m-q4_k_m.gguf \
         --batch 1,8 --new 64 --repeats 2
 
+`--unembed float,int8` times `Sampler(unembed='int8')` beside the float
+table (and prints how many greedy tokens equal the float sampler's);
+`--llama_python PY` runs benchmarks/peers/llama_cpp_decode.py with that
+interpreter (llama-cpp-python in its own venv) on the same file at batch 1.
+
 Groups of identical prompts (`--group G`; R3's G reflections of one failed
 attempt, GRPO's G samples of one query): the same call with each prompt
 prefilled G times (`group_size=1`) and once per group (`group_size=G`),
@@ -89,17 +94,26 @@ def cpu_comparison(args):
       model = transformers.AutoModelForCausalLM.from_pretrained(
           os.path.join(tmp, "model"), dtype=torch.float32).eval()
   model.generation_config.eos_token_id = None
-  sampler = Sampler(config, params, stop_tokens=())
+  modes = args.unembed.split(",")
+  samplers = {m: Sampler(config, params, stop_tokens=(), unembed=m)
+              for m in modes}
   print(f"preset={args.preset} prompt={args.prompt_len} new={args.new} "
         f"device={jax.devices()[0].platform} cores={os.cpu_count()} "
-        f"threads(torch)={torch.get_num_threads()} greedy, float32")
+        f"threads(torch)={torch.get_num_threads()} greedy, float32 weights")
+  llama = _llama_cpp(args, path) if args.gguf and args.llama_python else None
+  if llama:
+    print(f"batch=  1 llama.cpp {llama['llama_cpp']} ({os.path.basename(path)}"
+          f", {llama['threads']} threads): {llama['tokens_per_s']:8.1f} "
+          f"tokens/s ({llama['seconds'] * 1e3:.0f} ms per call, prefill "
+          "included)", flush=True)
   for batch in [int(b) for b in str(args.batch).split(",")]:
     prompts = _prompts(batch, args.prompt_len, config.vocab_size)
-
-    def ours():
-      out = sampler.generate(prompts, args.new)
-      assert all(len(t) == args.new for t in out.tokens)
-    t_ours = _time(ours, args.repeats)
+    times, outs = {}, {}
+    for mode, sampler in samplers.items():
+      def ours(sampler=sampler, mode=mode):
+        outs[mode] = sampler.generate(prompts, args.new)
+        assert all(len(t) == args.new for t in outs[mode].tokens)
+      times[mode] = _time(ours, args.repeats)
     ids = torch.tensor(prompts)
     mask = torch.ones_like(ids)
 
@@ -110,12 +124,43 @@ def cpu_comparison(args):
                        do_sample=False, pad_token_id=0)
     t_theirs = _time(theirs, args.repeats)
     n = batch * args.new
-    print(f"batch={batch:3d} swirl_jax Sampler     : {n / t_ours:8.1f} "
-          f"tokens/s ({t_ours * 1e3:.0f} ms per call, prefill included)")
-    print(f"batch={batch:3d} transformers generate : {n / t_theirs:8.1f} "
+    for mode, t in times.items():
+      same = ""
+      if mode != modes[0]:
+        agree = np.mean([a == b for x, y in zip(outs[modes[0]].tokens,
+                                                outs[mode].tokens)
+                         for a, b in zip(x, y)])
+        same = f"; tokens equal to {modes[0]}'s: {100 * agree:.0f}%"
+      print(f"batch={batch:3d} swirl_jax Sampler ({mode:5s}): {n / t:8.1f} "
+            f"tokens/s ({t * 1e3:.0f} ms per call, prefill included{same})")
+    print(f"batch={batch:3d} transformers generate  : {n / t_theirs:8.1f} "
           f"tokens/s ({t_theirs * 1e3:.0f} ms per call)")
-    print(f"batch={batch:3d} ratio (ours / theirs) : {t_theirs / t_ours:8.2f}x",
-          flush=True)
+    for mode, t in times.items():
+      line = (f"batch={batch:3d} ratio ({mode} / transformers): "
+              f"{t_theirs / t:6.2f}x")
+      if llama:
+        line += (f"; ({mode} / llama.cpp batch 1): "
+                 f"{n / t / llama['tokens_per_s']:6.2f}x")
+      print(line, flush=True)
+
+
+def _llama_cpp(args, path):
+  """llama.cpp's batch-1 figure from `peers/llama_cpp_decode.py`, run by
+  --llama_python (its own environment), or None when it fails."""
+  import json
+  import subprocess
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers",
+                        "llama_cpp_decode.py")
+  run = subprocess.run(
+      [args.llama_python, script, "--gguf", path, "--prompt_len",
+       str(args.prompt_len), "--new", str(args.new), "--threads",
+       str(args.threads), "--repeats", str(args.repeats)],
+      capture_output=True, text=True, check=False)
+  if run.returncode:
+    print(f"llama.cpp run failed (exit {run.returncode}): "
+          f"{run.stderr.strip()[-500:]}")
+    return None
+  return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def group_comparison(args):
@@ -197,6 +242,15 @@ def main():
                       "prefilled per row vs once per group (no transformers)")
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="--group only: the sampling temperature")
+  parser.add_argument("--unembed", default="float",
+                      help="Sampler(unembed=...) modes to time, e.g. "
+                      "float,int8 (the first is the reference for the "
+                      "tokens-equal figure)")
+  parser.add_argument("--llama_python", default=None,
+                      help="with --gguf: a Python with llama-cpp-python, to "
+                      "time llama.cpp's batch-1 decode of the same file")
+  parser.add_argument("--threads", type=int, default=2,
+                      help="llama.cpp's threads")
   parser.add_argument("--roofline", action="store_true")
   parser.add_argument("--batches", default="1,8,64,128,256")
   parser.add_argument("--context", type=int, default=1024)

@@ -87,6 +87,8 @@ def test_recipe_step_benchmark_splits_a_real_swirl_step(swirl_toy_run):
   p = results["parts"]
   assert results["rows"][0] == 2 * 2  # states x actions of the toy run
   assert len(results["step_s"]) == 2 and results["steps"] == 4
+  assert len(results["compile_s"]) == 2 and min(results["compile_s"]) >= 0
+  assert results["steady_steps"] == sum(c == 0 for c in results["compile_s"])
   assert 0 < p["prefill"] and p["sample"] > 0 and p["judge"] >= 0
   assert p["prefill"] + p["decode"] == pytest.approx(p["sample"])
   assert (p["sample"] + p["judge"] + p["host glue"] + p["update"]
@@ -122,3 +124,26 @@ def test_sampler_benchmark_times_grouped_prompts_both_ways():
         ROOT, "benchmarks", "sampler_throughput.py"), "--group", "3",
                     "--batch", "4"], check=True, capture_output=True,
                    timeout=600)
+
+
+def test_sampler_benchmark_times_the_int8_unembedding_beside_float():
+  """--unembed float,int8: both modes timed against transformers on the
+  same weights, with the int8 sampler's share of tokens equal to float's."""
+  import re
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "benchmarks",
+                                    "sampler_throughput.py"),
+       "--batch", "1,2", "--prompt_len", "8", "--new", "4", "--repeats", "1",
+       "--unembed", "float,int8"],
+      check=True, capture_output=True, text=True, timeout=600).stdout
+  rates = re.findall(r"batch=\s*(\d+) swirl_jax Sampler \((\w+) *\): +"
+                     r"([\d.]+) tokens/s", out)
+  assert {(b, m) for b, m, _ in rates} == {("1", "float"), ("1", "int8"),
+                                            ("2", "float"), ("2", "int8")}
+  assert all(float(r) > 0 for _, _, r in rates)
+  equal = [float(x) for x in re.findall(r"tokens equal to float's: (\d+)%",
+                                        out)]
+  assert len(equal) == 2 and all(0 <= x <= 100 for x in equal)
+  assert len(re.findall(r"ratio \(int8 / transformers\)", out)) == 2

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from swirl_jax.models import quantized
 from swirl_jax.models.attention import soft_cap
 from swirl_jax.models.config import TransformerConfig
 from swirl_jax.models.layers import Block, RMSNorm
@@ -96,8 +97,16 @@ class Transformer(nn.Module):
 
     `table_t` is the embedding table already transposed, [D, V] (the
     sampler materialises it once per generate call; see
-    `forward_with_cache`); by default the table is transposed here.
+    `forward_with_cache`), or the table quantised to int8
+    (`quantized.QuantizedTable`, [V, D]: `Sampler(unembed="int8")`); by
+    default the table is transposed here.
     """
+    if isinstance(table_t, quantized.QuantizedTable):
+      logits = quantized.int8_matmul_t(x, table_t)
+      logits = soft_cap(logits, self.config.final_logit_soft_cap)
+      return nn.with_logical_constraint(
+          logits,
+          ("activation_batch", "activation_length", "activation_vocab"))
     dtype = self.config.compute_dtype
     # A 2-D matmul against the transposed table (see `xla_cpu.dense`: the
     # embedding gradient is then a plain dlogits^T @ x, no transposed copy

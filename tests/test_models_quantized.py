@@ -1,0 +1,88 @@
+"""Tests of the int8 matmul used by `Sampler(unembed='int8')`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from swirl_jax import models
+from swirl_jax.models import quantized
+from swirl_jax.sampling import Sampler
+
+
+def _table(n=512, d=64, seed=0):
+  rng = np.random.default_rng(seed)
+  w = rng.standard_normal((n, d)).astype(np.float32)
+  w[3] = 0.0  # an all-zero row keeps a finite scale
+  return w
+
+
+def test_quantize_rows_round_trips_within_half_a_step():
+  w = _table()
+  table = quantized.quantize_rows(jnp.asarray(w))
+  assert table.values.dtype == jnp.int8 and table.values.shape == w.shape
+  assert table.scale.shape == (w.shape[0],)
+  back = np.asarray(table.values, np.float32) * np.asarray(table.scale)[:, None]
+  step = np.abs(w).max(axis=1, keepdims=True) / 127.0
+  assert np.all(np.abs(back - w) <= 0.5 * step + 1e-7)
+  assert np.all(back[3] == 0.0) and np.isfinite(np.asarray(table.scale)).all()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7])
+def test_int8_matmul_t_is_close_to_the_float_product(rows):
+  w = _table()
+  x = np.random.default_rng(1).standard_normal((rows, 1, 64)).astype(
+      np.float32)
+  table = quantized.quantize_rows(jnp.asarray(w))
+  got = np.asarray(quantized.int8_matmul_t(jnp.asarray(x), table))
+  want = np.einsum("btd,nd->btn", x, w)
+  assert got.shape == (rows, 1, 512) and got.dtype == np.float32
+  # Two roundings of 1/254 of each row's absmax: the error of one logit is
+  # bounded by sum_d |x_d| |dw| + |dx_d| |w| + |dx_d| |dw|.
+  dx = np.abs(x).max(-1, keepdims=True) / 254.0
+  dw = np.abs(w).max(-1) / 254.0
+  bound = (np.abs(x).sum(-1, keepdims=True) * dw
+           + dx * np.abs(w).sum(-1) + dx * dw * 64)
+  assert np.all(np.abs(got - want) <= bound + 1e-5)
+  assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
+def test_one_row_is_the_same_as_in_a_batch():
+  w = _table()
+  x = np.random.default_rng(2).standard_normal((3, 64)).astype(np.float32)
+  table = quantized.quantize_rows(jnp.asarray(w))
+  batch = np.asarray(quantized.int8_matmul_t(jnp.asarray(x), table))
+  one = np.asarray(quantized.int8_matmul_t(jnp.asarray(x[1:2]), table))
+  np.testing.assert_array_equal(one[0], batch[1])
+
+
+def test_bad_shapes_name_the_shape():
+  with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
+    quantized.quantize_rows(jnp.zeros((2, 3, 4)))
+  table = quantized.quantize_rows(jnp.ones((8, 4)))
+  with pytest.raises(ValueError, match="5 features"):
+    quantized.int8_matmul_t(jnp.ones((1, 5)), table)
+
+
+def test_sampler_int8_unembed_follows_the_float_sampler():
+  """Greedy decoding with the int8 table: the decode steps' log-probs close
+  to the float sampler's but not equal (the int8 table is used; the first
+  token comes from the float prefill), the tokens the same; a bad name is
+  refused."""
+  config = models.get_config("tiny")
+  params = models.init_params(config, jax.random.key(0))
+  prompts = [[2, 5, 9, 11, 40], [2, 7], [2] + list(range(3, 20))]
+  plain = Sampler(config, params).generate(prompts, max_new_tokens=16)
+  q = Sampler(config, params, unembed="int8").generate(prompts,
+                                                       max_new_tokens=16)
+  assert [len(t) for t in q.tokens] == [16] * 3
+  agree = np.mean([a == b for ta, tb in zip(plain.tokens, q.tokens)
+                   for a, b in zip(ta, tb)])
+  assert agree >= 0.9
+  same = [(a, b) for ta, tb, la, lb in zip(plain.tokens, q.tokens,
+                                           plain.logprobs, q.logprobs)
+          for x, y, a, b in zip(ta[1:], tb[1:], la[1:], lb[1:]) if x == y]
+  diff = np.abs(np.subtract(*zip(*same)))
+  assert diff.max() < 0.05 and diff.max() > 1e-6
+  with pytest.raises(ValueError, match="'int4'"):
+    Sampler(config, params, unembed="int4")
