@@ -13,8 +13,10 @@ file with its own GGUF reader (float32 both); `--batch` may list sizes:
     python benchmarks/sampler_throughput.py --gguf gemma-3-270m-q4_k_m.gguf \
         --batch 1,8 --new 64 --repeats 2
 
-`--unembed float,int8` times `Sampler(unembed='int8')` beside the float
-table (and prints how many greedy tokens equal the float sampler's);
+`--decode float,int8_unembed,int8` times the int8 decode weights beside
+float32 (`Sampler(unembed='int8')`: the unembedding table only;
+`Sampler(unembed='int8', body='int8')`: the blocks' kernels too) and prints
+how many greedy tokens equal the first mode's;
 `--llama_python PY` runs benchmarks/peers/llama_cpp_decode.py with that
 interpreter (llama-cpp-python in its own venv) on the same file at batch 1.
 
@@ -56,6 +58,11 @@ HBM_BANDWIDTH = {
     "A100": 2.0e12,  # 80GB SXM
 }
 
+# --decode modes: the Sampler's decode-weight options.
+DECODE_MODES = {"float": {},
+                "int8_unembed": {"unembed": "int8"},
+                "int8": {"unembed": "int8", "body": "int8"}}
+
 
 def _prompts(batch, length, vocab, seed=0):
   rng = np.random.default_rng(seed)
@@ -94,8 +101,12 @@ def cpu_comparison(args):
       model = transformers.AutoModelForCausalLM.from_pretrained(
           os.path.join(tmp, "model"), dtype=torch.float32).eval()
   model.generation_config.eos_token_id = None
-  modes = args.unembed.split(",")
-  samplers = {m: Sampler(config, params, stop_tokens=(), unembed=m)
+  modes = args.decode.split(",")
+  for m in modes:
+    if m not in DECODE_MODES:
+      raise SystemExit(f"--decode mode {m!r}; choose from "
+                       f"{sorted(DECODE_MODES)}.")
+  samplers = {m: Sampler(config, params, stop_tokens=(), **DECODE_MODES[m])
               for m in modes}
   print(f"preset={args.preset} prompt={args.prompt_len} new={args.new} "
         f"device={jax.devices()[0].platform} cores={os.cpu_count()} "
@@ -131,7 +142,7 @@ def cpu_comparison(args):
                                                 outs[mode].tokens)
                          for a, b in zip(x, y)])
         same = f"; tokens equal to {modes[0]}'s: {100 * agree:.0f}%"
-      print(f"batch={batch:3d} swirl_jax Sampler ({mode:5s}): {n / t:8.1f} "
+      print(f"batch={batch:3d} swirl_jax Sampler ({mode:12s}): {n / t:8.1f} "
             f"tokens/s ({t * 1e3:.0f} ms per call, prefill included{same})")
     print(f"batch={batch:3d} transformers generate  : {n / t_theirs:8.1f} "
           f"tokens/s ({t_theirs * 1e3:.0f} ms per call)")
@@ -242,10 +253,10 @@ def main():
                       "prefilled per row vs once per group (no transformers)")
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="--group only: the sampling temperature")
-  parser.add_argument("--unembed", default="float",
-                      help="Sampler(unembed=...) modes to time, e.g. "
-                      "float,int8 (the first is the reference for the "
-                      "tokens-equal figure)")
+  parser.add_argument("--decode", default="float",
+                      help="decode-weight modes to time, from "
+                      f"{sorted(DECODE_MODES)}, e.g. float,int8 (the first "
+                      "is the reference for the tokens-equal figure)")
   parser.add_argument("--llama_python", default=None,
                       help="with --gguf: a Python with llama-cpp-python, to "
                       "time llama.cpp's batch-1 decode of the same file")

@@ -126,9 +126,10 @@ def test_sampler_benchmark_times_grouped_prompts_both_ways():
                    timeout=600)
 
 
-def test_sampler_benchmark_times_the_int8_unembedding_beside_float():
-  """--unembed float,int8: both modes timed against transformers on the
-  same weights, with the int8 sampler's share of tokens equal to float's."""
+def test_sampler_benchmark_times_the_int8_decode_weights_beside_float():
+  """--decode float,int8_unembed,int8: every mode timed against transformers
+  on the same weights, with each int8 sampler's share of tokens equal to
+  float's."""
   import re
   import subprocess
   import sys
@@ -136,14 +137,15 @@ def test_sampler_benchmark_times_the_int8_unembedding_beside_float():
       [sys.executable, os.path.join(ROOT, "benchmarks",
                                     "sampler_throughput.py"),
        "--batch", "1,2", "--prompt_len", "8", "--new", "4", "--repeats", "1",
-       "--unembed", "float,int8"],
+       "--decode", "float,int8_unembed,int8"],
       check=True, capture_output=True, text=True, timeout=600).stdout
   rates = re.findall(r"batch=\s*(\d+) swirl_jax Sampler \((\w+) *\): +"
                      r"([\d.]+) tokens/s", out)
-  assert {(b, m) for b, m, _ in rates} == {("1", "float"), ("1", "int8"),
-                                            ("2", "float"), ("2", "int8")}
+  assert {(b, m) for b, m, _ in rates} == {
+      (b, m) for b in ("1", "2") for m in ("float", "int8_unembed", "int8")}
   assert all(float(r) > 0 for _, _, r in rates)
   equal = [float(x) for x in re.findall(r"tokens equal to float's: (\d+)%",
                                         out)]
-  assert len(equal) == 2 and all(0 <= x <= 100 for x in equal)
-  assert len(re.findall(r"ratio \(int8 / transformers\)", out)) == 2
+  assert len(equal) == 4 and all(0 <= x <= 100 for x in equal)
+  for mode in ("int8_unembed", "int8"):
+    assert len(re.findall(rf"ratio \({mode} / transformers\)", out)) == 2

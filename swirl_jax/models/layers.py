@@ -22,12 +22,18 @@ import jax.numpy as jnp
 
 from swirl_jax.models.attention import attention
 from swirl_jax.models.config import LOCAL, TransformerConfig
+from swirl_jax.models.quantized import QuantizedKernel
 from swirl_jax.models.xla_cpu import decode_attention, dense, gated_gelu
 
 
 def _param(module: nn.Module, name: str, init, shape, axes, dtype):
   return module.param(name, nn.with_logical_partitioning(init, axes), shape,
                       dtype)
+
+
+def _cast(w, dtype):
+  """A kernel in the compute dtype; an int8 `QuantizedKernel` as it is."""
+  return w if isinstance(w, QuantizedKernel) else w.astype(dtype)
 
 
 def _fan_in_init(in_axis, out_axis):
@@ -110,9 +116,9 @@ class Attention(nn.Module):
                 ("heads", "head_dim", "embed"), pdtype)
 
     x = x.astype(dtype)
-    q = dense(x, wq.astype(dtype))  # [B, T, N, H]
-    key = dense(x, wk.astype(dtype))  # [B, T, K, H]
-    value = dense(x, wv.astype(dtype))  # [B, T, K, H]
+    q = dense(x, _cast(wq, dtype))  # [B, T, N, H]
+    key = dense(x, _cast(wk, dtype))  # [B, T, K, H]
+    value = dense(x, _cast(wv, dtype))  # [B, T, K, H]
     if cfg.use_qk_norm:
       q = RMSNorm(cfg.rms_norm_eps, "head_dim", pdtype, name="q_norm")(q)
       key = RMSNorm(cfg.rms_norm_eps, "head_dim", pdtype, name="k_norm")(key)
@@ -170,7 +176,7 @@ class Attention(nn.Module):
       out = attention(qg, key, value, mask, cfg.attn_logits_soft_cap)
     out = out.astype(dtype).reshape(b, k, t, g, h).transpose(
         0, 2, 1, 3, 4).reshape(b, t, n, h)
-    out = dense(out, wo.astype(dtype), n_in=2)  # [B, T, D]
+    out = dense(out, _cast(wo, dtype), n_in=2)  # [B, T, D]
     return out, new_cache
 
 
@@ -191,12 +197,12 @@ class GeGLU(nn.Module):
     w_down = _param(self, "down", _fan_in_init(0, 1), (f, d), ("mlp", "embed"),
                     pdtype)
     x = x.astype(dtype)
-    gate = dense(x, w_gate.astype(dtype))  # [B, T, F]
-    up = dense(x, w_up.astype(dtype))
+    gate = dense(x, _cast(w_gate, dtype))  # [B, T, F]
+    up = dense(x, _cast(w_up, dtype))
     hidden = gated_gelu(gate, up)
     hidden = nn.with_logical_constraint(
         hidden, ("activation_batch", "activation_length", "activation_mlp"))
-    return dense(hidden, w_down.astype(dtype))  # [B, T, D]
+    return dense(hidden, _cast(w_down, dtype))  # [B, T, D]
 
 
 class Block(nn.Module):

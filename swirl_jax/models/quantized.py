@@ -30,6 +30,7 @@ log-probs of the objectives keep float32.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -59,19 +60,93 @@ def quantize_rows(w: jax.Array) -> QuantizedTable:
   return QuantizedTable(values.astype(jnp.int8), scale[:, 0])
 
 
+def _int8_rows_dot(x: jax.Array, values: jax.Array, w_axis: int) -> jax.Array:
+  """x [M, K] float, values int8 [K, N] (w_axis 0) or [N, K] (w_axis 1) ->
+  [M, N] float32 ~ x @ values (or @ values.T), x quantised per row and its
+  scale applied; the weights' scale is the caller's."""
+  m = x.shape[0]
+  rows = x.astype(jnp.float32)
+  if m == 1:  # XLA:CPU's int8 matrix-vector path is ~13x slower
+    rows = jnp.concatenate([rows, rows], axis=0)
+  x_scale = _absmax_scale(rows)
+  xq = jnp.clip(jnp.round(rows / x_scale), -127, 127).astype(jnp.int8)
+  acc = jax.lax.dot_general(xq, values, (((1,), (w_axis,)), ((), ())),
+                            preferred_element_type=jnp.int32)
+  return (acc.astype(jnp.float32) * x_scale)[:m]
+
+
 def int8_matmul_t(x: jax.Array, table: QuantizedTable) -> jax.Array:
   """x [..., D] float, table ~ W [N, D] -> [..., N] float32 ~ x @ W.T."""
   lead, d = x.shape[:-1], x.shape[-1]
   if table.values.shape[1] != d:
     raise ValueError(f"x has {d} features, the table "
                      f"{table.values.shape[1]}.")
-  rows = x.reshape(-1, d).astype(jnp.float32)
-  m = rows.shape[0]
-  if m == 1:  # XLA:CPU's int8 matrix-vector path is ~13x slower
-    rows = jnp.concatenate([rows, rows], axis=0)
-  x_scale = _absmax_scale(rows)
-  xq = jnp.clip(jnp.round(rows / x_scale), -127, 127).astype(jnp.int8)
-  acc = jax.lax.dot_general(xq, table.values, (((1,), (1,)), ((), ())),
-                            preferred_element_type=jnp.int32)
-  out = acc.astype(jnp.float32) * x_scale * table.scale[None, :]
-  return out[:m].reshape(lead + (table.values.shape[0],))
+  out = _int8_rows_dot(x.reshape(-1, d), table.values, 1)
+  out = out * table.scale[None, :]
+  return out.reshape(lead + (table.values.shape[0],))
+
+
+class QuantizedKernel(NamedTuple):
+  """A dense kernel W [*I, *O] ~ values * scale, one scale per output.
+
+  `values` keeps the kernel's shape, so a model reads it where it reads
+  the float kernel (Flax checks a parameter's first leaf's shape).
+  """
+
+  values: jax.Array  # [*I, *O] int8
+  scale: jax.Array  # [*O] float32
+
+
+def quantize_kernel(w: jax.Array, n_in: int = 1) -> QuantizedKernel:
+  """[*I, *O] float kernel (the first `n_in` axes contracted) ->
+  QuantizedKernel: each output's column of W scaled by its absmax / 127."""
+  if not 0 < n_in < w.ndim:
+    raise ValueError(f"n_in={n_in} for a kernel of shape {w.shape}: need "
+                     f"0 < n_in < {w.ndim}.")
+  in_shape, out_shape = w.shape[:n_in], w.shape[n_in:]
+  w2 = w.reshape(math.prod(in_shape), -1).astype(jnp.float32)
+  scale = _absmax_scale(w2.T)[:, 0]  # [prod(O)]
+  values = jnp.clip(jnp.round(w2 / scale[None, :]), -127, 127)
+  return QuantizedKernel(values.astype(jnp.int8).reshape(w.shape),
+                         scale.reshape(out_shape))
+
+
+def int8_dense(x: jax.Array, kernel: QuantizedKernel,
+               n_in: int = 1) -> jax.Array:
+  """x [..., *I] float, kernel ~ W [*I, *O] -> [..., *O] float32 ~ the
+  einsum "...i,io->...o" (the last `n_in` axes of x contracted)."""
+  in_shape = kernel.values.shape[:n_in]
+  out_shape = kernel.values.shape[n_in:]
+  if tuple(x.shape[x.ndim - n_in:]) != tuple(in_shape):
+    raise ValueError(f"x of shape {x.shape} does not end in the kernel's "
+                     f"input shape {in_shape}.")
+  size_in = math.prod(in_shape)
+  lead = x.shape[:x.ndim - n_in]
+  out = _int8_rows_dot(x.reshape(-1, size_in),
+                       kernel.values.reshape(size_in, -1), 0)
+  out = out * kernel.scale.reshape(1, -1)
+  return out.reshape(lead + out_shape)
+
+
+# Which kernels of a Transformer's parameters `quantize_dense_kernels`
+# replaces, by (module, parameter) name, with their number of input axes.
+DENSE_KERNELS = {("attn", "q"): 1, ("attn", "k"): 1, ("attn", "v"): 1,
+                 ("attn", "o"): 2, ("mlp", "gate"): 1, ("mlp", "up"): 1,
+                 ("mlp", "down"): 1}
+
+
+def quantize_dense_kernels(params: dict) -> dict:
+  """The parameter tree with every block's attention and MLP kernel (the
+  body's matmuls, `DENSE_KERNELS`) a QuantizedKernel; norms and the
+  embedding unchanged."""
+  def walk(tree, parent):
+    out = {}
+    for name, value in tree.items():
+      if isinstance(value, dict):
+        out[name] = walk(value, name)
+      elif (parent, name) in DENSE_KERNELS:
+        out[name] = quantize_kernel(value, DENSE_KERNELS[(parent, name)])
+      else:
+        out[name] = value
+    return out
+  return walk(params, None)

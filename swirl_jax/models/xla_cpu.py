@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from swirl_jax.models.attention import MASK_VALUE, soft_cap
+from swirl_jax.models.quantized import QuantizedKernel, int8_dense
 
 
 def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
@@ -39,7 +40,12 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
   (together about a fifth of a tiny model's train step). With 2-D operands
   the weight gradient is a plain x^T @ dy, which the matmul library reads
   in place.
+
+  `w` may also be a `quantized.QuantizedKernel` (the sampler's int8 decode
+  weights): then an int8 x int8 matmul, the result in x's dtype.
   """
+  if isinstance(w, QuantizedKernel):
+    return int8_dense(x, w, n_in).astype(x.dtype)
   in_shape, out_shape = w.shape[:n_in], w.shape[n_in:]
   lead = x.shape[:x.ndim - n_in]
   size_in = math.prod(in_shape)

@@ -34,7 +34,7 @@ import numpy as np
 
 from swirl_jax import sharding as sharding_lib
 from swirl_jax.models.config import TransformerConfig
-from swirl_jax.models.quantized import quantize_rows
+from swirl_jax.models.quantized import quantize_dense_kernels, quantize_rows
 from swirl_jax.models.transformer import (Transformer, init_cache,
                                           positions_from_mask)
 from swirl_jax.sampling.logits import sample_tokens, token_logprobs
@@ -74,7 +74,7 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
               rng, temperature, top_p, *, num_new: int, greedy: bool,
               top_k: Optional[int], use_top_p: bool, pad_id: int,
               cache_dtype, group: int = 1, row_ids=None,
-              unembed: str = "float"):
+              unembed: str = "float", body: str = "float"):
   """Prefill + on-device decode loop.
 
   Args:
@@ -90,6 +90,8 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
     row_ids: None, or [B] int32: row i draws its uniforms from
       fold_in(rng, row_ids[i]) (independent of B and N) instead of column
       i of one [N, B] draw.
+    unembed, body: static, 'float' or 'int8': the decode steps' unembedding
+      table and blocks' dense kernels (the prefill is always float).
   Returns:
     out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B].
   """
@@ -157,14 +159,20 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
         quantize_rows(params["embedding"]))
   else:
     table_t = jax.lax.optimization_barrier(params["embedding"].T)
+  # With body='int8' the blocks' kernels too, once for all steps.
+  step_params = params
+  if body == "int8":
+    step_params = jax.lax.optimization_barrier(
+        quantize_dense_kernels(params))
 
-  def body(state):
+  def decode_step(state):
     (step, tok, cache, valid, pos, out_tokens, out_logp, finished, stopped,
      lengths) = state
     slot = p + step - 1  # slot of the token sampled at step - 1
     valid = valid.at[:, slot].set(True)
     logits, cache = model.apply(
-        {"params": params}, tok[:, None], pos[:, None], valid[:, None, :],
+        {"params": step_params}, tok[:, None], pos[:, None],
+        valid[:, None, :],
         cache, slot, table_t, method="forward_with_cache")
     tok, logp, live, hit, finished = pick(logits[:, 0], step, finished)
     out_tokens = out_tokens.at[:, step].set(tok)
@@ -174,7 +182,7 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
 
   state = (jnp.int32(1), tok, cache, valid, next_pos, out_tokens, out_logp,
            finished, stopped, lengths)
-  state = jax.lax.while_loop(cond, body, state)
+  state = jax.lax.while_loop(cond, decode_step, state)
   _, _, _, _, _, out_tokens, out_logp, _, stopped, lengths = state
   return out_tokens, out_logp, lengths, stopped
 
@@ -190,7 +198,8 @@ def _jitted_generate(config: TransformerConfig):
   return jax.jit(
       functools.partial(_generate, Transformer(config)),
       static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                       "cache_dtype", "group", "unembed"),
+                       "cache_dtype", "group", "unembed",
+                       "body"),
       compiler_options=_compiler_options())
 
 
@@ -230,17 +239,27 @@ class Sampler:
       the bytes: Gemma 3 270M's table is 63% of a float32 decode step's
       reads). For inference; the returned log-probs are then those of the
       int8 logits, so an objective's old log-probs should be recomputed.
+    body: 'float' (default) or 'int8': each decode step's attention and MLP
+      matmuls against the blocks' kernels quantised to int8 per output
+      (once per generate call), the activations per row
+      (`quantized.quantize_dense_kernels`): a quarter of the bytes of the
+      float32 body. The prefill stays float. For inference, as `unembed`.
   """
 
   UNEMBED = ("float", "int8")
+  BODY = ("float", "int8")
 
   def __init__(self, config: TransformerConfig, params: Any, *,
                pad_id: int = 0, stop_tokens: Sequence[int] = (),
                prompt_bucket: int = 16, batch_bucket: int = 1,
-               cache_dtype: Any = None, unembed: str = "float"):
+               cache_dtype: Any = None, unembed: str = "float",
+               body: str = "float"):
     if unembed not in self.UNEMBED:
       raise ValueError(f"unembed={unembed!r}; choose one of {self.UNEMBED}.")
+    if body not in self.BODY:
+      raise ValueError(f"body={body!r}; choose one of {self.BODY}.")
     self.unembed = unembed
+    self.body = body
     self.config = config
     self.params = params
     self.pad_id = int(pad_id)
@@ -415,7 +434,7 @@ class Sampler:
           top_k=None if greedy else (top_k or None),
           use_top_p=(not greedy and top_p is not None and top_p < 1.0),
           pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group,
-          unembed=self.unembed,
+          unembed=self.unembed, body=self.body,
           **({} if ids is None else {"row_ids": ids}))
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
