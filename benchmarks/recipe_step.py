@@ -1,9 +1,15 @@
-"""One real SWiRL stage-2 step at the quickstart workload, timed by part.
+"""One real recipe step at its quickstart workload, timed by part.
 
     make quickstart                                   # once: the workdir
     python benchmarks/recipe_step.py --workdir runs/quickstart
     python benchmarks/recipe_step.py --workdir runs/quickstart --task hotpotqa \\
         --steps 8 --threads 2
+    python benchmarks/recipe_step.py --recipe r3 --workdir runs/r3_quickstart
+
+`--recipe swirl` (default) times SWiRL's stage 2 as below; `--recipe r3`
+times R3's GRPO stage the same way (`r3_step`: the reflection and the
+retry sampler calls, verification and glue, the old / reference log-probs,
+the updates of a cycle of inner_updates steps).
 
 The step is the one `make quickstart` trains: the gin file's settings
 (`--gin_file`, default gin_configs/experiments/quickstart.gin: 16 states x
@@ -72,9 +78,10 @@ def _timed(store: list, fn):
 def main(argv=None) -> dict:
   """Runs the benchmark; prints and returns the figures."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--recipe", default="swirl", choices=("swirl", "r3"))
   parser.add_argument("--workdir", required=True,
-                      help="a finished (or at least synthesised) SWiRL "
-                      "quickstart workdir")
+                      help="a finished (or at least synthesised) quickstart "
+                      "workdir of the recipe")
   parser.add_argument("--gin_file", action="append", default=None)
   parser.add_argument("--gin", action="append", default=[],
                       metavar="NAME=VALUE", help="extra gin bindings")
@@ -90,6 +97,8 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.steps < 1:
     parser.error(f"--steps must be >= 1, got {args.steps}")
+  if args.recipe == "r3":
+    return r3_step(parser, args, argv)
   data_dir = os.path.join(args.workdir, f"synthesis_{args.task}", "data")
   if not os.path.isdir(data_dir):
     parser.error(f"no stored states at {data_dir}: run `make quickstart` "
@@ -100,16 +109,8 @@ def main(argv=None) -> dict:
     allocator.reexec_with_fast_allocator()
   _set_threads(args.threads)
 
-  import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from jax import monitoring  # pylint: disable=g-import-not-at-top
-
-  compiles = []  # (perf_counter at the end, seconds) of each XLA compile
-
-  def on_event(event, duration, **_):
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiles.append((time.perf_counter(), duration))
-  monitoring.register_event_duration_secs_listener(on_event)
+  compiles, stop_compile_log = _compile_log()
 
   from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
   from swirl_jax import models  # pylint: disable=g-import-not-at-top
@@ -126,19 +127,8 @@ def main(argv=None) -> dict:
       f"{10 * steps}",
       "swirl_jax.training.trainer.train.async_checkpoints = False"])
 
-  import inspect  # pylint: disable=g-import-not-at-top
-  signature = inspect.signature(experiment.swirl_experiment)
-
-  def setting(name):
-    """The experiment's gin binding of `name`, else its default."""
-    try:
-      value = gin.query_parameter(
-          f"swirl_jax.swirl.swirl_experiment.{name}")
-    except ValueError:
-      return signature.parameters[name].default
-    if isinstance(value, gin.config.ConfigurableReference):
-      value = value.scoped_configurable_fn()  # a macro or @ref: its value
-    return value
+  setting = _gin_setting("swirl_jax.swirl.swirl_experiment",
+                         experiment.swirl_experiment)
 
   config = setting("model_config")
   init_from = setting("init_from")
@@ -222,7 +212,7 @@ def main(argv=None) -> dict:
     jax.block_until_ready(ref_fn(params, batch))
     ref_s.append(time.perf_counter() - t)
 
-  monitoring.unregister_event_duration_listener(on_event)
+  stop_compile_log()
 
   intervals = range(1, steps - 1)  # between builder starts 1..steps-1
   step_s = [starts[i + 1] - starts[i] for i in intervals]
@@ -294,6 +284,200 @@ def _median_line(r) -> str:
   return (f"median over the {steady} of {n} steps that compiled nothing "
           f"(the other {compiled} compiled for new row lengths, "
           f"{total:.1f} s in all):")
+
+
+def _compile_log():
+  """(events, stop): XLA backend compiles as (perf_counter at the end,
+  seconds), recorded until stop() is called."""
+  from jax import monitoring  # pylint: disable=g-import-not-at-top
+  events = []
+
+  def on_event(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+      events.append((time.perf_counter(), duration))
+  monitoring.register_event_duration_secs_listener(on_event)
+  return events, lambda: monitoring.unregister_event_duration_listener(
+      on_event)
+
+
+def _gin_setting(configurable, fn):
+  """A reader of `configurable`'s gin bindings, else fn's defaults."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  signature = inspect.signature(fn)
+
+  def setting(name):
+    try:
+      value = gin.query_parameter(f"{configurable}.{name}")
+    except ValueError:
+      return signature.parameters[name].default
+    if isinstance(value, gin.config.ConfigurableReference):
+      value = value.scoped_configurable_fn()  # a macro or @ref: its value
+    return value
+  return setting
+
+
+def firsts_of(sampled):
+  """The steps whose batch-builder call sampled (a cycle's first)."""
+  return [i for i, s in enumerate(sampled) if s]
+
+
+def r3_step(parser, args, argv) -> dict:
+  """R3's GRPO stage at the quickstart workload, timed by part.
+
+  The workdir's vanilla model (its 'sft' stage), tokenizer and failures
+  (`failures/data`); the gin file's settings (default
+  gin_configs/experiments/r3_quickstart.gin: pools of 24 failed queries,
+  8 reflections each, 8 groups kept, 2 inner updates); the real trainer
+  (gin scope 'grpo') in a temporary directory. A cycle is the steps that
+  share one sampled batch: its first step samples (the reflection call,
+  the retry call, verification and row building, the log-probs), every
+  step updates. Medians over the cycles that compiled nothing.
+  """
+  data_dir = os.path.join(args.workdir, "failures", "data")
+  vanilla = os.path.join(os.path.abspath(args.workdir), "sft")
+  for path in (data_dir, vanilla):
+    if not os.path.isdir(path):
+      parser.error(f"no {path}: run the R3 quickstart (or its SFT and "
+                   "failure stages) first")
+  from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
+  if argv is None:
+    allocator.reexec_with_fast_allocator()
+  _set_threads(args.threads)
+  import jax  # pylint: disable=g-import-not-at-top
+  compiles, stop_compile_log = _compile_log()
+  from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax import stages  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import batches as r3_batches  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import experiment  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import failures  # pylint: disable=g-import-not-at-top
+
+  gin_files = args.gin_file or ["gin_configs/experiments/r3_quickstart.gin"]
+  setting = _gin_setting("swirl_jax.r3.experiment.r3_experiment",
+                         experiment.r3_experiment)
+  gin_utils.parse(gin_files, list(args.gin) + [
+      "grpo/swirl_jax.training.trainer.train.checkpoint_every = 1000000",
+      "swirl_jax.training.trainer.train.async_checkpoints = False"])
+  mu = int(setting("inner_updates"))
+  cycles = args.steps + 2  # the first cycle compiles; the last is open
+  steps = cycles * mu
+  config = setting("model_config")
+  seed = setting("seed")
+  groups = setting("groups_per_step")
+  pool = setting("query_pool") or groups
+  g = setting("group_size")
+  tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
+  reference = (stages.load_policy(config, vanilla, seed)
+               if setting("reference_in_batch") else None)
+  builder = r3_batches.ReflectionBatchBuilder(
+      config, tokenizer, task_kwargs=setting("task_kwargs") or {},
+      group_size=g, groups_per_step=groups, inner_updates=mu,
+      max_new_tokens=setting("max_new_tokens"),
+      temperature=setting("temperature"),
+      retry_temperature=setting("retry_temperature"),
+      seq_len=setting("grpo_seq_len"), seed=seed,
+      reference_params=reference, old_logprobs=setting("old_logprobs"))
+
+  calls, logprob_s, starts, builder_s, sampled = [], [], [], [], []
+  generate = builder.sampler.generate
+
+  def timed_generate(prompts, *a, **kw):
+    t = time.perf_counter()
+    out = generate(prompts, *a, **kw)
+    calls.append((len(starts) - 1, time.perf_counter() - t, len(prompts),
+                  (list(prompts), kw)))
+    return out
+
+  builder.sampler.generate = timed_generate
+  builder._logprobs = _timed(logprob_s, builder._logprobs)  # pylint: disable=protected-access
+  call = builder.__call__
+
+  def timed_call(params, records, step):
+    starts.append(time.perf_counter())
+    jax.block_until_ready(params)
+    ready = time.perf_counter()
+    n = len(logprob_s)
+    batch = call(params, records, step)
+    builder_s.append(time.perf_counter() - ready)
+    sampled.append(len(logprob_s) > n)
+    return batch
+
+  load_before = os.getloadavg()
+  with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    stages.train_stage(
+        tmp, "r3_bench", scope="grpo", model_config=config,
+        objective="grpo", train_steps=steps, init_from=vanilla, seed=seed,
+        batch_fn=timed_call, dataset_fn=failures.failures_dataset_fn(
+            data_dir, global_batch_size=pool, repeat_each=mu))
+    total_s = time.perf_counter() - t0
+  stop_compile_log()
+
+  # Each timed call's prefill alone (max_new_tokens=1, the same prompts and
+  # options), on the vanilla params (the trained ones were donated): run
+  # once untimed (a new prompt length compiles), then timed.
+  builder.sampler.update_params(stages.load_policy(config, vanilla, seed))
+  prefill_s = {}
+  for k, (step, _, _, (prompts, kw)) in enumerate(calls):
+    if step in firsts_of(sampled)[1:-1]:
+      kw = {key: v for key, v in kw.items() if key != "max_new_tokens"}
+      generate(prompts, 1, **kw)
+      t = time.perf_counter()
+      generate(prompts, 1, **kw)
+      prefill_s[k] = time.perf_counter() - t
+  builder.close()
+
+  firsts = firsts_of(sampled)
+  rows = []  # one per closed cycle after the first
+  for c, i in enumerate(firsts[1:-1], start=1):
+    end = firsts[c + 1]
+    mine = [(d, n, prefill_s.get(k, 0.0)) for k, (step, d, n, _)
+            in enumerate(calls) if step == i]
+    compiled = sum(d for t, d in compiles if starts[i] <= t < starts[end])
+    rows.append({
+        "cycle_s": starts[end] - starts[i],
+        "reflect_s": mine[0][0] if mine else 0.0,
+        "reflect_prefill_s": mine[0][2] if mine else 0.0,
+        "retry_s": sum(d for d, _, _ in mine[1:]),
+        "retry_prefill_s": sum(p for _, _, p in mine[1:]),
+        "rows": [n for _, n, _ in mine],
+        "logprobs_s": logprob_s[c],
+        "builder_s": builder_s[i],
+        "compile_s": compiled})
+  steady = [r for r in rows if r["compile_s"] == 0] or rows
+  med = lambda key: statistics.median(r[key] for r in steady)
+  parts = {"cycle": med("cycle_s"), "reflection call": med("reflect_s"),
+           "prefill": med("reflect_prefill_s"),
+           "retry call": med("retry_s"), "retry prefill": med("retry_prefill_s"),
+           "log-probs": med("logprobs_s")}
+  parts["verify and glue"] = (med("builder_s") - parts["reflection call"]
+                              - parts["retry call"] - parts["log-probs"])
+  parts["updates"] = parts["cycle"] - med("builder_s")
+  results = {"recipe": "r3", "pool": pool, "groups": groups,
+             "group_size": g, "inner_updates": mu, "cycles": rows,
+             "steady_cycles": sum(r["compile_s"] == 0 for r in rows),
+             "stage_s": total_s, "steps": steps, "threads": args.threads,
+             "load_before": load_before[0],
+             "load_after": os.getloadavg()[0], "parts": parts}
+  lines = [
+      f"R3 GRPO cycle: pools of {pool} failed queries x {g} reflections, "
+      f"{groups} groups kept, {mu} updates per sampled batch; sampler "
+      f"rows per call {rows[-1]['rows'] if rows else []}",
+      f"threads {args.threads}; load average before {load_before[0]:.2f}, "
+      f"after {results['load_after']:.2f}; stage wall {total_s:.1f} s for "
+      f"{steps} steps",
+      f"median over the {results['steady_cycles']} of {len(rows)} cycles "
+      "that compiled nothing:"]
+  for name, value in parts.items():
+    indent = "    " if name in ("prefill", "retry prefill") else "  "
+    lines.append(f"{indent}{name:20s} {value:7.3f} s  "
+                 f"{100 * value / parts['cycle']:5.1f}%")
+  lines.append("  cycles: " + " ".join(
+      f"{r['cycle_s']:.2f}" + (f" (compiled {r['compile_s']:.1f})"
+                               if r["compile_s"] else "") for r in rows))
+  print("\n".join(lines))
+  return results
 
 
 if __name__ == "__main__":

@@ -149,3 +149,62 @@ def test_sampler_benchmark_times_the_int8_decode_weights_beside_float():
   assert len(equal) == 4 and all(0 <= x <= 100 for x in equal)
   for mode in ("int8_unembed", "int8"):
     assert len(re.findall(rf"ratio \({mode} / transformers\)", out)) == 2
+
+
+R3_TOY_BINDINGS = [
+    # One small layer (quick to compile), as tests/test_r3_experiment.py.
+    "swirl_jax.models.preset_config.num_layers = 1",
+    "swirl_jax.models.preset_config.embed_dim = 32",
+    "swirl_jax.models.preset_config.hidden_dim = 64",
+    "swirl_jax.models.preset_config.num_heads = 2",
+    "swirl_jax.models.preset_config.head_dim = 16",
+    "swirl_jax.models.preset_config.query_pre_attn_scalar = 16",
+    "swirl_jax.models.preset_config.attention_types = ('local',)",
+    "swirl_jax.models.preset_config.max_seq_len = 512",
+    "swirl_jax.r3.experiment.r3_experiment.sft_steps = 2",
+    "swirl_jax.r3.experiment.r3_experiment.sft_examples_per_task = 8",
+    "swirl_jax.r3.experiment.r3_experiment.sft_batch_size = 2",
+    "swirl_jax.r3.experiment.r3_experiment.failure_queries_per_task = 3",
+    "swirl_jax.r3.experiment.r3_experiment.max_samples_per_query = 2",
+    "swirl_jax.r3.experiment.r3_experiment.samples_per_round = 1",
+    "swirl_jax.r3.experiment.r3_experiment.grpo_steps = 2",
+    "swirl_jax.r3.experiment.r3_experiment.groups_per_step = 2",
+    "swirl_jax.r3.experiment.r3_experiment.query_pool = 2",
+    "swirl_jax.r3.experiment.r3_experiment.group_size = 2",
+    "swirl_jax.r3.experiment.r3_experiment.grpo_seq_len = 256",
+    "swirl_jax.r3.experiment.r3_experiment.max_new_tokens = 8",
+    "swirl_jax.r3.experiment.r3_experiment.eval_queries_per_task = 2",
+    "swirl_jax.training.trainer.train.async_checkpoints = False",
+]
+
+
+def test_recipe_step_benchmark_splits_a_real_r3_cycle(tmp_path):
+  """--recipe r3 on a toy R3 run: every closed cycle's sampler calls are
+  the reflection and the retry call, and the parts add up to the cycle."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "r3")
+  gin.clear_config()
+  try:
+    gin_utils.parse(["gin_configs/experiments/r3_quickstart.gin"],
+                    R3_TOY_BINDINGS)
+    registry.run(workdir)
+    gin.clear_config()
+    argv = ["--recipe", "r3", "--workdir", workdir, "--steps", "2",
+            "--threads", str(os.cpu_count() or 1)]
+    for b in R3_TOY_BINDINGS:
+      argv += ["--gin", b]
+    results = _load("recipe_step").main(argv)
+  finally:
+    gin.clear_config()
+  assert results["inner_updates"] == 2 and results["steps"] == 8
+  assert len(results["cycles"]) == 2
+  for cycle in results["cycles"]:
+    assert cycle["rows"] == [4, 4]  # 2 queries x 2 reflections, then retries
+    assert cycle["compile_s"] >= 0 and cycle["cycle_s"] > 0
+  p = results["parts"]
+  assert p["reflection call"] > 0 and p["retry call"] > 0
+  assert p["prefill"] > 0 and p["retry prefill"] > 0
+  assert p["log-probs"] > 0 and p["updates"] > 0
+  assert (p["reflection call"] + p["retry call"] + p["log-probs"]
+          + p["verify and glue"] + p["updates"]) == pytest.approx(p["cycle"])

@@ -160,3 +160,27 @@ def test_sampler_int8_body_follows_the_float_sampler():
   assert diff.max() < 0.1 and diff.max() > 1e-6
   with pytest.raises(ValueError, match="'int4'"):
     Sampler(config, params, body="int4")
+
+
+def test_int8_sampler_requantises_on_update_params_and_reuses_the_last_two():
+  """The int8 weights follow update_params (no stale copy), are made once
+  per float tree (the policy and the reference alternate without
+  quantising again), and give what a fresh sampler of those params gives."""
+  config = models.get_config("tiny")
+  a = models.init_params(config, jax.random.key(0))
+  b = models.init_params(config, jax.random.key(1))
+  prompts = [[2, 5, 9, 11, 40], [2, 7]]
+  sampler = Sampler(config, a, unembed="int8", body="int8")
+  weights_a = sampler._decode_weights
+  assert isinstance(weights_a.table, quantized.QuantizedTable)
+  sampler.update_params(b)
+  weights_b = sampler._decode_weights
+  assert weights_b is not weights_a
+  fresh = Sampler(config, b, unembed="int8", body="int8")
+  assert (sampler.generate(prompts, max_new_tokens=12).tokens
+          == fresh.generate(prompts, max_new_tokens=12).tokens)
+  sampler.update_params(a)
+  assert sampler._decode_weights is weights_a
+  sampler.update_params(b)
+  assert sampler._decode_weights is weights_b
+  assert Sampler(config, a)._decode_weights is None

@@ -4,7 +4,7 @@ A decode step of a small model with a large vocabulary is mostly the
 unembedding: Gemma 3 270M's [262144, 640] table is 671 MB in float32, 63%
 of the bytes one step reads. Quantised to int8 it is a quarter of that.
 
-    table = quantize_rows(embedding)          # QuantizedTable, once per call
+    table = quantize_rows(embedding)          # QuantizedTable, once per update
     logits = int8_matmul_t(x, table)          # ~ x @ embedding.T
 
 `quantize_rows` stores each row of W [N, D] as int8 values and one float32
@@ -24,8 +24,15 @@ ms): a single row is padded to two.
 The error is that of two roundings to 1/254 of each row's largest
 magnitude: on the logits it is small next to their spread, and greedy
 decoding may still pick a different token where two logits nearly tie.
-It is an inference option (`Sampler(unembed="int8")`); training and the
-log-probs of the objectives keep float32.
+The blocks' dense kernels W [*I, *O] the same way, one scale per output
+(`quantize_kernel`, `int8_dense`; `quantize_dense_kernels` replaces every
+attention and MLP kernel of a parameter tree, and `xla_cpu.dense` takes a
+`QuantizedKernel` where it takes a float kernel). On Gemma 3 270M (this
+2-core CPU) a batch-1 decode step is 46 ms in float32, 29 ms with the int8
+table and kernels (body 22.6 -> 14.5 ms, table 22.8 -> 14.6 ms).
+
+Both are inference options (`Sampler(unembed="int8", body="int8")`);
+training and the log-probs of the objectives keep float32.
 """
 
 from __future__ import annotations

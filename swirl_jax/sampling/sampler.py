@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -70,14 +70,17 @@ def _round_up(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
-def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
-              rng, temperature, top_p, *, num_new: int, greedy: bool,
-              top_k: Optional[int], use_top_p: bool, pad_id: int,
-              cache_dtype, group: int = 1, row_ids=None,
-              unembed: str = "float", body: str = "float"):
+def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
+              max_new, stops, rng, temperature, top_p, *, num_new: int,
+              greedy: bool, top_k: Optional[int], use_top_p: bool,
+              pad_id: int, cache_dtype, group: int = 1, row_ids=None):
   """Prefill + on-device decode loop.
 
   Args:
+    params: the float parameters (the prefill's, and the decode steps'
+      unless `decode_weights` replaces them).
+    decode_weights: `DecodeWeights` (int8 table and/or body for the decode
+      steps; `quantize_for_decode`), or None.
     tokens: [B, P] left-padded prompts.
     input_mask: [B, P] bool, True on real prompt tokens.
     max_new: [B] int32 per-row budget (<= num_new).
@@ -90,8 +93,6 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
     row_ids: None, or [B] int32: row i draws its uniforms from
       fold_in(rng, row_ids[i]) (independent of B and N) instead of column
       i of one [N, B] draw.
-    unembed, body: static, 'float' or 'int8': the decode steps' unembedding
-      table and blocks' dense kernels (the prefill is always float).
   Returns:
     out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B].
   """
@@ -152,18 +153,15 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
 
   # The transposed embedding table, materialised once for all steps (the
   # barrier keeps XLA from folding the transpose back into every step's
-  # matmul; see `Transformer.forward_with_cache`).
-  # With unembed='int8' the table quantised once instead (`quantized`).
-  if unembed == "int8":
-    table_t = jax.lax.optimization_barrier(
-        quantize_rows(params["embedding"]))
+  # matmul; see `Transformer.forward_with_cache`), or the int8 table.
+  decode_weights = decode_weights or DecodeWeights()
+  if decode_weights.table is not None:
+    table_t = decode_weights.table
   else:
     table_t = jax.lax.optimization_barrier(params["embedding"].T)
-  # With body='int8' the blocks' kernels too, once for all steps.
   step_params = params
-  if body == "int8":
-    step_params = jax.lax.optimization_barrier(
-        quantize_dense_kernels(params))
+  if decode_weights.body is not None:
+    step_params = dict(decode_weights.body, embedding=params["embedding"])
 
   def decode_step(state):
     (step, tok, cache, valid, pos, out_tokens, out_logp, finished, stopped,
@@ -187,6 +185,30 @@ def _generate(model: Transformer, params, tokens, input_mask, max_new, stops,
   return out_tokens, out_logp, lengths, stopped
 
 
+class DecodeWeights(NamedTuple):
+  """The decode steps' int8 weights (None: the float ones).
+
+  table: the embedding table as a `quantized.QuantizedTable` [V, D].
+  body: the parameters without the embedding, every block's attention and
+    MLP kernel a `quantized.QuantizedKernel`.
+  """
+
+  table: Any = None
+  body: Any = None
+
+
+@functools.partial(jax.jit, static_argnames=("unembed", "body"))
+def quantize_for_decode(params, *, unembed: str, body: str) -> DecodeWeights:
+  """The `DecodeWeights` of `Sampler(unembed=..., body=...)`, once per
+  parameter update."""
+  table = quantize_rows(params["embedding"]) if unembed == "int8" else None
+  kernels = None
+  if body == "int8":
+    kernels = quantize_dense_kernels(
+        {k: v for k, v in params.items() if k != "embedding"})
+  return DecodeWeights(table, kernels)
+
+
 @functools.lru_cache(maxsize=16)
 def _jitted_generate(config: TransformerConfig):
   """One jitted generate per architecture, shared by every Sampler of it.
@@ -198,8 +220,7 @@ def _jitted_generate(config: TransformerConfig):
   return jax.jit(
       functools.partial(_generate, Transformer(config)),
       static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                       "cache_dtype", "group", "unembed",
-                       "body"),
+                       "cache_dtype", "group"),
       compiler_options=_compiler_options())
 
 
@@ -241,9 +262,13 @@ class Sampler:
       int8 logits, so an objective's old log-probs should be recomputed.
     body: 'float' (default) or 'int8': each decode step's attention and MLP
       matmuls against the blocks' kernels quantised to int8 per output
-      (once per generate call), the activations per row
+      (see below), the activations per row
       (`quantized.quantize_dense_kernels`): a quarter of the bytes of the
       float32 body. The prefill stays float. For inference, as `unembed`.
+
+  With an int8 option the weights are quantised once per `update_params`
+  (kept beside the float ones: 1.25x the memory of a float32 model),
+  not per generate call.
   """
 
   UNEMBED = ("float", "int8")
@@ -273,6 +298,8 @@ class Sampler:
     # (source tree, host-local copy, its mesh), newest last: the policy and
     # the reference alternate without copying again (several processes).
     self._copies: list[tuple[Any, Any, Any]] = []
+    # (float tree, its DecodeWeights), the last two, as `_copies`.
+    self._quantized: list[tuple[Any, DecodeWeights]] = []
     self.update_params(params)
 
   def update_params(self, params: Any) -> None:
@@ -284,6 +311,21 @@ class Sampler:
     are kept, so swapping back and forth copies each once. On one process
     the params are used as they are.
     """
+    self._swap_in(params)
+    self._decode_weights = None
+    if "int8" in (self.unembed, self.body):
+      for source, weights in self._quantized:
+        if source is self.params:
+          self._decode_weights = weights
+          break
+      else:
+        with self._device_context():
+          self._decode_weights = quantize_for_decode(
+              self.params, unembed=self.unembed, body=self.body)
+        self._quantized = self._quantized[-1:] + [(self.params,
+                                                    self._decode_weights)]
+
+  def _swap_in(self, params: Any) -> None:
     if not sharding_lib.spans_processes(params):
       self.params, self._local_mesh = params, None
       return
@@ -428,13 +470,13 @@ class Sampler:
       # Made here: a key made under the trainer's global mesh would carry it.
       key = rng if rng is not None else jax.random.key(seed)
       out_tokens, out_logp, lengths, stopped = self._compiled(
-          self.params, tokens, mask, max_new, stops, key,
+          self.params, self._decode_weights, tokens, mask, max_new, stops,
+          key,
           jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0),
           num_new=num_new, greedy=greedy,
           top_k=None if greedy else (top_k or None),
           use_top_p=(not greedy and top_p is not None and top_p < 1.0),
           pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group,
-          unembed=self.unembed, body=self.body,
           **({} if ids is None else {"row_ids": ids}))
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
