@@ -41,8 +41,9 @@ class ReflectPolicy:
     self.params.append(params)
 
   def generate(self, prompts_, max_new_tokens, temperature=0.0, top_k=None,
-               top_p=None, stop_tokens=None, seed=0, group_size=1):
-    del max_new_tokens, top_k, top_p, seed, group_size
+               top_p=None, stop_tokens=None, seed=0, group_size=1,
+               shared_prefix=False):
+    del max_new_tokens, top_k, top_p, seed, group_size, shared_prefix
     eot = self.tok.end_of_turn_id
     assert eot in stop_tokens
     self.temperatures.append(temperature)

@@ -77,12 +77,19 @@ class ScriptedSampler:
     self.group_sizes = []  # per call: the group_size it was given
 
   def generate(self, prompts_, max_new_tokens, temperature=0.0, top_k=None,
-               top_p=None, stop_tokens=None, seed=0, rng=None, group_size=1):
+               top_p=None, stop_tokens=None, seed=0, rng=None, group_size=1,
+               shared_prefix=False):
     del temperature, top_k, top_p, seed, rng
     assert stop_tokens is not None and self.eot in stop_tokens
     for i in range(0, len(prompts_), group_size):  # as Sampler checks
-      assert all(p == prompts_[i] for p in prompts_[i:i + group_size])
-    self.group_sizes.append(group_size)
+      group = prompts_[i:i + group_size]
+      if shared_prefix:  # the group's rows begin alike
+        assert all(p[:len(group[0]) // 2] == group[0][:len(group[0]) // 2]
+                   for p in group)
+      else:
+        assert all(p == group[0] for p in group)
+    self.group_sizes.append((group_size, shared_prefix) if shared_prefix
+                            else group_size)
     budgets = (max_new_tokens if isinstance(max_new_tokens, list)
                else [max_new_tokens] * len(prompts_))
     self.calls.append([tuple(p) for p in prompts_])
@@ -433,8 +440,9 @@ def test_reflect_retry(tokenizer, fc_task, tmp_path):
   engine = _engine(sampler, tokenizer)
   out = engine.run_reflect_retry(task, [e, f, g], None, group_size=2)
   assert [len(call) for call in sampler.calls] == [3, 4, 4]
-  # Each failure's context is prefilled once for its two reflections.
-  assert sampler.group_sizes == [1, 2, 1]
+  # Each failure's context is prefilled once for its two reflections, and
+  # once for its two retries (which differ from their reflection on).
+  assert sampler.group_sizes == [1, 2, (2, True)]
   assert [(x.example_id, x.group_index, x.reflection_index) for x in out] == [
       (e.id, 0, 0), (e.id, 0, 1), (g.id, 1, 0), (g.id, 1, 1)]
   assert [x.reward for x in out] == [1.0, 0.0, 1.0, 1.0]

@@ -104,6 +104,45 @@ def test_group_size_prefills_once_per_group_with_the_same_results(tiny):
     sampler.generate(grouped, 4, group_size=2)
 
 
+def test_shared_prefix_groups_prefill_the_common_prefix_once(tiny):
+  """Groups that share only a prefix (R3's retries): the same tokens and
+  log-probs as every row prefilled whole, greedy and sampled, with prompts
+  longer than the tiny model's 64-token sliding window (the window is
+  measured in positions across the layout's empty slots)."""
+  config, params = tiny
+  assert config.sliding_window_size < 80
+  rng = np.random.default_rng(0)
+  prompts = []
+  for group in range(3):
+    prefix = [2] + rng.integers(3, config.vocab_size, 60 + 7 * group).tolist()
+    for j in range(4):
+      prompts.append(prefix + rng.integers(
+          3, config.vocab_size, 2 + 5 * j + group).tolist())
+  sampler = Sampler(config, params)
+  for temperature in (0.0, 1.0):
+    plain = sampler.generate(prompts, 20, temperature=temperature, seed=3)
+    shared = sampler.generate(prompts, 20, temperature=temperature, seed=3,
+                              group_size=4, shared_prefix=True)
+    assert shared.tokens == plain.tokens
+    np.testing.assert_allclose(shared.logprob_array, plain.logprob_array,
+                               atol=2e-5)
+  # The layout: slots [0, P1) hold each group's prefix, then each row's own.
+  p1, tokens, mask = sampler._shared_prefix_layout(prompts, 4, len(prompts))
+  assert p1 == 80 and tokens.shape[1] == p1 + 32
+  for i, prompt in enumerate(prompts):
+    assert tokens[i][mask[i]].tolist() == prompt
+  # Identical groups take the plain grouped path; groups sharing nothing
+  # (no prefix) are prefilled per row; both as the plain call.
+  same = [p for p in PROMPTS for _ in range(2)]
+  assert (sampler.generate(same, 6, group_size=2, shared_prefix=True).tokens
+          == sampler.generate(same, 6).tokens)
+  apart = [[5, 6, 7], [9, 8], [4], [11, 12]]
+  assert (sampler.generate(apart, 6, group_size=2, shared_prefix=True).tokens
+          == sampler.generate(apart, 6).tokens)
+  with pytest.raises(ValueError, match="not all the same prompt"):
+    sampler.generate(prompts, 4, group_size=4)
+
+
 def test_batch_bucket_padding_does_not_change_rows(tiny):
   config, params = tiny
   a = Sampler(config, params).generate(PROMPTS, 10)

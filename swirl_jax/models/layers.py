@@ -87,10 +87,12 @@ def apply_rope(x: jax.Array, positions: jax.Array, base: float,
 class Attention(nn.Module):
   """Multi-head / grouped-query attention with optional KV cache.
 
-  With a cache ({'k', 'v'} of shape [B, K, S, H]), the new keys and values
-  are written at slot `write_index` (the same for every row: prompts are
-  left-padded) and the queries attend to the whole cache under
-  `attention_mask`.
+  With a cache ({'k', 'v'} of shape [B, K, S, H], 'pos' [B, S]), the new
+  keys, values and positions are written at slot `write_index` (the same
+  for every row: prompts are left-padded) and the queries attend to the
+  whole cache under `attention_mask`; a local layer's window is then
+  measured in token positions ('pos'), so slots left empty between real
+  tokens do not count.
   """
 
   config: TransformerConfig
@@ -148,7 +150,9 @@ class Attention(nn.Module):
               (0, 0, write_index, 0)),
           "v": jax.lax.dynamic_update_slice(
               cache["v"], value.astype(cache["v"].dtype),
-              (0, 0, write_index, 0))}
+              (0, 0, write_index, 0)),
+          "pos": jax.lax.dynamic_update_slice(
+              cache["pos"], positions.astype(jnp.int32), (0, write_index))}
       q_slots = write_index + jnp.arange(t)
     else:
       q_slots = jnp.arange(t)
@@ -156,7 +160,14 @@ class Attention(nn.Module):
     k_slots = jnp.arange(s)
 
     mask = attention_mask
-    if is_local:
+    if is_local and cache is not None:
+      # The window by token position, not slot: a cache may hold slots no
+      # token fills between real ones (the sampler's shared-prefix layout);
+      # where the real slots are contiguous the two are the same.
+      window = (positions[:, :, None] - new_cache["pos"][:, None, :]
+                ) < cfg.sliding_window_size
+      mask = jnp.logical_and(mask, window)
+    elif is_local:
       window = (q_slots[:, None] - k_slots[None, :]) < cfg.sliding_window_size
       mask = jnp.logical_and(mask, window[None])
 

@@ -27,7 +27,7 @@ from swirl_jax.models.layers import Block, RMSNorm
 from swirl_jax.models.xla_cpu import dense
 
 Params = Any
-Cache = list  # one {'k': [B, K, S, H], 'v': [B, K, S, H]} per layer
+Cache = list  # per layer {'k', 'v': [B, K, S, H], 'pos': [B, S] int32}
 
 REMAT_POLICIES = {
     "none": None,
@@ -168,7 +168,7 @@ class Transformer(nn.Module):
       positions: [B, T] RoPE positions.
       attention_mask: [B, T, S] bool over the S cache slots (causal and
         padding); sliding windows are applied per layer on slot distance.
-      cache: list of per-layer {'k', 'v'} arrays [B, K, S, H].
+      cache: list of per-layer {'k', 'v'} arrays [B, K, S, H] and 'pos' [B, S].
       write_index: int32 scalar slot of the first new token.
       unembed_table_t: optional [D, V] transposed embedding table. A decode
         loop passes it materialised once: on XLA:CPU the [B, D] x [V, D]^T
@@ -189,10 +189,12 @@ class Transformer(nn.Module):
 
 def init_cache(config: TransformerConfig, batch: int, length: int,
                dtype: Any = None) -> Cache:
-  """Zero KV cache: per layer {'k', 'v'} of shape [batch, K, length, H]."""
+  """Zero KV cache: per layer {'k', 'v'} of shape [batch, K, length, H] and
+  'pos' [batch, length] int32, the token position of each slot."""
   dtype = dtype or config.compute_dtype
   shape = (batch, config.num_kv_heads, length, config.head_dim)
-  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+           "pos": jnp.zeros((batch, length), jnp.int32)}
           for _ in range(config.num_layers)]
 
 

@@ -323,7 +323,8 @@ class RolloutEngine:
   def generate_turns(self, convs: Sequence[Conversation], seed: int,
                      temperature: Optional[float] = None,
                      sampler: Any = None,
-                     group_size: int = 1) -> list[traj.ModelTurn]:
+                     group_size: int = 1,
+                     shared_prefix: bool = False) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
     The model step of every episode script (SWiRL's tool loop, SCoRe's
@@ -344,6 +345,10 @@ class RolloutEngine:
         attempt): the sampler prefills each context once for its group
         (`Sampler.generate(group_size=...)`, the same samples). 1, or a
         call where some row has no room left, prefills every row.
+      shared_prefix: the groups' conversations need only begin alike
+        (R3's G retries after G reflections on one failed attempt): each
+        group's common prefix is prefilled once
+        (`Sampler.generate(shared_prefix=True)`).
 
     Returns:
       list[ModelTurn], one per conversation, in order.
@@ -364,6 +369,8 @@ class RolloutEngine:
     if live:
       grouped = ({"group_size": g} if g > 1 and len(live) == len(convs)
                  else {})
+      if grouped and shared_prefix:
+        grouped["shared_prefix"] = True
       start = time.perf_counter()
       result = (sampler or self.sampler).generate(
           [prompts_[i] for i in live],
@@ -760,7 +767,8 @@ class RolloutEngine:
     user: reflection_instruction, model: reflection, user: retry_instruction,
     model: retry]; no tools are run. At most three sampler calls: first
     attempts (unless given), reflections (each failure's context prefilled
-    once for its G reflections), retries.
+    once for its G reflections), retries (the same context once for its G
+    retries, then each reflection and the retry instruction).
 
     Args:
       task: the task (prompt, parser, verifier).
@@ -821,9 +829,10 @@ class RolloutEngine:
       for conv, turn in zip(reflect_convs, reflections):
         self.add_turn(conv, traj.MODEL, turn.text)
         self.add_turn(conv, traj.USER, retry_instruction)
-      retries = (
+      retries = (  # each failure's context prefilled once for its G retries
           self.generate_turns(reflect_convs, self._call_seed(seed, 2),
-                               retry_temperature)
+                              retry_temperature, group_size=int(group_size),
+                              shared_prefix=True)
           if reflect_convs else [])
       bar.update(1)
     retry_answers = [self._safe_parse(task, t.text) for t in retries]

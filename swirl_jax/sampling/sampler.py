@@ -73,7 +73,8 @@ def _round_up(n: int, multiple: int) -> int:
 def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
               max_new, stops, rng, temperature, top_p, *, num_new: int,
               greedy: bool, top_k: Optional[int], use_top_p: bool,
-              pad_id: int, cache_dtype, group: int = 1, row_ids=None):
+              pad_id: int, cache_dtype, group: int = 1, prefix_len: int = 0,
+              row_ids=None):
   """Prefill + on-device decode loop.
 
   Args:
@@ -89,7 +90,11 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
     temperature, top_p: float32 scalars.
     num_new: static N, size of the output buffers.
     group: static; rows come in consecutive groups of this many identical
-      prompts, each prefilled once.
+      prompts, each prefilled once; or, with prefix_len, groups sharing
+      the tokens of slots [0, prefix_len).
+    prefix_len: static; > 0: slots [0, prefix_len) hold each group's shared
+      prefix (the same in its rows), prefilled once per group, then every
+      row's own slots [prefix_len, P) against the group's cache.
     row_ids: None, or [B] int32: row i draws its uniforms from
       fold_in(rng, row_ids[i]) (independent of B and N) instead of column
       i of one [N, B] draw.
@@ -107,13 +112,20 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
   # the prompt is prefilled once per group, its cache repeated to the rows.
   first = slice(None, None, group)
   cache = init_cache(cfg, b // group, s, cache_dtype)
+  shared = slice(None, prefix_len or None)
   logits, cache = model.apply(
-      {"params": params}, tokens[first], positions[first],
-      prefill_mask[first], cache, jnp.int32(0), None, True,
+      {"params": params}, tokens[first, shared], positions[first, shared],
+      prefill_mask[first, shared], cache, jnp.int32(0), None, True,
       method="forward_with_cache")
   last_logits = jnp.repeat(logits[:, -1], group, axis=0)
   if group > 1:
     cache = jax.tree.map(lambda c: jnp.repeat(c, group, axis=0), cache)
+  if prefix_len:  # each row's own tokens after its group's prefix
+    logits, cache = model.apply(
+        {"params": params}, tokens[:, prefix_len:], positions[:, prefix_len:],
+        prefill_mask[:, prefix_len:], cache, jnp.int32(prefix_len), None,
+        True, method="forward_with_cache")
+    last_logits = logits[:, -1]
   next_pos = jnp.sum(input_mask, axis=1).astype(jnp.int32)  # [B]
 
   # One U[0, 1) number per row and step, drawn up front: the per-step
@@ -220,7 +232,7 @@ def _jitted_generate(config: TransformerConfig):
   return jax.jit(
       functools.partial(_generate, Transformer(config)),
       static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                       "cache_dtype", "group"),
+                       "cache_dtype", "group", "prefix_len"),
       compiler_options=_compiler_options())
 
 
@@ -361,9 +373,59 @@ class Sampler:
       out[i, :len(r)] = r
     return out
 
+  def _layout(self, prompts, p: int, b: int):
+    """[b, P] left-padded tokens and mask; rows past the prompts are dummy
+    rows of one "real" pad token (and no budget)."""
+    tokens = np.full((b, p), self.pad_id, np.int32)
+    mask = np.zeros((b, p), bool)
+    for i, prompt in enumerate(prompts):
+      tokens[i, p - len(prompt):] = prompt
+      mask[i, p - len(prompt):] = True
+    tokens[len(prompts):, -1] = self.pad_id
+    mask[len(prompts):, -1] = True
+    return tokens, mask
+
+  def _shared_prefix_layout(self, prompts, g: int, b: int):
+    """(P1, tokens, mask): slots [0, P1) hold each group's longest common
+    prefix (left-padded; at most each row's length - 1, so that every row
+    has a token of its own), slots [P1, P) each row's rest (left-padded).
+    P1 = 0 where no group shares a token."""
+    lengths = []
+    for k in range(0, len(prompts), g):
+      rows = [list(x) for x in prompts[k:k + g]]
+      n = min(len(r) for r in rows) - 1
+      common = 0
+      while common < n and all(r[common] == rows[0][common] for r in rows):
+        common += 1
+      lengths += [common] * len(rows)
+    if not max(lengths):
+      return 0, *self._layout(prompts, _round_up(
+          max(len(x) for x in prompts), self.prompt_bucket), b)
+    p1 = _round_up(max(lengths), self.prompt_bucket)
+    p2 = _round_up(max(len(x) - n for x, n in zip(prompts, lengths)),
+                   self.prompt_bucket)
+    tokens = np.full((b, p1 + p2), self.pad_id, np.int32)
+    mask = np.zeros((b, p1 + p2), bool)
+    for i, (prompt, n) in enumerate(zip(prompts, lengths)):
+      tokens[i, p1 - n:p1] = prompt[:n]
+      mask[i, p1 - n:p1] = True
+      rest = len(prompt) - n
+      tokens[i, p1 + p2 - rest:] = prompt[n:]
+      mask[i, p1 + p2 - rest:] = True
+    mask[len(prompts):, -1] = True
+    return p1, tokens, mask
+
   @staticmethod
-  def _check_groups(tokens: np.ndarray, mask: np.ndarray, batch: int,
-                    group_size: int) -> int:
+  def _identical_groups(tokens: np.ndarray, mask: np.ndarray,
+                        g: int) -> bool:
+    shaped = tokens.reshape(-1, g, tokens.shape[1])
+    masks = mask.reshape(shaped.shape)
+    return bool(np.all(shaped == shaped[:, :1]) and
+                np.all(masks == masks[:, :1]))
+
+  @classmethod
+  def _check_groups(cls, tokens: np.ndarray, mask: np.ndarray, batch: int,
+                    group_size: int, allow_different: bool = False) -> int:
     """Validates `group_size` against the padded [b, P] prompt arrays."""
     g = int(group_size)
     if g < 1 or batch % g:
@@ -373,6 +435,8 @@ class Sampler:
       return 1
     if tokens.shape[0] % g:  # dummy rows of batch_bucket split a group
       return 1
+    if allow_different:
+      return g
     shaped = tokens.reshape(-1, g, tokens.shape[1])
     same = np.all(shaped == shaped[:, :1], axis=(1, 2)) & np.all(
         mask.reshape(shaped.shape) == mask.reshape(shaped.shape)[:, :1],
@@ -380,7 +444,8 @@ class Sampler:
     if not np.all(same):
       bad = int(np.argmin(same))
       raise ValueError(f"group_size={g}: prompts {bad * g}..{bad * g + g - 1} "
-                       "are not all the same prompt.")
+                       "are not all the same prompt (shared_prefix=True "
+                       "takes groups that share only a prefix).")
     return g
 
   def generate(self, prompts: Sequence[Sequence[int]],
@@ -388,7 +453,7 @@ class Sampler:
                temperature: float = 0.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, stop_tokens: StopTokens = None,
                seed: int = 0, rng: Optional[jax.Array] = None,
-               group_size: int = 1,
+               group_size: int = 1, shared_prefix: bool = False,
                row_ids: Optional[Sequence[int]] = None) -> SamplerOutput:
     """Samples continuations.
 
@@ -406,6 +471,12 @@ class Sampler:
         prompt is prefilled once instead of G times (same results; on the
         CPU the prefill of 32 rows of 32 tokens costs ~3.5x that of 8).
         A batch that does not split into such groups is a ValueError.
+      shared_prefix: with group_size G > 1, the G prompts of a group need
+        only share a prefix (e.g. R3's G retries of one failed attempt,
+        which differ from their reflection on): each group's longest
+        common prefix is prefilled once, then each row's rest against it
+        (the same results up to float round-off). Groups of identical
+        prompts take the path above.
       row_ids: None (row i uses column i of one [N, B] draw of uniforms),
         or one id in [0, 2^31) per prompt: row i then draws from
         fold_in(key, row_ids[i]), the same whatever the batch, its
@@ -442,19 +513,21 @@ class Sampler:
     p = _round_up(max(len(x) for x in prompts), self.prompt_bucket)
     b = _round_up(batch, self.batch_bucket)
 
-    tokens = np.full((b, p), self.pad_id, np.int32)
-    mask = np.zeros((b, p), bool)
-    for i, prompt in enumerate(prompts):
-      tokens[i, p - len(prompt):] = prompt
-      mask[i, p - len(prompt):] = True
-    tokens[batch:, -1] = self.pad_id  # dummy rows: one "real" token, no budget
-    mask[batch:, -1] = True
+    tokens, mask = self._layout(prompts, p, b)
     max_new = np.zeros(b, np.int32)
     max_new[:batch] = budgets
     stop_rows = self._stop_array(stop_tokens, batch)
     stops = np.full((b, stop_rows.shape[1]), -1, np.int32)
     stops[:batch] = stop_rows
-    group = self._check_groups(tokens, mask, batch, group_size)
+    group = self._check_groups(tokens, mask, batch, group_size,
+                               allow_different=shared_prefix)
+    prefix_len = 0
+    if shared_prefix and group > 1 and not self._identical_groups(
+        tokens, mask, group):
+      prefix_len, tokens, mask = self._shared_prefix_layout(
+          prompts, group, b)
+      if not prefix_len:
+        group = 1  # no group shares a token
     ids = None
     if row_ids is not None:
       given = np.asarray(row_ids, np.int64)
@@ -477,6 +550,7 @@ class Sampler:
           top_k=None if greedy else (top_k or None),
           use_top_p=(not greedy and top_p is not None and top_p < 1.0),
           pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group,
+          prefix_len=prefix_len,
           **({} if ids is None else {"row_ids": ids}))
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
