@@ -389,7 +389,7 @@ class Sampler:
     """(P1, tokens, mask): slots [0, P1) hold each group's longest common
     prefix (left-padded; at most each row's length - 1, so that every row
     has a token of its own), slots [P1, P) each row's rest (left-padded).
-    P1 = 0 where no group shares a token."""
+    (0, None, None) where no group shares a token."""
     lengths = []
     for k in range(0, len(prompts), g):
       rows = [list(x) for x in prompts[k:k + g]]
@@ -399,8 +399,7 @@ class Sampler:
         common += 1
       lengths += [common] * len(rows)
     if not max(lengths):
-      return 0, *self._layout(prompts, _round_up(
-          max(len(x) for x in prompts), self.prompt_bucket), b)
+      return 0, None, None
     p1 = _round_up(max(lengths), self.prompt_bucket)
     p2 = _round_up(max(len(x) - n for x, n in zip(prompts, lengths)),
                    self.prompt_bucket)
@@ -524,10 +523,12 @@ class Sampler:
     prefix_len = 0
     if shared_prefix and group > 1 and not self._identical_groups(
         tokens, mask, group):
-      prefix_len, tokens, mask = self._shared_prefix_layout(
+      prefix_len, shared_tokens, shared_mask = self._shared_prefix_layout(
           prompts, group, b)
-      if not prefix_len:
-        group = 1  # no group shares a token
+      if prefix_len:
+        tokens, mask = shared_tokens, shared_mask
+      else:
+        group = 1  # no group shares a token: the plain layout
     ids = None
     if row_ids is not None:
       given = np.asarray(row_ids, np.int64)
