@@ -78,7 +78,11 @@ def _timed(store: list, fn):
 def main(argv=None) -> dict:
   """Runs the benchmark; prints and returns the figures."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--recipe", default="swirl", choices=("swirl", "r3"))
+  parser.add_argument("--recipe", default="swirl",
+                      choices=("swirl", "score", "r3"))
+  parser.add_argument("--stage", default="stage2",
+                      choices=("stage1", "stage2"),
+                      help="--recipe score: the SCoRe stage to time")
   parser.add_argument("--workdir", required=True,
                       help="a finished (or at least synthesised) quickstart "
                       "workdir of the recipe")
@@ -99,6 +103,8 @@ def main(argv=None) -> dict:
     parser.error(f"--steps must be >= 1, got {args.steps}")
   if args.recipe == "r3":
     return r3_step(parser, args, argv)
+  if args.recipe == "score":
+    return score_step(parser, args, argv)
   data_dir = os.path.join(args.workdir, f"synthesis_{args.task}", "data")
   if not os.path.isdir(data_dir):
     parser.error(f"no stored states at {data_dir}: run `make quickstart` "
@@ -322,64 +328,41 @@ def firsts_of(sampled):
   return [i for i, s in enumerate(sampled) if s]
 
 
-def r3_step(parser, args, argv) -> dict:
-  """R3's GRPO stage at the quickstart workload, timed by part.
-
-  The workdir's vanilla model (its 'sft' stage), tokenizer and failures
-  (`failures/data`); the gin file's settings (default
-  gin_configs/experiments/r3_quickstart.gin: pools of 24 failed queries,
-  8 reflections each, 8 groups kept, 2 inner updates); the real trainer
-  (gin scope 'grpo') in a temporary directory. A cycle is the steps that
-  share one sampled batch: its first step samples (the reflection call,
-  the retry call, verification and row building, the log-probs), every
-  step updates. Medians over the cycles that compiled nothing.
-  """
-  data_dir = os.path.join(args.workdir, "failures", "data")
-  vanilla = os.path.join(os.path.abspath(args.workdir), "sft")
-  for path in (data_dir, vanilla):
-    if not os.path.isdir(path):
-      parser.error(f"no {path}: run the R3 quickstart (or its SFT and "
-                   "failure stages) first")
+def _start_jax(args, argv):
+  """Fast allocator, pinned threads, jax imported; the compile log."""
   from swirl_jax import allocator  # pylint: disable=g-import-not-at-top
   if argv is None:
     allocator.reexec_with_fast_allocator()
   _set_threads(args.threads)
+  import jax  # pylint: disable=g-import-not-at-top,unused-import
+  return _compile_log()
+
+
+def time_rl_cycles(builder, train, reload_params, call_names, compiles,
+                   stop_compile_log):
+  """Times the cycles of an RL stage driven by an `RLBatchBuilder`.
+
+  A cycle is the steps that share one sampled batch (`inner_updates`): its
+  first step samples (the builder's sampler calls, verification, the rows,
+  the log-probs), every step updates. The sampler calls of a cycle are
+  named in turn by `call_names` (e.g. ('attempt 1', 'attempt 2') for each
+  task of a SCoRe step); each is re-run with max_new_tokens=1 after
+  training, on `reload_params()` (the trained params were donated), to
+  time its prefill. The engines' verification time is its own part.
+
+  Args:
+    builder: the stage's batch builder (its sampler, engines and _logprobs
+      are wrapped to time them).
+    train: fn(batch_fn) running the stage with that batch_fn.
+    reload_params: fn() -> params to re-run the prefills with.
+    call_names: names of the sampler calls of a cycle, cycled through.
+    compiles / stop_compile_log: `_compile_log()`.
+  Returns:
+    {'cycles': per-cycle dicts, 'steady_cycles', 'stage_s', 'load_before',
+     'load_after', 'parts': medians over the cycles that compiled nothing}.
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  compiles, stop_compile_log = _compile_log()
-  from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
-  from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
-  from swirl_jax import stages  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import batches as r3_batches  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import experiment  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import failures  # pylint: disable=g-import-not-at-top
-
-  gin_files = args.gin_file or ["gin_configs/experiments/r3_quickstart.gin"]
-  setting = _gin_setting("swirl_jax.r3.experiment.r3_experiment",
-                         experiment.r3_experiment)
-  gin_utils.parse(gin_files, list(args.gin) + [
-      "grpo/swirl_jax.training.trainer.train.checkpoint_every = 1000000",
-      "swirl_jax.training.trainer.train.async_checkpoints = False"])
-  mu = int(setting("inner_updates"))
-  cycles = args.steps + 2  # the first cycle compiles; the last is open
-  steps = cycles * mu
-  config = setting("model_config")
-  seed = setting("seed")
-  groups = setting("groups_per_step")
-  pool = setting("query_pool") or groups
-  g = setting("group_size")
-  tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
-  reference = (stages.load_policy(config, vanilla, seed)
-               if setting("reference_in_batch") else None)
-  builder = r3_batches.ReflectionBatchBuilder(
-      config, tokenizer, task_kwargs=setting("task_kwargs") or {},
-      group_size=g, groups_per_step=groups, inner_updates=mu,
-      max_new_tokens=setting("max_new_tokens"),
-      temperature=setting("temperature"),
-      retry_temperature=setting("retry_temperature"),
-      seq_len=setting("grpo_seq_len"), seed=seed,
-      reference_params=reference, old_logprobs=setting("old_logprobs"))
-
-  calls, logprob_s, starts, builder_s, sampled = [], [], [], [], []
+  calls, logprob_s, starts, builder_s, sampled, verify = [], [], [], [], [], []
   generate = builder.sampler.generate
 
   def timed_generate(prompts, *a, **kw):
@@ -399,28 +382,29 @@ def r3_step(parser, args, argv) -> dict:
     ready = time.perf_counter()
     n = len(logprob_s)
     batch = call(params, records, step)
+    for engine in builder.engines.values():  # made on first use
+      if not getattr(engine, "_timed_finish", False):
+        finish = engine._finish  # pylint: disable=protected-access
+
+        def timed_finish(start, num, engine=engine, finish=finish):
+          verify.append((len(starts) - 1, engine._stats.verify_s))  # pylint: disable=protected-access
+          finish(start, num)
+        engine._finish, engine._timed_finish = timed_finish, True  # pylint: disable=protected-access
     builder_s.append(time.perf_counter() - ready)
     sampled.append(len(logprob_s) > n)
     return batch
 
   load_before = os.getloadavg()
-  with tempfile.TemporaryDirectory() as tmp:
-    t0 = time.perf_counter()
-    stages.train_stage(
-        tmp, "r3_bench", scope="grpo", model_config=config,
-        objective="grpo", train_steps=steps, init_from=vanilla, seed=seed,
-        batch_fn=timed_call, dataset_fn=failures.failures_dataset_fn(
-            data_dir, global_batch_size=pool, repeat_each=mu))
-    total_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  train(timed_call)
+  total_s = time.perf_counter() - t0
   stop_compile_log()
 
-  # Each timed call's prefill alone (max_new_tokens=1, the same prompts and
-  # options), on the vanilla params (the trained ones were donated): run
-  # once untimed (a new prompt length compiles), then timed.
-  builder.sampler.update_params(stages.load_policy(config, vanilla, seed))
+  firsts = firsts_of(sampled)
+  builder.sampler.update_params(reload_params())
   prefill_s = {}
   for k, (step, _, _, (prompts, kw)) in enumerate(calls):
-    if step in firsts_of(sampled)[1:-1]:
+    if step in firsts[1:-1]:
       kw = {key: v for key, v in kw.items() if key != "max_new_tokens"}
       generate(prompts, 1, **kw)
       t = time.perf_counter()
@@ -428,55 +412,199 @@ def r3_step(parser, args, argv) -> dict:
       prefill_s[k] = time.perf_counter() - t
   builder.close()
 
-  firsts = firsts_of(sampled)
   rows = []  # one per closed cycle after the first
   for c, i in enumerate(firsts[1:-1], start=1):
     end = firsts[c + 1]
     mine = [(d, n, prefill_s.get(k, 0.0)) for k, (step, d, n, _)
             in enumerate(calls) if step == i]
-    compiled = sum(d for t, d in compiles if starts[i] <= t < starts[end])
-    rows.append({
-        "cycle_s": starts[end] - starts[i],
-        "reflect_s": mine[0][0] if mine else 0.0,
-        "reflect_prefill_s": mine[0][2] if mine else 0.0,
-        "retry_s": sum(d for d, _, _ in mine[1:]),
-        "retry_prefill_s": sum(p for _, _, p in mine[1:]),
-        "rows": [n for _, n, _ in mine],
-        "logprobs_s": logprob_s[c],
-        "builder_s": builder_s[i],
-        "compile_s": compiled})
+    row = {"cycle_s": starts[end] - starts[i],
+           "rows": [n for _, n, _ in mine],
+           "logprobs_s": logprob_s[c], "builder_s": builder_s[i],
+           "verify_s": sum(v for step, v in verify if step == i),
+           "compile_s": sum(d for t, d in compiles
+                            if starts[i] <= t < starts[end])}
+    for name in call_names:
+      row[f"{name} call"] = row[f"{name} prefill"] = 0.0
+    for k, (d, _, p) in enumerate(mine):
+      name = call_names[k % len(call_names)]
+      row[f"{name} call"] += d
+      row[f"{name} prefill"] += p
+    rows.append(row)
   steady = [r for r in rows if r["compile_s"] == 0] or rows
   med = lambda key: statistics.median(r[key] for r in steady)
-  parts = {"cycle": med("cycle_s"), "reflection call": med("reflect_s"),
-           "prefill": med("reflect_prefill_s"),
-           "retry call": med("retry_s"), "retry prefill": med("retry_prefill_s"),
-           "log-probs": med("logprobs_s")}
-  parts["verify and glue"] = (med("builder_s") - parts["reflection call"]
-                              - parts["retry call"] - parts["log-probs"])
+  parts = {"cycle": med("cycle_s")}
+  for name in call_names:
+    parts[f"{name} call"] = med(f"{name} call")
+    parts[f"{name} prefill"] = med(f"{name} prefill")
+  parts["verify"] = med("verify_s")
+  parts["log-probs"] = med("logprobs_s")
+  parts["host glue"] = med("builder_s") - sum(
+      parts[f"{name} call"] for name in call_names) - parts["log-probs"] \
+      - parts["verify"]
   parts["updates"] = parts["cycle"] - med("builder_s")
-  results = {"recipe": "r3", "pool": pool, "groups": groups,
-             "group_size": g, "inner_updates": mu, "cycles": rows,
-             "steady_cycles": sum(r["compile_s"] == 0 for r in rows),
-             "stage_s": total_s, "steps": steps, "threads": args.threads,
-             "load_before": load_before[0],
-             "load_after": os.getloadavg()[0], "parts": parts}
+  return {"cycles": rows,
+          "steady_cycles": sum(r["compile_s"] == 0 for r in rows),
+          "stage_s": total_s, "load_before": load_before[0],
+          "load_after": os.getloadavg()[0], "parts": parts}
+
+
+def cycles_report(title: str, results: dict) -> str:
+  """The printed table of `time_rl_cycles`' results under `title`."""
+  r, parts = results, results["parts"]
+  rows = r["cycles"]
   lines = [
-      f"R3 GRPO cycle: pools of {pool} failed queries x {g} reflections, "
-      f"{groups} groups kept, {mu} updates per sampled batch; sampler "
-      f"rows per call {rows[-1]['rows'] if rows else []}",
-      f"threads {args.threads}; load average before {load_before[0]:.2f}, "
-      f"after {results['load_after']:.2f}; stage wall {total_s:.1f} s for "
-      f"{steps} steps",
-      f"median over the {results['steady_cycles']} of {len(rows)} cycles "
+      f"{title}; sampler rows per call {rows[-1]['rows'] if rows else []}",
+      f"threads {r['threads']}; load average before {r['load_before']:.2f}, "
+      f"after {r['load_after']:.2f}; stage wall {r['stage_s']:.1f} s for "
+      f"{r['steps']} steps",
+      f"median over the {r['steady_cycles']} of {len(rows)} cycles "
       "that compiled nothing:"]
   for name, value in parts.items():
-    indent = "    " if name in ("prefill", "retry prefill") else "  "
+    indent = "    " if name.endswith("prefill") else "  "
     lines.append(f"{indent}{name:20s} {value:7.3f} s  "
                  f"{100 * value / parts['cycle']:5.1f}%")
   lines.append("  cycles: " + " ".join(
-      f"{r['cycle_s']:.2f}" + (f" (compiled {r['compile_s']:.1f})"
-                               if r["compile_s"] else "") for r in rows))
-  print("\n".join(lines))
+      f"{c['cycle_s']:.2f}" + (f" (compiled {c['compile_s']:.1f})"
+                               if c["compile_s"] else "") for c in rows))
+  return "\n".join(lines)
+
+
+def r3_step(parser, args, argv) -> dict:
+  """R3's GRPO stage at the quickstart workload, timed by part.
+
+  The workdir's vanilla model (its 'sft' stage), tokenizer and failures
+  (`failures/data`); the gin file's settings (default
+  gin_configs/experiments/r3_quickstart.gin: pools of 24 failed queries,
+  8 reflections each, 8 groups kept, 2 inner updates); the real trainer
+  (gin scope 'grpo') in a temporary directory. A cycle's sampler calls are
+  the reflection call and the retry call (`time_rl_cycles`).
+  """
+  data_dir = os.path.join(args.workdir, "failures", "data")
+  vanilla = os.path.join(os.path.abspath(args.workdir), "sft")
+  for path in (data_dir, vanilla):
+    if not os.path.isdir(path):
+      parser.error(f"no {path}: run the R3 quickstart (or its SFT and "
+                   "failure stages) first")
+  compiles, stop_compile_log = _start_jax(args, argv)
+  from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax import stages  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import batches as r3_batches  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import experiment  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import failures  # pylint: disable=g-import-not-at-top
+
+  gin_files = args.gin_file or ["gin_configs/experiments/r3_quickstart.gin"]
+  setting = _gin_setting("swirl_jax.r3.experiment.r3_experiment",
+                         experiment.r3_experiment)
+  gin_utils.parse(gin_files, list(args.gin) + [
+      "grpo/swirl_jax.training.trainer.train.checkpoint_every = 1000000",
+      "swirl_jax.training.trainer.train.async_checkpoints = False"])
+  mu = int(setting("inner_updates"))
+  steps = (args.steps + 2) * mu  # the first cycle compiles; the last is open
+  config = setting("model_config")
+  seed = setting("seed")
+  groups = setting("groups_per_step")
+  pool = setting("query_pool") or groups
+  g = setting("group_size")
+  tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
+  reference = (stages.load_policy(config, vanilla, seed)
+               if setting("reference_in_batch") else None)
+  builder = r3_batches.ReflectionBatchBuilder(
+      config, tokenizer, task_kwargs=setting("task_kwargs") or {},
+      group_size=g, groups_per_step=groups, inner_updates=mu,
+      max_new_tokens=setting("max_new_tokens"),
+      temperature=setting("temperature"),
+      retry_temperature=setting("retry_temperature"),
+      seq_len=setting("grpo_seq_len"), seed=seed,
+      reference_params=reference, old_logprobs=setting("old_logprobs"))
+
+  def train(batch_fn):
+    with tempfile.TemporaryDirectory() as tmp:
+      stages.train_stage(
+          tmp, "r3_bench", scope="grpo", model_config=config,
+          objective="grpo", train_steps=steps, init_from=vanilla, seed=seed,
+          batch_fn=batch_fn, dataset_fn=failures.failures_dataset_fn(
+              data_dir, global_batch_size=pool, repeat_each=mu))
+
+  results = time_rl_cycles(
+      builder, train, lambda: stages.load_policy(config, vanilla, seed),
+      ("reflection", "retry"), compiles, stop_compile_log)
+  results.update(recipe="r3", pool=pool, groups=groups, group_size=g,
+                 inner_updates=mu, steps=steps, threads=args.threads)
+  print(cycles_report(
+      f"R3 GRPO cycle: pools of {pool} failed queries x {g} reflections, "
+      f"{groups} groups kept, {mu} updates per sampled batch", results))
+  return results
+
+
+def score_step(parser, args, argv) -> dict:
+  """A SCoRe RL stage (`--stage stage1` or `stage2`) at the quickstart
+  workload, timed by part.
+
+  The workdir's base model (its 'warm_start' stage; Stage II starts from
+  'stage1' when the workdir has it), tokenizer and RL problems; the gin
+  file's settings (default gin_configs/experiments/score_quickstart.gin:
+  8 problems x 4 episodes of two 48-token attempts, rows up to 256); the
+  builder the experiment trains with (`_Experiment.rl_builder`: the base as
+  the reference, its log-probs in the batch) and the real trainer (gin
+  scope of the stage) in a temporary directory. Each step samples; its
+  sampler calls are each task's first and second attempts.
+  """
+  workdir = os.path.abspath(args.workdir)
+  base = os.path.join(workdir, "warm_start")
+  if not os.path.isdir(base):
+    parser.error(f"no {base}: run the SCoRe quickstart (or its warm start) "
+                 "first")
+  compiles, stop_compile_log = _start_jax(args, argv)
+  import inspect  # pylint: disable=g-import-not-at-top
+  from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
+  from swirl_jax import stages  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import rl_records  # pylint: disable=g-import-not-at-top
+  from swirl_jax.score import experiment  # pylint: disable=g-import-not-at-top
+
+  gin_files = args.gin_file or ["gin_configs/experiments/score_quickstart.gin"]
+  gin_utils.parse(gin_files, list(args.gin) + [
+      "swirl_jax.training.trainer.train.async_checkpoints = False"])
+  setting = _gin_setting("swirl_jax.score.experiment.score_experiment",
+                         experiment.score_experiment)
+  cfg = {name: setting(name) for name in inspect.signature(
+      experiment.score_experiment).parameters if name != "workdir"}
+  adaptive = args.stage == "stage1" and cfg["adaptive_beta2"] is not None
+  if adaptive:
+    cfg["adaptive_beta2"] = cfg["adaptive_beta2"].with_beta2(
+        experiment.stage1_loss_beta2())
+  exp = experiment._Experiment(workdir, cfg)  # pylint: disable=protected-access
+  stage1 = os.path.join(workdir, "stage1")
+  init_from = (stage1 if args.stage == "stage2" and os.path.isdir(stage1)
+               else base)
+  steps = args.steps + 2  # the first step compiles; the last is open
+  builder = exp.rl_builder(base, adaptive=adaptive)
+  records = exp.rl_records()
+
+  def train(batch_fn):
+    with tempfile.TemporaryDirectory() as tmp:
+      stages.train_stage(
+          tmp, args.stage, model_config=cfg["model_config"],
+          dataset_fn=rl_records.records_dataset_fn(
+              records, global_batch_size=cfg["groups_per_step"],
+              what="problems"),
+          objective=f"score_{args.stage}", train_steps=steps,
+          checkpoint_every=10 * steps, init_from=init_from,
+          batch_fn=batch_fn, seed=cfg["seed"])
+
+  results = time_rl_cycles(
+      builder, train,
+      lambda: stages.load_policy(cfg["model_config"], init_from, cfg["seed"]),
+      ("attempt 1", "attempt 2"), compiles, stop_compile_log)
+  results.update(recipe="score", stage=args.stage, steps=steps,
+                 groups=cfg["groups_per_step"], group_size=cfg["group_size"],
+                 threads=args.threads)
+  print(cycles_report(
+      f"SCoRe {args.stage} step: {cfg['groups_per_step']} problems x "
+      f"{cfg['group_size']} episodes of two attempts ({cfg['max_new_tokens']}"
+      f" new tokens each), rows <= {cfg['rl_seq_len']}, tasks "
+      f"{', '.join(cfg['tasks'])}", results))
   return results
 
 

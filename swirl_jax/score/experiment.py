@@ -188,19 +188,19 @@ class _Experiment:
         init_from=cfg["init_from"], seed=cfg["seed"])
     return self.stage_dir("warm_start")
 
-  def rl_stage(self, name: str, *, objective: str, init_from: Optional[str],
-               base: Optional[str], steps: int, single_turn: bool = False,
-               adaptive: bool = False) -> dict:
-    """One on-policy SCoRe training stage (resumable)."""
-    if stages.stage_result(self.workdir, name) is not None:
-      return stages.run_stage(self.workdir, name, lambda d: {})
-    cfg = self.cfg
-    problems = self.problems("rl", cfg["rl_problems_per_task"])
+  def rl_records(self) -> list[dict]:
+    """The RL training problems as records, the tasks interleaved."""
+    problems = self.problems("rl", self.cfg["rl_problems_per_task"])
     per_task = [[{"task": name, "example": ex.to_dict()} for ex in examples]
                 for name, examples in problems.items()]
-    records = [r for row in itertools.zip_longest(*per_task) for r in row
-               if r is not None]  # tasks interleaved
-    builder = batches_lib.TwoAttemptBatchBuilder(
+    return [r for row in itertools.zip_longest(*per_task) for r in row
+            if r is not None]
+
+  def rl_builder(self, base: Optional[str], single_turn: bool = False,
+                 adaptive: bool = False) -> batches_lib.TwoAttemptBatchBuilder:
+    """The batch builder of an RL stage whose reference is `base`."""
+    cfg = self.cfg
+    return batches_lib.TwoAttemptBatchBuilder(
         self.model_config, self.tokenizer, self.tasks,
         ref_params=self.params(base, keep=True),
         group_size=1 if single_turn and cfg["group_size"] < 2
@@ -212,6 +212,16 @@ class _Experiment:
         adaptive=cfg["adaptive_beta2"] if adaptive else None,
         sampler=self.sampler)
 
+  def rl_stage(self, name: str, *, objective: str, init_from: Optional[str],
+               base: Optional[str], steps: int, single_turn: bool = False,
+               adaptive: bool = False) -> dict:
+    """One on-policy SCoRe training stage (resumable)."""
+    if stages.stage_result(self.workdir, name) is not None:
+      return stages.run_stage(self.workdir, name, lambda d: {})
+    cfg = self.cfg
+    records = self.rl_records()
+    builder = self.rl_builder(base, single_turn=single_turn,
+                              adaptive=adaptive)
     try:
       return stages.train_stage(
           self.workdir, name, model_config=self.model_config,
