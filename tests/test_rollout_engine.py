@@ -392,6 +392,8 @@ def test_two_attempts(tokenizer, math_task):
   engine = _engine(sampler, tokenizer)
   out = engine.run_two_attempts(task, [e, f], None, num_samples=2, seed=1)
   assert len(out) == 4 and len(sampler.calls) == 2
+  # An example's samples share its prompt: prefilled once.
+  assert sampler.group_sizes == [2, 1]
   assert [(x.example_id, x.sample_index) for x in out] == [
       (e.id, 0), (e.id, 1), (f.id, 0), (f.id, 1)]
   instruction = prompts.MATH_CORRECTION_INSTRUCTION

@@ -153,6 +153,34 @@ def test_builder_rows_prompts_and_rewards(builder_parts):
   builder.close()
 
 
+def test_builder_computes_each_records_prompt_once(builder_parts):
+  # The rows of a record share its prompt: the batch carries it once
+  # ('prefix_inputs') and the reference log-probs equal the plain forward's.
+  config, params, tokenizer, task, records, sampler = builder_parts
+
+  def build(bucket):
+    builder = batches.TwoAttemptBatchBuilder(
+        config, tokenizer, {"math_small": task}, ref_params=params,
+        group_size=2, max_new_tokens=6, seq_len=640, sampler=sampler,
+        shared_prefix_bucket=bucket)
+    try:
+      return builder(params, records, step=1)
+    finally:
+      builder.close()
+
+  shared, plain = build(16), build(0)
+  assert "prefix_inputs" not in plain
+  p = shared["prefix_inputs"].shape[1]
+  assert shared["prefix_inputs"].shape[0] == len(records)
+  assert p > 0 and p % 16 == 0
+  np.testing.assert_array_equal(shared["inputs"], plain["inputs"])
+  np.testing.assert_array_equal(shared["prefix_inputs"],
+                                plain["inputs"][::2, :p])
+  mask = plain["loss_mask"] > 0
+  np.testing.assert_allclose(shared["ref_logprobs"][mask],
+                             plain["ref_logprobs"][mask], atol=2e-5)
+
+
 def test_builder_single_turn_rows(builder_parts):
   config, params, tokenizer, task, records, sampler = builder_parts
   builder = batches.TwoAttemptBatchBuilder(
