@@ -15,7 +15,8 @@ file with its own GGUF reader (float32 both); `--batch` may list sizes:
 
 `--decode float,int8_unembed,int8` times the int8 decode weights beside
 float32 (`Sampler(unembed='int8')`: the unembedding table only;
-`Sampler(unembed='int8', body='int8')`: the blocks' kernels too) and prints
+`Sampler(unembed='int8', body='int8')`: the blocks' kernels too;
+`int8_prefill`: `prefill='int8'` as well, the prompt on the int8 body) and prints
 how many greedy tokens equal the first mode's;
 `--llama_python PY` runs benchmarks/peers/llama_cpp_decode.py with that
 interpreter (llama-cpp-python in its own venv) on the same file at batch 1.
@@ -61,7 +62,9 @@ HBM_BANDWIDTH = {
 # --decode modes: the Sampler's decode-weight options.
 DECODE_MODES = {"float": {},
                 "int8_unembed": {"unembed": "int8"},
-                "int8": {"unembed": "int8", "body": "int8"}}
+                "int8": {"unembed": "int8", "body": "int8"},
+                "int8_prefill": {"unembed": "int8", "body": "int8",
+                                 "prefill": "int8"}}
 
 
 def _prompts(batch, length, vocab, seed=0):

@@ -74,7 +74,7 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
               max_new, stops, rng, temperature, top_p, *, num_new: int,
               greedy: bool, top_k: Optional[int], use_top_p: bool,
               pad_id: int, cache_dtype, group: int = 1, prefix_len: int = 0,
-              row_ids=None):
+              row_ids=None, int8_prefill: bool = False):
   """Prefill + on-device decode loop.
 
   Args:
@@ -98,12 +98,19 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
     row_ids: None, or [B] int32: row i draws its uniforms from
       fold_in(rng, row_ids[i]) (independent of B and N) instead of column
       i of one [N, B] draw.
+    int8_prefill: static; the prefill's matmuls also use the int8 body
+      kernels of `decode_weights` (else the float params).
   Returns:
     out_tokens [B, N], out_logprobs [B, N], lengths [B], stopped [B].
   """
   b, p = tokens.shape
   s = p + num_new
   cfg = model.config
+  decode_weights = decode_weights or DecodeWeights()
+  step_params = params
+  if decode_weights.body is not None:
+    step_params = dict(decode_weights.body, embedding=params["embedding"])
+  prefill_params = step_params if int8_prefill else params
   valid = jnp.concatenate([input_mask, jnp.zeros((b, num_new), bool)], axis=1)
   causal = jnp.arange(s)[None, :] <= jnp.arange(p)[:, None]  # [P, S]
   prefill_mask = jnp.logical_and(causal[None], valid[:, None, :])
@@ -114,7 +121,8 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
   cache = init_cache(cfg, b // group, s, cache_dtype)
   shared = slice(None, prefix_len or None)
   logits, cache = model.apply(
-      {"params": params}, tokens[first, shared], positions[first, shared],
+      {"params": prefill_params}, tokens[first, shared],
+      positions[first, shared],
       prefill_mask[first, shared], cache, jnp.int32(0), None, True,
       method="forward_with_cache")
   last_logits = jnp.repeat(logits[:, -1], group, axis=0)
@@ -122,7 +130,8 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
     cache = jax.tree.map(lambda c: jnp.repeat(c, group, axis=0), cache)
   if prefix_len:  # each row's own tokens after its group's prefix
     logits, cache = model.apply(
-        {"params": params}, tokens[:, prefix_len:], positions[:, prefix_len:],
+        {"params": prefill_params}, tokens[:, prefix_len:],
+        positions[:, prefix_len:],
         prefill_mask[:, prefix_len:], cache, jnp.int32(prefix_len), None,
         True, method="forward_with_cache")
     last_logits = logits[:, -1]
@@ -166,14 +175,10 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
   # The transposed embedding table, materialised once for all steps (the
   # barrier keeps XLA from folding the transpose back into every step's
   # matmul; see `Transformer.forward_with_cache`), or the int8 table.
-  decode_weights = decode_weights or DecodeWeights()
   if decode_weights.table is not None:
     table_t = decode_weights.table
   else:
     table_t = jax.lax.optimization_barrier(params["embedding"].T)
-  step_params = params
-  if decode_weights.body is not None:
-    step_params = dict(decode_weights.body, embedding=params["embedding"])
 
   def decode_step(state):
     (step, tok, cache, valid, pos, out_tokens, out_logp, finished, stopped,
@@ -232,7 +237,8 @@ def _jitted_generate(config: TransformerConfig):
   return jax.jit(
       functools.partial(_generate, Transformer(config)),
       static_argnames=("num_new", "greedy", "top_k", "use_top_p", "pad_id",
-                       "cache_dtype", "group", "prefix_len"),
+                       "cache_dtype", "group", "prefix_len",
+                       "int8_prefill"),
       compiler_options=_compiler_options())
 
 
@@ -277,6 +283,10 @@ class Sampler:
       (see below), the activations per row
       (`quantized.quantize_dense_kernels`): a quarter of the bytes of the
       float32 body. The prefill stays float. For inference, as `unembed`.
+    prefill: 'float' (default) or 'int8' (needs body='int8'): the prefill's
+      matmuls against the same int8 kernels (activations per token), so
+      the whole call runs on the quantised body; the prompt's keys and
+      values then come from the int8 matmuls too. For inference.
 
   With an int8 option the weights are quantised once per `update_params`
   (kept beside the float ones: 1.25x the memory of a float32 model),
@@ -285,18 +295,25 @@ class Sampler:
 
   UNEMBED = ("float", "int8")
   BODY = ("float", "int8")
+  PREFILL = ("float", "int8")
 
   def __init__(self, config: TransformerConfig, params: Any, *,
                pad_id: int = 0, stop_tokens: Sequence[int] = (),
                prompt_bucket: int = 16, batch_bucket: int = 1,
                cache_dtype: Any = None, unembed: str = "float",
-               body: str = "float"):
+               body: str = "float", prefill: str = "float"):
     if unembed not in self.UNEMBED:
       raise ValueError(f"unembed={unembed!r}; choose one of {self.UNEMBED}.")
     if body not in self.BODY:
       raise ValueError(f"body={body!r}; choose one of {self.BODY}.")
+    if prefill not in self.PREFILL:
+      raise ValueError(f"prefill={prefill!r}; choose one of {self.PREFILL}.")
+    if prefill == "int8" and body != "int8":
+      raise ValueError(f"prefill='int8' runs on the int8 body kernels; it "
+                       f"needs body='int8', got body={body!r}.")
     self.unembed = unembed
     self.body = body
+    self.prefill = prefill
     self.config = config
     self.params = params
     self.pad_id = int(pad_id)
@@ -551,7 +568,7 @@ class Sampler:
           top_k=None if greedy else (top_k or None),
           use_top_p=(not greedy and top_p is not None and top_p < 1.0),
           pad_id=self.pad_id, cache_dtype=self.cache_dtype, group=group,
-          prefix_len=prefix_len,
+          prefix_len=prefix_len, int8_prefill=self.prefill == "int8",
           **({} if ids is None else {"row_ids": ids}))
     out_tokens = np.asarray(out_tokens)[:batch]
     out_logp = np.asarray(out_logp)[:batch]
