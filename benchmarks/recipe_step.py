@@ -33,7 +33,10 @@ nothing in the workdir changes. Per step:
                train step (the reference forward, the policy's forward,
                backward and AdamW), metrics;
     reference  of which the reference forward, measured after training as
-               its own jitted call on the last batch.
+               its own jitted call on the last batch;
+    forward + backward  and the policy's forward and backward on that
+               batch (the gradient of its loss-masked log-probs: the
+               objective's model work without AdamW), likewise.
 
 A step is the time between the starts of two consecutive batch-builder
 calls; the first (compilation) is reported apart. Each new row length (or
@@ -116,6 +119,8 @@ def main(argv=None) -> dict:
   _set_threads(args.threads)
 
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   compiles, stop_compile_log = _compile_log()
 
   from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
@@ -217,6 +222,17 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     jax.block_until_ready(ref_fn(params, batch))
     ref_s.append(time.perf_counter() - t)
+  # The forward and backward of the policy on it (the gradient of its
+  # actions' log-probs: the objective's model work without AdamW).
+  weights = np.asarray(batches[-1]["loss_mask"], np.float32)
+  grad_fn = jax.jit(jax.grad(lambda p, b: jnp.sum(
+      target_logprobs(model, p, b) * weights)))
+  jax.block_until_ready(grad_fn(params, batch))
+  grad_s = []
+  for _ in range(3):
+    t = time.perf_counter()
+    jax.block_until_ready(grad_fn(params, batch))
+    grad_s.append(time.perf_counter() - t)
 
   stop_compile_log()
 
@@ -249,7 +265,8 @@ def main(argv=None) -> dict:
                 "prefill": med(prefill_s),
                 "decode": parts["sample"] - med(prefill_s),
                 "judge": parts["judge"], "host glue": glue,
-                "update": update, "reference forward": med(ref_s)}}
+                "update": update, "reference forward": med(ref_s),
+                "forward + backward": med(grad_s)}}
   print(report(results))
   return results
 
@@ -269,9 +286,9 @@ def report(results) -> str:
       f"{r['steps']} steps; first step (compiles) {r['first_step_s']:.2f} s",
       _median_line(r)]
   for name in ("step", "sample", "prefill", "decode", "judge", "host glue",
-               "update", "reference forward"):
-    indent = "    " if name in ("prefill", "decode", "reference forward") \
-        else "  "
+               "update", "reference forward", "forward + backward"):
+    indent = "    " if name in ("prefill", "decode", "reference forward",
+                                "forward + backward") else "  "
     lines.append(f"{indent}{name:20s} {p[name]:7.3f} s  "
                  f"{100 * p[name] / p['step']:5.1f}%")
   lines.append("  steps: " + " ".join(

@@ -94,6 +94,7 @@ def test_recipe_step_benchmark_splits_a_real_swirl_step(swirl_toy_run):
   assert (p["sample"] + p["judge"] + p["host glue"] + p["update"]
           == pytest.approx(p["step"]))
   assert p["update"] > 0 and p["reference forward"] > 0
+  assert p["forward + backward"] > p["reference forward"]
   text = bench.report(results)
   assert "SWiRL stage-2 step, hotpotqa: 2 states x 2 actions" in text
   with pytest.raises(SystemExit):
@@ -204,7 +205,43 @@ def test_recipe_step_benchmark_splits_a_real_r3_cycle(tmp_path):
     assert cycle["compile_s"] >= 0 and cycle["cycle_s"] > 0
   p = results["parts"]
   assert p["reflection call"] > 0 and p["retry call"] > 0
-  assert p["prefill"] > 0 and p["retry prefill"] > 0
-  assert p["log-probs"] > 0 and p["updates"] > 0
+  assert p["reflection prefill"] > 0 and p["retry prefill"] > 0
+  assert p["log-probs"] > 0 and p["updates"] > 0 and p["verify"] >= 0
   assert (p["reflection call"] + p["retry call"] + p["log-probs"]
-          + p["verify and glue"] + p["updates"]) == pytest.approx(p["cycle"])
+          + p["verify"] + p["host glue"] + p["updates"]) == pytest.approx(
+              p["cycle"])
+
+
+def test_recipe_step_benchmark_splits_a_real_score_step(tmp_path):
+  """--recipe score on a toy SCoRe run: each step's sampler calls are the
+  two attempts (one task), verification is timed, the parts add up."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
+  from test_score_experiment import EXP, TOY_BINDINGS  # pylint: disable=g-import-not-at-top
+  bindings = TOY_BINDINGS + [f"{EXP}.baselines = ()",
+                             f"{EXP}.scaling_methods = ()"]
+  workdir = str(tmp_path / "score")
+  gin.clear_config()
+  try:
+    gin_utils.parse(["gin_configs/experiments/score_quickstart.gin"],
+                    bindings)
+    registry.run(workdir)
+    gin.clear_config()
+    argv = ["--recipe", "score", "--stage", "stage2", "--workdir", workdir,
+            "--steps", "2", "--threads", str(os.cpu_count() or 1)]
+    for b in bindings:
+      argv += ["--gin", b]
+    results = _load("recipe_step").main(argv)
+  finally:
+    gin.clear_config()
+  assert results["stage"] == "stage2" and results["steps"] == 4
+  assert len(results["cycles"]) == 2
+  for cycle in results["cycles"]:
+    assert cycle["rows"] == [4, 4]  # 2 problems x 2 episodes, two attempts
+  p = results["parts"]
+  assert p["attempt 1 call"] > 0 and p["attempt 2 call"] > 0
+  assert p["attempt 1 prefill"] > 0 and p["attempt 2 prefill"] > 0
+  assert p["verify"] > 0 and p["log-probs"] > 0 and p["updates"] > 0
+  assert (p["attempt 1 call"] + p["attempt 2 call"] + p["verify"]
+          + p["log-probs"] + p["host glue"] + p["updates"]) == pytest.approx(
+              p["cycle"])
