@@ -98,4 +98,15 @@ def test_bad_task_settings_fail_before_any_stage(tmp_path, config):
   with pytest.raises(ValueError, match="'dev'"):
     experiment.r3_experiment(str(tmp_path), model_config=config,
                              eval_split="dev")
+  # Countdown of three one-digit numbers has 186 validation queries: more
+  # are refused before any stage trains.
+  with pytest.raises(ValueError, match="only 186 of 200 distinct "
+                     "'validation'"):
+    experiment.r3_experiment(
+        str(tmp_path), model_config=config, tasks=("countdown",),
+        task_kwargs={"countdown": {
+            "prompt_style": "compact", "min_numbers": 3, "max_numbers": 3,
+            "min_value": 1, "max_value": 9, "min_target": 1,
+            "max_target": 40, "shuffle": False}},
+        eval_split="validation", eval_queries_per_task=200)
   assert not os.listdir(tmp_path)

@@ -192,6 +192,10 @@ def r3_experiment(workdir: str, *,
   if query_pool < groups_per_step:
     raise ValueError(f"query_pool={query_pool} must be >= "
                      f"groups_per_step={groups_per_step}.")
+  # The held-out queries, made now: a split too small for
+  # eval_queries_per_task fails here, not after the training stages.
+  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed,
+                       eval_split)
 
   # 1. Tokenizer.
   tokenizer_path = sources.tokenizer_path_for(
@@ -254,8 +258,6 @@ def r3_experiment(workdir: str, *,
             repeat_each=inner_updates))
 
   # 5. Evaluation of both models on the same held-out queries.
-  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed,
-                       eval_split)
   evals = {}
   for label, source in (("vanilla", vanilla), ("trained", grpo_dir)):
     evals[label] = evaluate_stage(
