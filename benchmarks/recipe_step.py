@@ -78,6 +78,19 @@ def _timed(store: list, fn):
   return wrapper
 
 
+def _warm_seconds(fn, repeats: int = 1) -> list:
+  """Seconds of each of `repeats` calls of fn(), after one untimed call
+  (which compiles a new shape); fn's result is waited for."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn())
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
 def main(argv=None) -> dict:
   """Runs the benchmark; prints and returns the figures."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -204,35 +217,22 @@ def main(argv=None) -> dict:
 
   # Prefill alone, on the prompts of the timed steps: each call twice, the
   # second timed (a new prompt length compiles the first).
-  prefill_s = []
-  for i, (prompts, group) in enumerate(prompts_seen[1:steps - 1]):
-    generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
-    t = time.perf_counter()
-    generate(prompts, 1, temperature=1.0, seed=i, group_size=group)
-    prefill_s.append(time.perf_counter() - t)
+  prefill_s = [_warm_seconds(lambda p=prompts, i=i, g=group: generate(
+      p, 1, temperature=1.0, seed=i, group_size=g))[0]
+               for i, (prompts, group) in enumerate(prompts_seen[1:steps - 1])]
 
   # The reference forward on the last batch, as its own jitted call.
   batch = {k: v for k, v in batches[-1].items()
            if k in ("inputs", "targets", "segment_ids", "positions",
                     "prefix_inputs")}
   ref_fn = jax.jit(lambda p, b: target_logprobs(model, p, b))
-  jax.block_until_ready(ref_fn(params, batch))
-  ref_s = []
-  for _ in range(3):
-    t = time.perf_counter()
-    jax.block_until_ready(ref_fn(params, batch))
-    ref_s.append(time.perf_counter() - t)
+  ref_s = _warm_seconds(lambda: ref_fn(params, batch), 3)
   # The forward and backward of the policy on it (the gradient of its
   # actions' log-probs: the objective's model work without AdamW).
   weights = np.asarray(batches[-1]["loss_mask"], np.float32)
   grad_fn = jax.jit(jax.grad(lambda p, b: jnp.sum(
       target_logprobs(model, p, b) * weights)))
-  jax.block_until_ready(grad_fn(params, batch))
-  grad_s = []
-  for _ in range(3):
-    t = time.perf_counter()
-    jax.block_until_ready(grad_fn(params, batch))
-    grad_s.append(time.perf_counter() - t)
+  grad_s = _warm_seconds(lambda: grad_fn(params, batch), 3)
 
   stop_compile_log()
 
@@ -423,10 +423,8 @@ def time_rl_cycles(builder, train, reload_params, call_names, compiles,
   for k, (step, _, _, (prompts, kw)) in enumerate(calls):
     if step in firsts[1:-1]:
       kw = {key: v for key, v in kw.items() if key != "max_new_tokens"}
-      generate(prompts, 1, **kw)
-      t = time.perf_counter()
-      generate(prompts, 1, **kw)
-      prefill_s[k] = time.perf_counter() - t
+      prefill_s[k] = _warm_seconds(
+          lambda p=prompts, kw=kw: generate(p, 1, **kw))[0]
   builder.close()
 
   rows = []  # one per closed cycle after the first

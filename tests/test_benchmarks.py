@@ -179,25 +179,31 @@ R3_TOY_BINDINGS = [
 ]
 
 
+def _recipe_step_on_toy_run(workdir, gin_file, bindings, recipe_args):
+  """Runs the experiment of `gin_file` with `bindings` in `workdir`, then
+  recipe_step.py on it (2 steps); returns the benchmark's results."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  try:
+    gin_utils.parse([gin_file], bindings)
+    registry.run(workdir)
+    gin.clear_config()
+    argv = recipe_args + ["--workdir", workdir, "--steps", "2",
+                          "--threads", str(os.cpu_count() or 1)]
+    for b in bindings:
+      argv += ["--gin", b]
+    return _load("recipe_step").main(argv)
+  finally:
+    gin.clear_config()
+
+
 def test_recipe_step_benchmark_splits_a_real_r3_cycle(tmp_path):
   """--recipe r3 on a toy R3 run: every closed cycle's sampler calls are
   the reflection and the retry call, and the parts add up to the cycle."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / "r3")
-  gin.clear_config()
-  try:
-    gin_utils.parse(["gin_configs/experiments/r3_quickstart.gin"],
-                    R3_TOY_BINDINGS)
-    registry.run(workdir)
-    gin.clear_config()
-    argv = ["--recipe", "r3", "--workdir", workdir, "--steps", "2",
-            "--threads", str(os.cpu_count() or 1)]
-    for b in R3_TOY_BINDINGS:
-      argv += ["--gin", b]
-    results = _load("recipe_step").main(argv)
-  finally:
-    gin.clear_config()
+  results = _recipe_step_on_toy_run(
+      str(tmp_path / "r3"), "gin_configs/experiments/r3_quickstart.gin",
+      R3_TOY_BINDINGS, ["--recipe", "r3"])
   assert results["inner_updates"] == 2 and results["steps"] == 8
   assert len(results["cycles"]) == 2
   for cycle in results["cycles"]:
@@ -215,25 +221,11 @@ def test_recipe_step_benchmark_splits_a_real_r3_cycle(tmp_path):
 def test_recipe_step_benchmark_splits_a_real_score_step(tmp_path):
   """--recipe score on a toy SCoRe run: each step's sampler calls are the
   two attempts (one task), verification is timed, the parts add up."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from swirl_jax import gin_utils, registry  # pylint: disable=g-import-not-at-top
   from test_score_experiment import EXP, TOY_BINDINGS  # pylint: disable=g-import-not-at-top
-  bindings = TOY_BINDINGS + [f"{EXP}.baselines = ()",
-                             f"{EXP}.scaling_methods = ()"]
-  workdir = str(tmp_path / "score")
-  gin.clear_config()
-  try:
-    gin_utils.parse(["gin_configs/experiments/score_quickstart.gin"],
-                    bindings)
-    registry.run(workdir)
-    gin.clear_config()
-    argv = ["--recipe", "score", "--stage", "stage2", "--workdir", workdir,
-            "--steps", "2", "--threads", str(os.cpu_count() or 1)]
-    for b in bindings:
-      argv += ["--gin", b]
-    results = _load("recipe_step").main(argv)
-  finally:
-    gin.clear_config()
+  results = _recipe_step_on_toy_run(
+      str(tmp_path / "score"), "gin_configs/experiments/score_quickstart.gin",
+      TOY_BINDINGS + [f"{EXP}.baselines = ()", f"{EXP}.scaling_methods = ()"],
+      ["--recipe", "score", "--stage", "stage2"])
   assert results["stage"] == "stage2" and results["steps"] == 4
   assert len(results["cycles"]) == 2
   for cycle in results["cycles"]:

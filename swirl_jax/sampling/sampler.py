@@ -282,7 +282,8 @@ class Sampler:
       matmuls against the blocks' kernels quantised to int8 per output
       (see below), the activations per row
       (`quantized.quantize_dense_kernels`): a quarter of the bytes of the
-      float32 body. The prefill stays float. For inference, as `unembed`.
+      float32 body. The prefill stays float unless prefill="int8". For
+      inference, as `unembed`.
     prefill: 'float' (default) or 'int8' (needs body='int8'): the prefill's
       matmuls against the same int8 kernels (activations per token), so
       the whole call runs on the quantised body; the prompt's keys and
