@@ -6,7 +6,8 @@ import json
 import pytest
 
 from swirl_jax.data import rl_records
-from swirl_jax.score import data as score_data
+from swirl_jax.data import demonstrations
+from swirl_jax.tasks import get_task
 
 
 def _take(ds, n):
@@ -14,8 +15,16 @@ def _take(ds, n):
   return [next(it) for _ in range(n)]
 
 
+def _task_records(names, n):
+  """n generated problems per task as SCoRe's {'task', 'example'} records."""
+  return demonstrations.interleave([
+      [{"task": name, "example": ex.to_dict()}
+       for ex in get_task(name).generate(n, seed=i, split="train")]
+      for i, name in enumerate(names)])
+
+
 def test_batches_cover_each_epoch_and_resume():
-  records = score_data.task_records(("math_small", "code_small"), 5, seed=0)
+  records = _task_records(("math_small", "code_small"), 5)
   assert len(records) == 10 and records[1]["task"] == "code_small"
   ds = rl_records.records_dataset(records, global_batch_size=5, seed=1)
   epochs = _take(ds, 4)

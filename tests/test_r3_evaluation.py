@@ -45,7 +45,7 @@ class TwoAttemptPolicy:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  from swirl_jax.r3 import demonstrations
+  from swirl_jax.data import reflection_demonstrations as demonstrations
   from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
   texts = demonstrations.tokenizer_corpus(
       tasks=("countdown",), task_kwargs={"countdown": CD_KW}, num_per_task=20)

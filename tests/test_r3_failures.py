@@ -48,7 +48,7 @@ class KnownPolicy:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-  from swirl_jax.r3 import demonstrations
+  from swirl_jax.data import reflection_demonstrations as demonstrations
   from swirl_jax.tokenizer import Tokenizer, train_sentencepiece
   texts = demonstrations.tokenizer_corpus(
       task_kwargs={"countdown": CD_KW,

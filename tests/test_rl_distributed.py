@@ -61,7 +61,7 @@ def _cmd(tokenizer, out, *extra):
 def runs(tmp_path_factory):
   """(one-process dir, two-process dir), both runs launched together."""
   from swirl_jax.data import demonstrations  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import demonstrations as r3_demos  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import reflection_demonstrations as r3_demos  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import train_sentencepiece  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("rl_distributed")
   tokenizer = root / "spm.model"

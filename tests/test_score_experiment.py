@@ -38,7 +38,7 @@ TOY_BINDINGS = [
     f"{EXP}.eval_context_tokens = 200",
     f"{EXP}.scaling_problems_per_task = 2",
     f"{EXP}.scaling_budgets = (2, 4)",
-    "swirl_jax.score.data.corpus_texts.num_per_task = 30",
+    "swirl_jax.data.correction_demonstrations.tokenizer_corpus.num_per_task = 30",
 ]
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from swirl_jax.r3 import demonstrations as demos
+from swirl_jax.data import reflection_demonstrations as demos
 from swirl_jax.tasks import compact
 from swirl_jax.tasks import countdown as countdown_lib
 from swirl_jax.tasks import function_calling as fc_lib

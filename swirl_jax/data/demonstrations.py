@@ -1,4 +1,10 @@
-"""Scripted tool-use demonstrations for warm-starting tiny models by SFT.
+"""Scripted demonstrations for warm-starting models by SFT: SWiRL's tool use.
+
+The warm-start data of the three recipes lives in this layer, one module
+each, over the two helpers here (`interleave`, `corpus_texts`):
+SWiRL's tool-use episodes (this module), SCoRe's direct answers
+(`correction_demonstrations`) and R3's failed answers with reflections and
+retries (`reflection_demonstrations`).
 
 For procedurally generated problems we know a correct plan, so we can write
 the episode an ideal policy would produce, in exactly the chat format the
@@ -19,7 +25,7 @@ model turn (one short thought and ONE tool call) and a user turn
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import gin
 
@@ -113,12 +119,19 @@ def tool_use_demonstrations(tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
         continue
       rows.append({"turns": turns, "task": name, "id": ex.id})
     per_task.append(rows)
+  return interleave(per_task)
+
+
+def interleave(per_task: Sequence[Sequence[Any]]) -> list[Any]:
+  """The tasks' lists merged round-robin: [a0, b0, a1, b1, ...] (a list
+  that runs out is skipped), so that every prefix mixes the tasks."""
   out = []
-  for i in range(max(len(r) for r in per_task)):
+  for i in range(max((len(r) for r in per_task), default=0)):
     out.extend(rows[i] for rows in per_task if i < len(rows))
   return out
 
 
-def corpus_texts(demonstrations: Sequence[dict[str, Any]]) -> list[str]:
-  """Every turn's text, for training a tokenizer on what the model will see."""
+def corpus_texts(demonstrations: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Every turn's text of {'turns': ...} demonstrations, for training a
+  tokenizer on what the model will see."""
   return [text for d in demonstrations for _, text in d["turns"]]

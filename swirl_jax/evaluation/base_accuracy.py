@@ -112,9 +112,9 @@ def demonstration_turns(family: str, task: base.Task,
 def solved_answer(family: str, task: base.Task, example: base.Example) -> str:
   """The model turn that answers `example` correctly in the task's format."""
   if family in ("countdown", "function_calling"):
-    from swirl_jax.r3 import demonstrations as r3_demos  # pylint: disable=g-import-not-at-top
+    from swirl_jax.data import reflection_demonstrations as r3_demos  # pylint: disable=g-import-not-at-top
     return r3_demos.correct_answer(task, example)
-  from swirl_jax.score import data as score_data  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import correction_demonstrations as score_data  # pylint: disable=g-import-not-at-top
   if family == "math":
     final = score_data.direct_answer(task, example.answer)
     solution = example.metadata.get("solution", "").strip()

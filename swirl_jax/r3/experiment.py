@@ -10,8 +10,8 @@ finished ones and resumes a killed training stage from its checkpoint):
 1. tokenizer: `workdir/tokenizer/spm.model`, trained on R3 text (or the gin
    `tokenizer_path_for.path`, e.g. a real Gemma tokenizer).
 2. sft: the warm start, next-token loss on imperfect scripted answers,
-   reflections and retries (`r3.demonstrations`), from `init_from`
-   (random for the CPU default). `sft_steps=0` skips it: the vanilla model
+   reflections and retries (`data.reflection_demonstrations`), from
+   `init_from` (random for the CPU default). `sft_steps=0` skips it: the vanilla model
    is then `init_from` itself (e.g. an instruction-tuned checkpoint).
 3. failures: the vanilla model samples up to `max_samples_per_query`
    answers per training query; the failed queries (with the failed
@@ -42,7 +42,7 @@ from typing import Any, Mapping, Optional, Sequence
 import gin
 
 from swirl_jax import stages
-from swirl_jax.r3 import demonstrations
+from swirl_jax.data import reflection_demonstrations as reflection_demos
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import compact
 
@@ -200,13 +200,13 @@ def r3_experiment(workdir: str, *,
   # 1. Tokenizer.
   tokenizer_path = sources.tokenizer_path_for(
       workdir, corpus_fn=functools.partial(
-          demonstrations.tokenizer_corpus, tasks, task_kwargs))
+          reflection_demos.tokenizer_corpus, tasks, task_kwargs))
   tokenizer = Tokenizer(tokenizer_path)
 
   # 2. SFT warm start.
   if sft_steps > 0:
     examples_fn = functools.partial(
-        demonstrations.r3_demonstrations, tasks, task_kwargs,
+        reflection_demos.r3_demonstrations, tasks, task_kwargs,
         sft_examples_per_task, seed, "train", first_attempt_accuracy,
         reflection_accuracy)
     stages.train_stage(

@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import functools
-import itertools
 import logging
 import os
 import time
@@ -67,7 +66,8 @@ from swirl_jax.evaluation import report as report_lib
 from swirl_jax.evaluation import self_correction as sc_eval
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import batches as batches_lib
-from swirl_jax.score import data as data_lib
+from swirl_jax.data import correction_demonstrations as correction_demos
+from swirl_jax.data import demonstrations
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import get_task
@@ -102,7 +102,7 @@ def _problems(task, name: str, n: int, seed: int, split: str,
 
 
 def _vote_key(task):
-  if data_lib.task_kind(sc_eval.unwrap_task(task)) == data_lib.MATH:
+  if correction_demos.task_kind(sc_eval.unwrap_task(task)) == correction_demos.MATH:
     return lambda a: sc_eval.answer_key(math_task.normalize_answer(a))
   return sc_eval.answer_key
 
@@ -118,12 +118,12 @@ class _Experiment:
     self.tasks = {name: sc_eval.CachingTask(get_task(name))
                   for name in self.task_names}
     for name, task in self.tasks.items():
-      data_lib.task_kind(task.wrapped)  # validates the task family
+      correction_demos.task_kind(task.wrapped)  # validates the task family
       if not task.correction_instruction:
         raise ValueError(f"Task {name!r} has no correction instruction.")
     from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
     self.tokenizer_path = data_sources.tokenizer_path_for(
-        workdir, corpus_fn=functools.partial(data_lib.corpus_texts,
+        workdir, corpus_fn=functools.partial(correction_demos.tokenizer_corpus,
                                              self.task_names))
     self.tokenizer = Tokenizer(self.tokenizer_path)
     self._params: dict[Optional[str], Any] = {}
@@ -173,7 +173,7 @@ class _Experiment:
     cfg = self.cfg
     if cfg["warm_start_steps"] <= 0:
       return cfg["init_from"]
-    demos = data_lib.score_demonstrations(
+    demos = correction_demos.score_demonstrations(
         tasks=self.task_names, num_per_task=cfg["warm_start_examples"],
         seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"],
         second_turn_fraction=cfg["second_turn_fraction"],
@@ -191,10 +191,9 @@ class _Experiment:
   def rl_records(self) -> list[dict]:
     """The RL training problems as records, the tasks interleaved."""
     problems = self.problems("rl", self.cfg["rl_problems_per_task"])
-    per_task = [[{"task": name, "example": ex.to_dict()} for ex in examples]
-                for name, examples in problems.items()]
-    return [r for row in itertools.zip_longest(*per_task) for r in row
-            if r is not None]
+    return demonstrations.interleave(
+        [[{"task": name, "example": ex.to_dict()} for ex in examples]
+         for name, examples in problems.items()])
 
   def rl_builder(self, base: Optional[str], single_turn: bool = False,
                  adaptive: bool = False) -> batches_lib.TwoAttemptBatchBuilder:

@@ -3,7 +3,7 @@ repeated first answers."""
 
 import pytest
 
-from swirl_jax.score import data
+from swirl_jax.data import correction_demonstrations as data
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import prompts
 

@@ -1,4 +1,4 @@
-"""SCoRe data: direct-answer warm-start demonstrations, prompt datasets, SFT.
+"""SCoRe's warm-start data: direct answers, some wrong, some second turns.
 
 * `direct_answer(task, answer)`: the model turn a perfect direct answer is
   written as (math: SCoRe's 'Final Answer: The final answer is $X$. I hope
@@ -10,21 +10,19 @@
   configurable): generated training problems of each task answered directly,
   a `wrong_fraction` of them wrongly, so the warm-started model is
   imperfect, as the base models SCoRe starts from are.
-* `corpus_texts`: what the tiny tokenizer is trained on (prompts, answers,
+* `tokenizer_corpus`: what the tiny tokenizer is trained on (prompts, answers,
   correction instructions).
-* `task_records`: generated problems as records, the prompts of on-policy
-  RL (served by `data.rl_records.records_dataset_fn`; the trainer's
-  `batch_fn` turns them into episodes).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import gin
 
+from swirl_jax.data.demonstrations import interleave
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import code as code_task
 from swirl_jax.tasks import get_task
@@ -164,14 +162,11 @@ def score_demonstrations(tasks: Sequence[str] = ("math_small", "code_small"),
       rows.append({"prompt": prompt, "target": target, "task": name,
                    "id": ex.id, "correct": not wrong})
     per_task.append(rows)
-  out = []
-  for j in range(max((len(r) for r in per_task), default=0)):
-    out.extend(rows[j] for rows in per_task if j < len(rows))
-  return out
+  return interleave(per_task)
 
 
 @gin.configurable
-def corpus_texts(tasks: Sequence[str] = ("math_small", "code_small"),
+def tokenizer_corpus(tasks: Sequence[str] = ("math_small", "code_small"),
                  num_per_task: int = 300, seed: int = 12345
                  ) -> list[str]:
   """Texts the experiment's tiny tokenizer is trained on.
@@ -188,24 +183,3 @@ def corpus_texts(tasks: Sequence[str] = ("math_small", "code_small"),
       texts += [task.prompt(ex), direct_answer(task, ex.answer,
                                                ex.metadata.get("working"))]
   return [t for t in texts if t]
-
-
-def task_records(task_names: Sequence[str], num_per_task: int, seed: int,
-                 split: str = "train") -> list[dict[str, Any]]:
-  """Generated problems as {'task', 'example'} records, tasks interleaved.
-
-  'example' is `Example.to_dict()`; `TwoAttemptBatchBuilder` reads them.
-  """
-  per_task = [[{"task": name, "example": ex.to_dict()}
-               for ex in get_task(name).generate(num_per_task,
-                                                 seed=seed + i, split=split)]
-              for i, name in enumerate(task_names)]
-  out = []
-  for j in range(max((len(r) for r in per_task), default=0)):
-    out.extend(rows[j] for rows in per_task if j < len(rows))
-  return out
-
-
-def prompt_only(record: Mapping[str, Any]) -> Optional[str]:
-  """The prompt text of an SFT record (None for multi-turn records)."""
-  return record.get("prompt")

@@ -1,4 +1,4 @@
-"""Imperfect scripted demonstrations for the R3 SFT warm start.
+"""R3's warm-start data: imperfect scripted answers, reflections, retries.
 
 A small model has to learn the format of the R3 episode before RL can
 improve its reflections: answer, and after a failure reflect and retry. For
@@ -37,6 +37,9 @@ import re
 from typing import Any, Mapping, Optional, Sequence
 
 import gin
+
+from swirl_jax.data.demonstrations import corpus_texts
+from swirl_jax.data.demonstrations import interleave
 
 from swirl_jax.tasks import compact
 from swirl_jax.tasks import answers as answers_lib
@@ -344,15 +347,7 @@ def r3_demonstrations(tasks: Sequence[str] = compact.R3_TASKS,
       rows.append(demonstration(task, ex, rng, first_attempt_accuracy,
                                 reflection_accuracy))
     per_task.append(rows)
-  out = []
-  for i in range(max((len(r) for r in per_task), default=0)):
-    out.extend(rows[i] for rows in per_task if i < len(rows))
-  return out
-
-
-def corpus_texts(examples: Sequence[Mapping[str, Any]]) -> list[str]:
-  """Every turn's text of the examples (to train a tokenizer on)."""
-  return [text for ex in examples for _, text in ex["turns"]]
+  return interleave(per_task)
 
 
 @gin.configurable
