@@ -84,7 +84,7 @@ def test_the_quickstart_base_answers_questions_with_the_tools(tmp_path):
   competent: greedy, it answers some held-out validation questions."""
   import gin  # pylint: disable=g-import-not-at-top
   from swirl_jax import gin_utils, registry, stages  # pylint: disable=g-import-not-at-top,unused-import
-  from swirl_jax.swirl import evaluate  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import tool_use as evaluate  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
     gin_utils.parse(["gin_configs/experiments/quickstart.gin"], [])

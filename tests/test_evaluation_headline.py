@@ -5,7 +5,7 @@ import pytest
 
 from swirl_jax.evaluation import headline as hl
 from swirl_jax.evaluation.metrics import proportion_ci
-from swirl_jax.swirl.experiment import swirl_headline
+from swirl_jax.evaluation.swirl_report import swirl_headline
 
 KEYS = {"claim", "metric", "value", "low", "high", "n", "holds"}
 

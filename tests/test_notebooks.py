@@ -15,7 +15,7 @@ self_correction.ipynb reads a SCoRe and an R3 report.json: the test writes
 small ones into tmp_path with the project's own writers
 (`swirl_jax.evaluation.report.write_report` on `self_correction` metric
 tables and scaling curves, as `score_experiment` calls it, and
-`swirl_jax.r3.report.write_r3_report` on `r3.evaluation` summaries), so it
+`swirl_jax.evaluation.r3_report.write_r3_report` on `evaluation.reflect_retry` summaries), so it
 needs no experiment run.
 """
 
@@ -215,8 +215,8 @@ def _r3_rows(task, seed, accuracy):
 
 def write_r3_report(workdir):
   """An R3 report.json written by `write_r3_report`; returns its payload."""
-  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import report as r3_report  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import r3_report  # pylint: disable=g-import-not-at-top
   rows = {m: {t: _r3_rows(t, seed, acc) for t in ("countdown",
                                                   "function_calling")}
           for m, seed, acc in (("vanilla", 1, 0.3), ("trained", 2, 0.5))}

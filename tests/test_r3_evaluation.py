@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from swirl_jax.r3 import evaluation
-from swirl_jax.r3 import report
+from swirl_jax.evaluation import reflect_retry as evaluation
+from swirl_jax.evaluation import r3_report as report
 from swirl_jax.tasks import compact
 from swirl_jax.tasks import prompts
 
@@ -148,7 +148,7 @@ def test_report_files(setup, tmp_path):
 
 
 def test_r3_headline_rules():
-  from swirl_jax.r3 import report  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import r3_report as report  # pylint: disable=g-import-not-at-top
   # 400 queries: the trained model fixes 30 second attempts and breaks 10
   # (p ~ 0.002); its first attempts are the vanilla model's.
   vanilla = [{"id": str(i), "correct1": i < 100, "correct2": i < 150}

@@ -12,6 +12,8 @@ import gin
 import pytest
 
 from swirl_jax import gin_utils, registry, stages
+from swirl_jax.data import correction_demonstrations as correction_demos
+from swirl_jax.evaluation import score_report
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import experiment
 from swirl_jax.tasks.base import Verdict
@@ -167,7 +169,7 @@ def test_score_headline_rules():
   score = {str(i): (i < 4, (i < 4 and i != 0) or 4 <= i < 7)
            for i in range(10)}
   star = {str(i): (False, i < 5) for i in range(10)}
-  head = experiment.score_headline(
+  head = score_report.score_headline(
       {"base": base, "score": score, "star": star})
   assert [c["holds"] for c in head] == [True, False, True, True]
   assert head[0]["value"] == 0.0 and head[0]["n"] == 10
@@ -178,20 +180,21 @@ def test_score_headline_rules():
   assert head[3]["value"] == pytest.approx(0.1)
   # 100 times the evidence: the interval leaves 0.
   many = lambda d: {f"{k}/{j}": v for k, v in d.items() for j in range(100)}  # noqa: E731
-  head = experiment.score_headline({"base": many(base), "score": many(score)})
+  head = score_report.score_headline({"base": many(base),
+                                      "score": many(score)})
   assert [c["holds"] for c in head] == [True, True, True]
   with pytest.raises(ValueError, match="different items"):
-    experiment.score_headline({"score": score, "star": {"0": (1, 1)}})
+    score_report.score_headline({"score": score, "star": {"0": (1, 1)}})
 
 
 def test_star_and_pair_sft_data():
   eps = [_ep("a", "w1", 0, "r1", 1), _ep("a", "r1", 1, "w2", 0),
          _ep("b", "w3", 0, "w4", 0), _ep("c", "r5", 1, "r5", 1)]
-  star = experiment.star_examples(eps)
+  star = correction_demos.star_examples(eps)
   assert star == [{"prompt": [["user", "xa"], ["model", "w1"],
                               ["user", "p"]],
                    "target": "r1", "task": "math_small", "example_id": "a"}]
-  pairs = experiment.pair_sft_examples(eps)
+  pairs = correction_demos.pair_sft_examples(eps)
   # problem a: wrong w1, w2 -> right r1; b has no right answer; c no wrong
   assert [(p["prompt"][1][1], p["target"]) for p in pairs] == [
       ("w1", "r1"), ("w2", "r1")]

@@ -42,7 +42,7 @@ def train_base(workdir: str, model_config: Any = gin.REQUIRED,
   base.json (n questions per task, greedy, the recipes' multi-step loop).
   """
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from swirl_jax.swirl import evaluate  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import tool_use as evaluate  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = stages.experiment_tokenizer(workdir)

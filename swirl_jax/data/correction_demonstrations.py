@@ -10,6 +10,8 @@
   configurable): generated training problems of each task answered directly,
   a `wrong_fraction` of them wrongly, so the warm-started model is
   imperfect, as the base models SCoRe starts from are.
+* `star_examples` / `pair_sft_examples`: the STaR and Pair-SFT baselines'
+  SFT data from the base model's two-attempt episodes.
 * `tokenizer_corpus`: what the tiny tokenizer is trained on (prompts, answers,
   correction instructions).
 """
@@ -18,15 +20,19 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import gin
+import numpy as np
 
 from swirl_jax.data.demonstrations import interleave
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import code as code_task
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import math as math_task
+
+if TYPE_CHECKING:
+  from swirl_jax.rollout import trajectory as traj
 
 MATH = "math"
 CODE = "code"
@@ -183,3 +189,44 @@ def tokenizer_corpus(tasks: Sequence[str] = ("math_small", "code_small"),
       texts += [task.prompt(ex), direct_answer(task, ex.answer,
                                                ex.metadata.get("working"))]
   return [t for t in texts if t]
+
+
+def star_examples(episodes: Sequence[traj.TwoAttemptEpisode]
+                  ) -> list[dict[str, Any]]:
+  """STaR data: successful corrections (y1 wrong, y2 right).
+
+  Returns:
+    {'prompt': [x, y1, p] turns, 'target': y2 text, 'task', 'example_id'}.
+  """
+  return [{"prompt": [list(t) for t in e.turns[:3]], "target": e.y2.text,
+           "task": e.task, "example_id": e.example_id}
+          for e in episodes if e.reward1 == 0.0 and e.reward2 == 1.0]
+
+
+def pair_sft_examples(episodes: Sequence[traj.TwoAttemptEpisode],
+                      seed: int = 0) -> list[dict[str, Any]]:
+  """Pair-SFT data: each wrong response paired with a right one.
+
+  Over all attempts (first and second) of a problem's episodes, every
+  distinct wrong response becomes [x, wrong, p] -> a right response of the
+  same problem (drawn at random when there are several).
+  """
+  rng = np.random.default_rng(seed)
+  by_problem: dict[tuple[str, str], list[traj.TwoAttemptEpisode]] = {}
+  for e in episodes:
+    by_problem.setdefault((e.task, e.example_id), []).append(e)
+  out = []
+  for (task, example_id), eps in by_problem.items():
+    attempts = [(t.text, r) for e in eps
+                for t, r in ((e.y1, e.reward1), (e.y2, e.reward2))]
+    right = sorted({text for text, r in attempts if r == 1.0})
+    wrong = sorted({text for text, r in attempts if r == 0.0 and text})
+    if not right:
+      continue
+    for text in wrong:
+      e = eps[0]
+      out.append({"prompt": [["user", e.prompt], ["model", text],
+                             ["user", e.instruction]],
+                  "target": right[int(rng.integers(len(right)))],
+                  "task": task, "example_id": example_id})
+  return out

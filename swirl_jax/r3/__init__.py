@@ -3,14 +3,16 @@
 The tasks (function calling, Countdown) are registered tasks; their compact
 prompts and a fast Countdown generator are `swirl_jax.tasks.compact`.
 
-* `demonstrations`: imperfect scripted answers, reflections and retries for
-  the SFT warm start of a small model.
 * `failures`: the failure dataset (queries the model fails, with the failed
   attempt) as TFDS ArrayRecord shards, and its reader.
 * `batches`: the online GRPO batch (G reflections per failed query, reward =
   the retry is correct, only reflection tokens in the loss).
-* `evaluation`: first- and second-attempt accuracy and error categories.
 * `experiment`: the gin-configurable experiment, stage by stage.
+
+Its warm-start data (imperfect scripted answers, reflections and retries)
+is `swirl_jax.data.reflection_demonstrations`; its evaluation (first- and
+second-attempt accuracy, error categories) `swirl_jax.evaluation.
+reflect_retry`, its report `swirl_jax.evaluation.r3_report`.
 
 Modules are imported on use (`from swirl_jax.r3 import experiment`); this
 package imports nothing heavy.

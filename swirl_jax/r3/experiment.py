@@ -73,7 +73,7 @@ def evaluate_stage(workdir: str, stage: str, config, tokenizer,
                    max_new_tokens: int, temperature: float, seed: int,
                    sampler=None) -> dict:
   """Runs (or reuses) one evaluation stage; returns its summaries."""
-  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
   from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
 
   def fn(directory: str) -> dict:
@@ -168,8 +168,8 @@ def r3_experiment(workdir: str, *,
   """
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import evaluation  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import report as report_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import r3_report as report_lib  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   started, load_start = time.time(), _load_avg()
   cpu_start = time.process_time()

@@ -1,8 +1,6 @@
 """SCoRe (arXiv 2409.12917): training LLMs to self-correct with two-attempt RL.
 
 Modules:
-  data        direct-answer warm-start demonstrations (imperfect), the
-              tokenizer corpus, the RL prompt records, SFT dataset functions.
   episodes    two-attempt episodes beyond `RolloutEngine.run_two_attempts`:
               base-model first attempts, single attempts, Self-Refine.
   batches     `TwoAttemptBatchBuilder` (the trainer's batch_fn: on-policy
@@ -13,6 +11,9 @@ Modules:
               evaluation -> report, every stage resumable.
 
 The CPU default's tasks ('math_small', 'code_small') are
-`swirl_jax.tasks.small`; the objectives are `swirl_jax.objectives.score`; the metrics and the
-inference-time scaling evaluation are `swirl_jax.evaluation.self_correction`.
+`swirl_jax.tasks.small`; the warm-start and STaR / Pair-SFT data
+`swirl_jax.data.correction_demonstrations`; the objectives
+`swirl_jax.objectives.score`; the metrics and the inference-time scaling
+evaluation `swirl_jax.evaluation.self_correction`, the report and its
+headline `swirl_jax.evaluation.score_report`.
 """

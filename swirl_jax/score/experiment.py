@@ -58,16 +58,15 @@ from typing import Any, Mapping, Optional, Sequence
 import gin
 import numpy as np
 
+from swirl_jax import stages
+from swirl_jax.data import correction_demonstrations as correction_demos
+from swirl_jax.data import demonstrations
 from swirl_jax.data import rl_records
 from swirl_jax.data import sources as data_sources
-from swirl_jax import stages
-from swirl_jax.evaluation import headline as hl
-from swirl_jax.evaluation import report as report_lib
+from swirl_jax.evaluation import score_report
 from swirl_jax.evaluation import self_correction as sc_eval
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import batches as batches_lib
-from swirl_jax.data import correction_demonstrations as correction_demos
-from swirl_jax.data import demonstrations
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import get_task
@@ -75,7 +74,7 @@ from swirl_jax.tasks import math as math_task
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("self_refine", "star", "pair_sft")
+BASELINES = score_report.BASELINES
 ABLATIONS = ("no_stage1", "no_shaping", "single_turn")
 SCORE_OBJECTIVE_MODULE = "swirl_jax.objectives.score"
 
@@ -247,8 +246,8 @@ class _Experiment:
               self.tasks[name], examples,
               num_samples=cfg["baseline_samples"], seed=cfg["seed"] + 17 + i)
       traj.save_jsonl(os.path.join(directory, "episodes.jsonl"), episodes)
-      star = star_examples(episodes)
-      pairs = pair_sft_examples(episodes, seed=cfg["seed"])
+      star = correction_demos.star_examples(episodes)
+      pairs = correction_demos.pair_sft_examples(episodes, seed=cfg["seed"])
       traj.save_jsonl(os.path.join(directory, "star.jsonl"), star)
       traj.save_jsonl(os.path.join(directory, "pair_sft.jsonl"), pairs)
       r1, r2 = sc_eval.episode_outcomes(episodes)
@@ -356,47 +355,6 @@ def ablation_scope(name: str):
                          "score_stage2_loss.reward_shaping", False)
   with gin.config_scope("stage2"):
     yield
-
-
-def star_examples(episodes: Sequence[traj.TwoAttemptEpisode]
-                  ) -> list[dict[str, Any]]:
-  """STaR data: successful corrections (y1 wrong, y2 right).
-
-  Returns:
-    {'prompt': [x, y1, p] turns, 'target': y2 text, 'task', 'example_id'}.
-  """
-  return [{"prompt": [list(t) for t in e.turns[:3]], "target": e.y2.text,
-           "task": e.task, "example_id": e.example_id}
-          for e in episodes if e.reward1 == 0.0 and e.reward2 == 1.0]
-
-
-def pair_sft_examples(episodes: Sequence[traj.TwoAttemptEpisode],
-                      seed: int = 0) -> list[dict[str, Any]]:
-  """Pair-SFT data: each wrong response paired with a right one.
-
-  Over all attempts (first and second) of a problem's episodes, every
-  distinct wrong response becomes [x, wrong, p] -> a right response of the
-  same problem (drawn at random when there are several).
-  """
-  rng = np.random.default_rng(seed)
-  by_problem: dict[tuple[str, str], list[traj.TwoAttemptEpisode]] = {}
-  for e in episodes:
-    by_problem.setdefault((e.task, e.example_id), []).append(e)
-  out = []
-  for (task, example_id), eps in by_problem.items():
-    attempts = [(t.text, r) for e in eps
-                for t, r in ((e.y1, e.reward1), (e.y2, e.reward2))]
-    right = sorted({text for text, r in attempts if r == 1.0})
-    wrong = sorted({text for text, r in attempts if r == 0.0 and text})
-    if not right:
-      continue
-    for text in wrong:
-      e = eps[0]
-      out.append({"prompt": [["user", e.prompt], ["model", text],
-                             ["user", e.instruction]],
-                  "target": right[int(rng.integers(len(right)))],
-                  "task": task, "example_id": example_id})
-  return out
 
 
 def stage1_loss_beta2() -> float:
@@ -581,127 +539,18 @@ def score_experiment(
     done = stages.stage_result(workdir, name)
     if done is not None and "seconds" in done:
       seconds[name] = done["seconds"]
-  headline = score_headline({m: exp.outcomes(m) for m in results})
-  extra = {
-      "headline": headline,
-      "eval_split": eval_split,
-      "methods": {m: sources[m] for m in order if m in sources},
-      "missing_methods": [m for m in ("star", "pair_sft")
-                          if m in baselines and m not in sources],
-      "inference_scaling": curves,
-      "stage_seconds": seconds,
-      "this_call_seconds": round(time.time() - start, 1),
-      "config": {k: (v if isinstance(v, (int, float, str, bool, type(None),
-                                          list, tuple, dict)) else repr(v))
-                 for k, v in cfg.items()},
-  }
-  paths = report_lib.write_report(workdir, sc_eval.metric_tables(results),
-                                  extra=extra, title="SCoRe self-correction")
-  with open(paths["md"], "a") as f:
-    f.write(hl.markdown(headline))
-  if curves:
-    paths["inference_scaling"] = sc_eval.plot_scaling(
-        curves, os.path.join(workdir, "inference_scaling.png"))
-  learning = plot_learning_curves(
-      workdir, ["stage1", "stage2", *ablations],
-      os.path.join(workdir, "learning_curves.png"))
-  if learning:
-    paths["learning_curves"] = learning
-  with open(paths["md"], "a") as f:
-    for key, title in (("inference_scaling", "Inference-time scaling: K "
-                        "samples + one self-correction each vs 2K parallel "
-                        "samples, majority vote"),
-                       ("learning_curves", "Training rewards")):
-      if key in paths:
-        f.write(f"\n### {title}\n\n![{key}]({os.path.basename(paths[key])})"
-                "\n")
-  print(format_summary(results), flush=True)
-  print("\n".join(hl.summary_lines(headline)), flush=True)
+  headline = score_report.score_headline(
+      {m: exp.outcomes(m) for m in results})
+  paths = score_report.write_score_report(
+      workdir, results, headline, curves, ["stage1", "stage2", *ablations],
+      extra={
+          "eval_split": eval_split,
+          "methods": {m: sources[m] for m in order if m in sources},
+          "missing_methods": [m for m in ("star", "pair_sft")
+                              if m in baselines and m not in sources],
+          "stage_seconds": seconds,
+          "this_call_seconds": round(time.time() - start, 1),
+          "config": {k: (v if isinstance(v, (int, float, str, bool,
+                                              type(None), list, tuple, dict))
+                         else repr(v)) for k, v in cfg.items()}})
   return {"report": paths, "results": results, "headline": headline}
-
-
-BASE_DELTA_MAX = 0.02
-
-
-def score_headline(outcomes: Mapping[str, Mapping[str, tuple[bool, bool]]]
-                   ) -> list[dict[str, Any]]:
-  """SCoRe's claims (`evaluation.headline`) over the held-out problems of
-  every task pooled, from method -> {problem id: (t1 right, t2 right)}.
-
-  The base model's Delta(t1, t2) is at most +0.02 (point estimate);
-  SCoRe's Delta is above 0 (paired 95% interval above 0); SCoRe's
-  Delta_i->c is above its Delta_c->i (the same paired counts, read as
-  flips: value = Delta_i->c - Delta_c->i > 0); SCoRe's Acc@t2 is at least
-  each baseline's (paired difference of the second attempts on the same
-  problems, point estimate >= 0). Claims whose methods were not run are
-  left out.
-  """
-  out = []
-
-  def attempt(method, k):
-    return {i: o[k] for i, o in outcomes[method].items()}
-
-  if "base" in outcomes:
-    d = hl.paired(attempt("base", 1), attempt("base", 0))
-    out.append(hl.claim(
-        f"the base model's Delta(t1, t2) is at most {BASE_DELTA_MAX:+.2f}",
-        "Delta = Acc@t2 - Acc@t1 (base), paired", d,
-        d["value"] <= BASE_DELTA_MAX))
-  if "score" not in outcomes:
-    return out
-  d = hl.paired(attempt("score", 1), attempt("score", 0))
-  out.append(hl.claim("SCoRe's Delta(t1, t2) is above 0 (95% interval "
-                      "above 0)", "Delta = Acc@t2 - Acc@t1 (SCoRe), paired",
-                      d, d["low"] > 0))
-  n = d["n"]
-  flips = {"value": (d["a_only"] - d["b_only"]) / n, "low": d["low"],
-           "high": d["high"], "n": n}
-  out.append(hl.claim(
-      f"SCoRe's Delta_i->c ({d['a_only'] / n:.3f}) is above its "
-      f"Delta_c->i ({d['b_only'] / n:.3f})",
-      "Delta_i->c - Delta_c->i (SCoRe; equals Delta), paired", flips,
-      d["a_only"] > d["b_only"]))
-  for baseline in BASELINES:
-    if baseline in outcomes:
-      d = hl.paired(attempt("score", 1), attempt(baseline, 1))
-      out.append(hl.claim(
-          f"SCoRe's Acc@t2 is at least {baseline}'s",
-          f"Acc@t2 difference (SCoRe - {baseline}), paired", d,
-          d["value"] >= 0))
-  return out
-
-
-def plot_learning_curves(workdir: str, stage_names: Sequence[str],
-                         path: str) -> Optional[str]:
-  """reward1 / reward2 of the training batches per step of RL stages (PNG).
-
-  Returns the path, or None when no stage has logged metrics.
-  """
-  dirs = {name: stages.stage_dir(workdir, name) for name in stage_names}
-  second = report_lib.metric_curves(dirs, "reward2")
-  if not second:
-    return None
-  first = report_lib.metric_curves(dirs, "reward1")
-  curves, styles = {}, {}
-  for i, (name, points) in enumerate(second.items()):
-    for turn, pts, line in (("t1", first.get(name), "--"),
-                            ("t2", points, "-")):
-      if pts:
-        curves[f"{name}: reward {turn}"] = pts
-        styles[f"{name}: reward {turn}"] = {"linestyle": line,
-                                            "color": f"C{i}"}
-  return report_lib.curve_plot(
-      curves, "SCoRe training rewards (sampled at the RL temperature)", path,
-      ylabel="mean reward of the batch", styles=styles, legend=6)
-
-
-def format_summary(results: Mapping[str, Mapping[str, Mapping[str, dict]]]
-                   ) -> str:
-  """A plain-text table: method x task -> the five metrics (values)."""
-  lines = [f"{'method':14s} {'task':12s} " + " ".join(
-      f"{sc_eval.METRIC_TITLES[m]:>13s}" for m in sc_eval.METRICS)]
-  for method, per_task in results.items():
-    for task_name, metrics in per_task.items():
-      lines.append(f"{method:14s} {task_name:12s} " + " ".join(
-          f"{metrics[m]['value']:13.3f}" for m in sc_eval.METRICS))
-  return "\n".join(lines)

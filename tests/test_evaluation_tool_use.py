@@ -3,7 +3,7 @@
 import pytest
 
 from swirl_jax.evaluation import write_report
-from swirl_jax.swirl.evaluate import evaluate_policy
+from swirl_jax.evaluation.tool_use import evaluate_policy
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_evaluate_policy_and_report(setup, tmp_path):
                             for t in r["trajectories"]}
   # Held-out: the evaluated questions come from the test split, with a seed
   # fixed by the task's name (the same questions whatever the task list).
-  from swirl_jax.swirl.evaluate import task_seed
+  from swirl_jax.evaluation.tool_use import task_seed
   from swirl_jax.tasks import get_task
   test_ids = {e.id for e in get_task("gsm8k").generate(
       3, seed=task_seed(0, "gsm8k"), split="test")}
