@@ -506,7 +506,7 @@ def r3_step(parser, args, argv) -> dict:
   from swirl_jax import stages  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import batches as r3_batches  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import experiment  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import failures  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import failures  # pylint: disable=g-import-not-at-top
 
   gin_files = args.gin_file or ["gin_configs/experiments/r3_quickstart.gin"]
   setting = _gin_setting("swirl_jax.r3.experiment.r3_experiment",

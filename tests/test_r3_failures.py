@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from swirl_jax.data import failures as failure_records
 from swirl_jax.r3 import failures
 from swirl_jax.tasks import compact
 
@@ -85,10 +86,10 @@ def test_find_failures_keeps_failed_queries_with_their_attempt(setup):
   assert (r2["sample_index"], r2["num_samples"], r2["num_correct"]) == (2, 3,
                                                                          2)
   for r in records:
-    failures.check_record(r)
+    failure_records.check_record(r)
     assert r["attempt"] == "<answer> 1 + </answer>"
     assert r["category"] == "invalid_equation"
-    assert r["prompt"] == task.prompt(failures.example_of(r))
+    assert r["prompt"] == task.prompt(failure_records.example_of(r))
     assert r["attempt_tokens"][-1] == tokenizer.end_of_turn_id
     assert r["attempt_logprobs"] == [-0.25] * len(r["attempt_tokens"])
     assert failures.attempt_of(r).text == r["attempt"]
@@ -115,9 +116,9 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
                                          max_samples=1)
   assert [r["category"] for r in fc_records] == ["format_error"] * 3
   records = cd_records + fc_records
-  path = failures.prepare_failure_dataset(records, str(tmp_path / "data"))
+  path = failure_records.prepare_failure_dataset(records, str(tmp_path / "data"))
   assert path.endswith("r3_failures/1.0.0")
-  source = failures.open_failures(str(tmp_path / "data"))
+  source = failure_records.open_failures(str(tmp_path / "data"))
   assert len(source) == 5
   for want, got in zip(records, source):
     assert got["attempt_tokens"] == want["attempt_tokens"]
@@ -125,10 +126,10 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
     assert {k: got[k] for k in ("example", "category", "num_samples")} == {
         k: want[k] for k in ("example", "category", "num_samples")}
   with pytest.raises(FileExistsError):
-    failures.prepare_failure_dataset(records, str(tmp_path / "data"))
+    failure_records.prepare_failure_dataset(records, str(tmp_path / "data"))
 
   # One task per element, tasks taking turns; repeat_each repeats elements.
-  ds = failures.failures_dataset_fn(str(tmp_path / "data"),
+  ds = failure_records.failures_dataset_fn(str(tmp_path / "data"),
                                     global_batch_size=2, repeat_each=2)(
                                         workdir="", process_index=0,
                                         process_count=1, seed=0)
@@ -148,7 +149,7 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
 
 
 def test_missing_dataset_is_named(tmp_path):
-  with pytest.raises(failures.FailureDataError, match="No prepared dataset"):
-    failures.open_failures(str(tmp_path))
+  with pytest.raises(failure_records.FailureDataError, match="No prepared dataset"):
+    failure_records.open_failures(str(tmp_path))
   with pytest.raises(ValueError, match="lacks fields"):
-    failures.check_record({"task": "countdown"})
+    failure_records.check_record({"task": "countdown"})

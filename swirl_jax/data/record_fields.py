@@ -1,7 +1,7 @@
 """The one record format of the stored datasets: flat dicts of typed fields.
 
 SWiRL's sub-trajectories (`swirl.filters.RECORD_FIELDS`) and R3's failed
-queries (`r3.failures.FAILURE_FIELDS`) are both records: a dict whose
+queries (`data.failures.FAILURE_FIELDS`) are both records: a dict whose
 fields are declared as {name: type}, with the types
 
   str, bool, int, float      one value (an int is a valid float);

@@ -75,6 +75,7 @@ import numpy as np
 
 from swirl_jax import sharding
 from swirl_jax.objectives.common import check_on_policy_sampling
+from swirl_jax.data import failures as failure_records
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import compact
 from swirl_jax.rollout import batches as rl_batches
@@ -254,7 +255,7 @@ class ReflectionBatchBuilder(RLBatchBuilder):
       with self.keyed.rows([(first + i) * g + j for i in idx
                             for j in range(g)]):
         eps = engine.run_reflect_retry(
-            task, [failures_lib.example_of(records[i]) for i in idx],
+            task, [failure_records.example_of(records[i]) for i in idx],
             group_size=g,
             first_attempts=[failures_lib.attempt_of(records[i]) for i in idx],
             seed=base.seed_for(seed, "task", t),

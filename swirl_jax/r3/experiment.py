@@ -43,6 +43,7 @@ import gin
 
 from swirl_jax import stages
 from swirl_jax.data import reflection_demonstrations as reflection_demos
+from swirl_jax.data import failures as failure_records
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import compact
 
@@ -253,7 +254,7 @@ def r3_experiment(workdir: str, *,
     stages.train_stage(
         workdir, "grpo", model_config=model_config, objective="grpo",
         train_steps=grpo_steps, init_from=vanilla, seed=seed,
-        batch_fn=builder, dataset_fn=failures_lib.failures_dataset_fn(
+        batch_fn=builder, dataset_fn=failure_records.failures_dataset_fn(
             os.path.join(failure_dir, "data"), global_batch_size=query_pool,
             repeat_each=inner_updates))
 

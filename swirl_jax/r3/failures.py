@@ -5,17 +5,17 @@ one fails the task's binary verifier or `max_samples` answers were drawn
 (the paper samples up to 64). A query with a failure is kept with its first
 failed attempt; a query the model answered correctly every time is dropped
 (the model already solves it). The kept queries are written as a TFDS
-ArrayRecord dataset (`failure_builder.R3Failures`) and read back without
-TensorFlow:
+ArrayRecord dataset (its records format, reader and GRPO dataset_fn are
+`swirl_jax.data.failures`) and read back without TensorFlow:
 
     stats = build_failure_dataset(out_dir, config, params, tokenizer,
                                   tasks=('countdown', 'function_calling'),
                                   num_queries=64, max_samples=8)
-    source = open_failures(os.path.join(out_dir, 'data'))
+    source = data.failures.open_failures(os.path.join(out_dir, 'data'))
     len(source), source[0]['attempt'], source[0]['category']
 
-and served to the GRPO stage by `failures_dataset_fn` (the shared
-`data.rl_records` pipeline, one task per element).
+and served to the GRPO stage by `data.failures.failures_dataset_fn` (the
+shared `data.rl_records` pipeline, one task per element).
 
 `find_failures` does the sampling on any sampler (the `generate` interface
 of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
@@ -24,60 +24,21 @@ of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import logging
 import os
 from typing import Any, Mapping, Optional, Sequence
 
-from swirl_jax.data import record_fields
-from swirl_jax.data import trajectories
+from swirl_jax.data.failures import FailureDataError
+from swirl_jax.data.failures import open_failures
+from swirl_jax.data.failures import prepare_failure_dataset
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.rollout.engine import RolloutEngine
 from swirl_jax.tasks import base
 
 log = logging.getLogger(__name__)
 
-NAME = "r3_failures"
-VERSION = "1.0.0"
-DEFAULT_SPLIT = "train"
 STATS_FILE = "failure_statistics.json"
-
-# Field -> type: str, int, or 'tokens' (int32 [T]) / 'logprobs' (float32 [T]).
-FAILURE_FIELDS: dict[str, Any] = {
-    "failure_id": str,        # f"{task}/{example_id}"
-    "task": str,              # the task's registry name
-    "example_id": str,
-    "example": str,           # JSON of Example.to_dict()
-    "prompt": str,            # the first user turn
-    "attempt": str,           # the failed attempt's text
-    "attempt_tokens": "tokens",      # its sampled ids (stop id included)
-    "attempt_logprobs": "logprobs",  # their log-probs under the sampler
-    "answer": str,            # the parsed answer ('' if none)
-    "category": str,          # the verdict's category (e.g. wrong_numbers)
-    "detail": str,            # the verdict's explanation
-    "sample_index": int,      # which sample of the query failed (0-based)
-    "num_samples": int,       # answers sampled for the query
-    "num_correct": int,       # of which correct
-}
-
-
-FAILURE_KIND = "an R3 failure record"
-
-
-class FailureDataError(ValueError):
-  """A failure dataset is missing, truncated or not a failure dataset."""
-
-
-def check_record(record: Mapping[str, Any], what: str = "Record") -> None:
-  """`RecordFieldError` (a ValueError and TypeError) naming the field that
-  is wrong (`data.record_fields.check_record`)."""
-  record_fields.check_record(record, FAILURE_FIELDS, what, FAILURE_KIND)
-
-
-def example_of(record: Mapping[str, Any]) -> base.Example:
-  """The stored instance of a failure record."""
-  return base.Example.from_dict(json.loads(record["example"]))
 
 
 def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
@@ -184,72 +145,7 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
 
 
 # ----------------------------------------------------------------------------
-# Writing and reading the TFDS dataset.
-
-
-def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
-                            overwrite: bool = False) -> str:
-  """Writes failure records as a TFDS ArrayRecord dataset.
-
-  Args:
-    records: a list of `FAILURE_FIELDS` records (split 'train') or a
-      mapping split -> records.
-    data_dir: the TFDS data dir; the dataset goes to data_dir/r3_failures/
-      1.0.0/.
-    shards: ArrayRecord files per split (at most one per record).
-    overwrite: replace an existing dataset.
-  Returns:
-    The dataset directory.
-  """
-  from swirl_jax.data import record_builder  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import failure_builder  # pylint: disable=g-import-not-at-top
-  return record_builder.write_dataset(failure_builder.R3Failures, records,
-                                      data_dir, shards=shards,
-                                      overwrite=overwrite)
-
-
-class FailureSource(trajectories.TrajectoryDataSource):
-  """Random access to a split of a failure dataset, as Python dicts:
-  `TrajectoryDataSource` (shard checks, pickling as directory and split,
-  errors naming the file) with the failure fields (`FAILURE_FIELDS`)
-  required and `FailureDataError` raised."""
-
-  required_fields = FAILURE_FIELDS
-  kind = "R3 failure"
-  error = FailureDataError
-
-
-def open_failures(data_dir: str, split: str = DEFAULT_SPLIT,
-                  version: Optional[str] = None) -> FailureSource:
-  """Opens a split of a failure dataset (the dataset dir or its data dir)."""
-  try:
-    path = trajectories.find_dataset_dir(data_dir, NAME, version)
-  except FileNotFoundError as e:
-    raise FailureDataError(str(e).replace(
-        "swirl_jax.data.trajectories.prepare_dataset",
-        "swirl_jax.r3.failures.build_failure_dataset")) from e
-  return FailureSource(path, split)
-
-
-# ----------------------------------------------------------------------------
 # The stage.
-
-
-def failures_dataset_fn(data_dir: str, *, global_batch_size: int,
-                        repeat_each: int = 1):
-  """The trainer dataset_fn of the GRPO stage over the failures in data_dir.
-
-  Each element holds `global_batch_size` (all processes) records of one
-  task, tasks taking turns in name order, so that a sampler call sees one
-  task and one batch size; `repeat_each` (R3's `inner_updates`) yields
-  every element that many times in a row, so the batch sampled at the
-  start of a cycle comes from that cycle's element and none is skipped.
-  """
-  from swirl_jax.data import rl_records  # pylint: disable=g-import-not-at-top
-  return rl_records.records_dataset_fn(
-      functools.partial(open_failures, data_dir),
-      global_batch_size=global_batch_size, group_by="task",
-      repeat_each=repeat_each, what="failure records")
 
 
 def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
