@@ -31,6 +31,19 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 
 
+EVAL_SPLITS = ("test", "validation")
+
+
+def check_eval_split(experiment: str, split: str) -> str:
+  """The split an experiment evaluates on: 'test' (the held-out questions
+  of its report) or 'validation' (for choosing settings without looking at
+  them); anything else is a ValueError naming `experiment` and the value."""
+  if split not in EVAL_SPLITS:
+    raise ValueError(f"{experiment}.eval_split must be 'test' or "
+                     f"'validation', got {split!r}.")
+  return split
+
+
 def stage_dir(workdir: str, name: str) -> str:
   return os.path.join(workdir, name)
 

@@ -59,3 +59,9 @@ def test_stage_scope_selects_scoped_bindings(tmp_path):
     assert _probe() == 1
   finally:
     gin.clear_config()
+
+
+def test_check_eval_split_names_the_experiment_and_value():
+  assert stages.check_eval_split("r3_experiment", "validation") == "validation"
+  with pytest.raises(ValueError, match=r"r3_experiment\.eval_split .*'dev'"):
+    stages.check_eval_split("r3_experiment", "dev")

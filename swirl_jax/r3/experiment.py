@@ -186,9 +186,7 @@ def r3_experiment(workdir: str, *,
     task = compact.make_task(name, **task_kwargs.get(name, {}))
     if getattr(task, "grading", None):
       grading[name] = task.grading
-  if eval_split not in ("test", "validation"):
-    raise ValueError("r3_experiment.eval_split must be 'test' or "
-                     f"'validation', got {eval_split!r}.")
+  stages.check_eval_split("r3_experiment", eval_split)
   query_pool = groups_per_step if query_pool is None else int(query_pool)
   if query_pool < groups_per_step:
     raise ValueError(f"query_pool={query_pool} must be >= "

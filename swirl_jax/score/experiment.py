@@ -472,9 +472,7 @@ def score_experiment(
     raise ValueError(f"stage2_steps must be >= 1, got {stage2_steps}.")
   if stage1_steps < 0:
     raise ValueError(f"stage1_steps must be >= 0, got {stage1_steps}.")
-  if eval_split not in ("test", "validation"):
-    raise ValueError("score_experiment.eval_split must be 'test' or "
-                     f"'validation', got {eval_split!r}.")
+  stages.check_eval_split("score_experiment", eval_split)
   cfg = dict(locals())
   cfg.pop("workdir")
   start = time.time()

@@ -174,9 +174,7 @@ def swirl_experiment(
   if unknown:
     raise ValueError(f"swirl_experiment.compare_on names {unknown[0]!r}, "
                      f"which is not a train task {tuple(train_tasks)}.")
-  if eval_split not in ("test", "validation"):
-    raise ValueError("swirl_experiment.eval_split must be 'test' or "
-                     f"'validation', got {eval_split!r}.")
+  stages.check_eval_split("swirl_experiment", eval_split)
   for name, value in (("questions_per_task", questions_per_task),
                       ("eval_questions", eval_questions),
                       ("samples_per_question", samples_per_question),
