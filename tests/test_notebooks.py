@@ -15,8 +15,8 @@ self_correction.ipynb reads a SCoRe and an R3 report.json: the test writes
 small ones into tmp_path with the project's own writers
 (`swirl_jax.evaluation.report.write_report` on `self_correction` metric
 tables and scaling curves, as `score_experiment` calls it, and
-`swirl_jax.evaluation.r3_report.write_r3_report` on `evaluation.reflect_retry` summaries), so it
-needs no experiment run.
+`swirl_jax.evaluation.r3_report.write_r3_report` on
+`evaluation.reflect_retry` summaries), so it needs no experiment run.
 """
 
 import json

@@ -116,7 +116,8 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
                                          max_samples=1)
   assert [r["category"] for r in fc_records] == ["format_error"] * 3
   records = cd_records + fc_records
-  path = failure_records.prepare_failure_dataset(records, str(tmp_path / "data"))
+  path = failure_records.prepare_failure_dataset(records,
+                                                 str(tmp_path / "data"))
   assert path.endswith("r3_failures/1.0.0")
   source = failure_records.open_failures(str(tmp_path / "data"))
   assert len(source) == 5
@@ -149,7 +150,8 @@ def test_failure_dataset_round_trip_and_batches(setup, tmp_path):
 
 
 def test_missing_dataset_is_named(tmp_path):
-  with pytest.raises(failure_records.FailureDataError, match="No prepared dataset"):
+  with pytest.raises(failure_records.FailureDataError,
+                     match="No prepared dataset"):
     failure_records.open_failures(str(tmp_path))
   with pytest.raises(ValueError, match="lacks fields"):
     failure_records.check_record({"task": "countdown"})

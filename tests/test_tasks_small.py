@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from swirl_jax.data import correction_demonstrations as data  # direct and wrong answers in the format
+# direct and wrong answers in the format
+from swirl_jax.data import correction_demonstrations as data
 from swirl_jax.tasks import small as small_tasks
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import prompts

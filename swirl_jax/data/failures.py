@@ -77,8 +77,8 @@ def prepare_failure_dataset(records, data_dir: str, shards: int = 1,
   Returns:
     The dataset directory.
   """
-  from swirl_jax.data import record_builder  # pylint: disable=g-import-not-at-top
   from swirl_jax.data import failure_builder  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import record_builder  # pylint: disable=g-import-not-at-top
   return record_builder.write_dataset(failure_builder.R3Failures, records,
                                       data_dir, shards=shards,
                                       overwrite=overwrite)

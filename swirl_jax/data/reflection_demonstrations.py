@@ -40,7 +40,6 @@ import gin
 
 from swirl_jax.data.demonstrations import corpus_texts
 from swirl_jax.data.demonstrations import interleave
-
 from swirl_jax.tasks import compact
 from swirl_jax.tasks import answers as answers_lib
 from swirl_jax.tasks import base

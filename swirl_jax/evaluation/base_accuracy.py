@@ -112,15 +112,15 @@ def demonstration_turns(family: str, task: base.Task,
 def solved_answer(family: str, task: base.Task, example: base.Example) -> str:
   """The model turn that answers `example` correctly in the task's format."""
   if family in ("countdown", "function_calling"):
-    from swirl_jax.data import reflection_demonstrations as r3_demos  # pylint: disable=g-import-not-at-top
-    return r3_demos.correct_answer(task, example)
-  from swirl_jax.data import correction_demonstrations as score_data  # pylint: disable=g-import-not-at-top
+    from swirl_jax.data import reflection_demonstrations as reflection_demos  # pylint: disable=g-import-not-at-top
+    return reflection_demos.correct_answer(task, example)
+  from swirl_jax.data import correction_demonstrations as correction_demos  # pylint: disable=g-import-not-at-top
   if family == "math":
-    final = score_data.direct_answer(task, example.answer)
+    final = correction_demos.direct_answer(task, example.answer)
     solution = example.metadata.get("solution", "").strip()
     return f"{solution}\n{final}" if solution else final
   if family == "code":
-    return score_data.direct_answer(task, example.answer)
+    return correction_demos.direct_answer(task, example.answer)
   raise ValueError(f"No solved answers for family {family!r}.")
 
 

@@ -11,8 +11,9 @@ finished ones and resumes a killed training stage from its checkpoint):
    `tokenizer_path_for.path`, e.g. a real Gemma tokenizer).
 2. sft: the warm start, next-token loss on imperfect scripted answers,
    reflections and retries (`data.reflection_demonstrations`), from
-   `init_from` (random for the CPU default). `sft_steps=0` skips it: the vanilla model
-   is then `init_from` itself (e.g. an instruction-tuned checkpoint).
+   `init_from` (random for the CPU default). `sft_steps=0` skips it: the
+   vanilla model is then `init_from` itself (e.g. an instruction-tuned
+   checkpoint).
 3. failures: the vanilla model samples up to `max_samples_per_query`
    answers per training query; the failed queries (with the failed
    attempt) become a TFDS dataset (`r3.failures`).

@@ -101,7 +101,8 @@ def _problems(task, name: str, n: int, seed: int, split: str,
 
 
 def _vote_key(task):
-  if correction_demos.task_kind(sc_eval.unwrap_task(task)) == correction_demos.MATH:
+  kind = correction_demos.task_kind(sc_eval.unwrap_task(task))
+  if kind == correction_demos.MATH:
     return lambda a: sc_eval.answer_key(math_task.normalize_answer(a))
   return sc_eval.answer_key
 
@@ -122,8 +123,8 @@ class _Experiment:
         raise ValueError(f"Task {name!r} has no correction instruction.")
     from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
     self.tokenizer_path = data_sources.tokenizer_path_for(
-        workdir, corpus_fn=functools.partial(correction_demos.tokenizer_corpus,
-                                             self.task_names))
+        workdir, corpus_fn=functools.partial(
+            correction_demos.tokenizer_corpus, self.task_names))
     self.tokenizer = Tokenizer(self.tokenizer_path)
     self._params: dict[Optional[str], Any] = {}
     self._sampler = None

@@ -45,12 +45,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import gin
 
-from swirl_jax.data import rl_records
 from swirl_jax import stages
+from swirl_jax.data import rl_records
+from swirl_jax.evaluation.swirl_report import BASE
 from swirl_jax.swirl import filters
 
 WARM_START = "warm_start"
-BASE = "base"  # the starting policy's label (also evaluation.swirl_report's)
 
 
 def states_dataset_fn(data_dir: str, groups_per_step: int):
@@ -288,11 +288,10 @@ def swirl_experiment(
         workdir, f"eval_{k}_{_slug(label)}", evaluate_stage)["tasks"]
   from swirl_jax import bases  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import swirl_report  # pylint: disable=g-import-not-at-top
-  return swirl_report.write_swirl_report(workdir, results, trained_on, statistics,
-                            models, skipped, filter_of=filter_of,
-                            main_filter=filter_strategy,
-                            base=bases.describe(init_from),
-                            eval_split=eval_split)
+  return swirl_report.write_swirl_report(
+      workdir, results, trained_on, statistics, models, skipped,
+      filter_of=filter_of, main_filter=filter_strategy,
+      base=bases.describe(init_from), eval_split=eval_split)
 
 
 def _slug(label: str) -> str:
