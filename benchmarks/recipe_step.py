@@ -38,8 +38,10 @@ nothing in the workdir changes. Per step:
                batch (the gradient of its loss-masked log-probs: the
                objective's model work without AdamW), likewise.
 
-A step is the time between the starts of two consecutive batch-builder
-calls; the first (compilation) is reported apart. Each new row length (or
+A step is the time between two consecutive batch-builder calls' "params
+ready" (the call waits for the previous train step's parameters first: a
+step is then one batch and one update, also where the trainer pulls a log
+step's metrics); the first (compilation) is reported apart. Each new row length (or
 prefix length) compiles the sampler and the train step again in a later
 step: XLA's compile events (jax.monitoring) are summed per step, and the
 parts are medians over the steps that compiled nothing ("steady"), with
@@ -171,7 +173,7 @@ def main(argv=None) -> dict:
       seed=seed + 7,
       shared_prefix_bucket=args.prefix_bucket)
 
-  sample_s, judge_s, starts, builder_s = [], [], [], []
+  sample_s, judge_s, readies, builder_s = [], [], [], []
   prompts_seen, batches, shapes = [], [], []
   generate = builder.sampler.generate
 
@@ -184,11 +186,14 @@ def main(argv=None) -> dict:
   call = builder.__call__
 
   def timed_call(params, records, step):
-    starts.append(time.perf_counter())
     # The previous train step runs asynchronously: wait for its params here,
-    # so that its time counts as 'update', not as the sampler's.
+    # so that its time counts as 'update', not as the sampler's. Steps are
+    # timed from one "params ready" to the next: a log step's metrics pull
+    # waits for its train step, so the calls' starts would put two updates
+    # in a log step and none in the next.
     jax.block_until_ready(params)
     ready = time.perf_counter()
+    readies.append(ready)
     batch = call(params, records, step)
     builder_s.append(time.perf_counter() - ready)
     batches.append(batch)
@@ -206,8 +211,8 @@ def main(argv=None) -> dict:
         objective="stepwise_pg", batch_fn=timed_call, init_from=init_from,
         train_steps=steps)
     total_s = time.perf_counter() - t0
-  if len(starts) < steps:
-    raise RuntimeError(f"the trainer called the batch builder {len(starts)} "
+  if len(readies) < steps:
+    raise RuntimeError(f"the trainer called the batch builder {len(readies)} "
                        f"times for {steps} steps.")
 
   # The trained params were donated to the train step: reload the base.
@@ -236,9 +241,10 @@ def main(argv=None) -> dict:
 
   stop_compile_log()
 
-  intervals = range(1, steps - 1)  # between builder starts 1..steps-1
-  step_s = [starts[i + 1] - starts[i] for i in intervals]
-  compile_s = [sum(d for end, d in compiles if starts[i] <= end < starts[i + 1])
+  intervals = range(1, steps - 1)  # between params ready 1..steps-1
+  step_s = [readies[i + 1] - readies[i] for i in intervals]
+  compile_s = [sum(d for end, d in compiles
+                   if readies[i] <= end < readies[i + 1])
                for i in intervals]
   timed = [i for i, c in zip(intervals, compile_s) if c == 0] or \
       list(intervals)
@@ -248,7 +254,7 @@ def main(argv=None) -> dict:
       "judge": med(judge_s[i] for i in timed),
       "builder": med(builder_s[i] for i in timed),
   }
-  step = med(starts[i + 1] - starts[i] for i in timed)
+  step = med(readies[i + 1] - readies[i] for i in timed)
   glue = parts["builder"] - parts["sample"] - parts["judge"]
   update = step - parts["builder"]
   results = {
@@ -258,7 +264,7 @@ def main(argv=None) -> dict:
       "load_before": load_before[0], "load_after": os.getloadavg()[0],
       "prefix_bucket": args.prefix_bucket,
       "shapes": sorted(set(shapes)), "stage_s": total_s, "steps": steps,
-      "first_step_s": starts[1] - starts[0], "step_s": step_s,
+      "first_step_s": readies[1] - readies[0], "step_s": step_s,
       "compile_s": compile_s,
       "steady_steps": sum(c == 0 for c in compile_s),
       "parts": {"step": step, "sample": parts["sample"],
@@ -379,13 +385,13 @@ def time_rl_cycles(builder, train, reload_params, call_names, compiles,
      'load_after', 'parts': medians over the cycles that compiled nothing}.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  calls, logprob_s, starts, builder_s, sampled, verify = [], [], [], [], [], []
+  calls, logprob_s, readies, builder_s, sampled, verify = [], [], [], [], [], []
   generate = builder.sampler.generate
 
   def timed_generate(prompts, *a, **kw):
     t = time.perf_counter()
     out = generate(prompts, *a, **kw)
-    calls.append((len(starts) - 1, time.perf_counter() - t, len(prompts),
+    calls.append((len(readies) - 1, time.perf_counter() - t, len(prompts),
                   (list(prompts), kw)))
     return out
 
@@ -394,9 +400,9 @@ def time_rl_cycles(builder, train, reload_params, call_names, compiles,
   call = builder.__call__
 
   def timed_call(params, records, step):
-    starts.append(time.perf_counter())
-    jax.block_until_ready(params)
+    jax.block_until_ready(params)  # cycles from params ready to ready
     ready = time.perf_counter()
+    readies.append(ready)
     n = len(logprob_s)
     batch = call(params, records, step)
     for engine in builder.engines.values():  # made on first use
@@ -404,7 +410,7 @@ def time_rl_cycles(builder, train, reload_params, call_names, compiles,
         finish = engine._finish  # pylint: disable=protected-access
 
         def timed_finish(start, num, engine=engine, finish=finish):
-          verify.append((len(starts) - 1, engine._stats.verify_s))  # pylint: disable=protected-access
+          verify.append((len(readies) - 1, engine._stats.verify_s))  # pylint: disable=protected-access
           finish(start, num)
         engine._finish, engine._timed_finish = timed_finish, True  # pylint: disable=protected-access
     builder_s.append(time.perf_counter() - ready)
@@ -432,12 +438,12 @@ def time_rl_cycles(builder, train, reload_params, call_names, compiles,
     end = firsts[c + 1]
     mine = [(d, n, prefill_s.get(k, 0.0)) for k, (step, d, n, _)
             in enumerate(calls) if step == i]
-    row = {"cycle_s": starts[end] - starts[i],
+    row = {"cycle_s": readies[end] - readies[i],
            "rows": [n for _, n, _ in mine],
            "logprobs_s": logprob_s[c], "builder_s": builder_s[i],
            "verify_s": sum(v for step, v in verify if step == i),
            "compile_s": sum(d for t, d in compiles
-                            if starts[i] <= t < starts[end])}
+                            if readies[i] <= t < readies[end])}
     for name in call_names:
       row[f"{name} call"] = row[f"{name} prefill"] = 0.0
     for k, (d, _, p) in enumerate(mine):

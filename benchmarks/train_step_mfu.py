@@ -93,6 +93,16 @@ def main():
   parser.add_argument("--chunk_tokens", type=int, default=None,
                       help="target_logprobs.chunk_tokens: logits formed this "
                       "many positions at a time")
+  parser.add_argument("--group_size", type=int, default=1,
+                      help="rows in groups of this many that share their "
+                      "first --prefix tokens (an RL batch's layout)")
+  parser.add_argument("--prefix", type=int, default=0,
+                      help="shared prefix length: the step then computes "
+                      "it once per group (objectives.shared_prefix)")
+  parser.add_argument("--query_block", type=int, default=None,
+                      help="models.attention.QUERY_BLOCK: query tokens per "
+                      "block of the blocked attention (a huge value: one "
+                      "block, the unblocked form)")
   parser.add_argument("--against", choices=("none", "transformers"),
                       default="none",
                       help="also time transformers' step on the same batch")
@@ -108,6 +118,9 @@ def main():
     gin.bind_parameter("swirl_jax.objectives.common.target_logprobs."
                        "chunk_tokens", args.chunk_tokens)
 
+  if args.query_block:
+    from swirl_jax.models import attention  # pylint: disable=g-import-not-at-top
+    attention.QUERY_BLOCK = args.query_block
   config = models.get_config(args.preset, dtype=args.dtype,
                              param_dtype=args.param_dtype)
   model = models.Transformer(config, remat_policy=args.remat)
@@ -116,11 +129,23 @@ def main():
   state = TrainState.create(params, tx, jax.random.key_data(jax.random.key(1)))
   b, s = args.batch, args.seq
   inputs = _random_batch(config.vocab_size, b, s)
+  loss_mask = np.ones((b, s), np.float32)
+  if args.prefix:
+    if b % args.group_size or not 0 < args.prefix < s:
+      raise SystemExit(f"--group_size {args.group_size} must divide --batch "
+                       f"{b} and --prefix {args.prefix} lie in (0, {s}).")
+    inputs[:, :args.prefix] = np.repeat(
+        inputs[::args.group_size, :args.prefix], args.group_size, axis=0)
+    loss_mask[:, :args.prefix] = 0.0  # as RL rows: no loss on the prompt
   batch = dict(inputs=inputs,
                targets=np.roll(inputs, -1, axis=1),
-               loss_mask=np.ones((b, s), np.float32),
+               loss_mask=loss_mask,
                positions=np.tile(np.arange(s, dtype=np.int32), (b, 1)),
                segment_ids=np.ones((b, s), np.int32))
+  if args.prefix:
+    from swirl_jax.objectives import shared_prefix  # pylint: disable=g-import-not-at-top
+    batch = shared_prefix.with_shared_prefix(batch, args.group_size,
+                                             bucket=1, length=args.prefix)
   batch = jax.device_put(batch)
   step = jax.jit(make_train_step(model, get_objective("sft"), tx,
                                  optax.constant_schedule(1e-4),
@@ -132,7 +157,9 @@ def main():
     gib = lambda n: n / 2 ** 30  # noqa: E731
     print(f"preset={args.preset} batch={b} seq={s} dtype={args.dtype} "
           f"param_dtype={args.param_dtype} freeze={list(args.freeze)} "
-          f"chunk_tokens={args.chunk_tokens} remat={args.remat}")
+          f"chunk_tokens={args.chunk_tokens} remat={args.remat} "
+          f"group_size={args.group_size} prefix={args.prefix} "
+          f"query_block={args.query_block}")
     print(f"XLA memory (GiB): arguments {gib(mem.argument_size_in_bytes):.2f}"
           f"  outputs {gib(mem.output_size_in_bytes):.2f}  temporaries "
           f"{gib(mem.temp_size_in_bytes):.2f}  (aliased "
@@ -160,7 +187,8 @@ def main():
   print(f"device={device.device_kind} preset={args.preset} batch={b} seq={s} "
         f"dtype={args.dtype} param_dtype={args.param_dtype} "
         f"freeze={list(args.freeze)} chunk_tokens={args.chunk_tokens} "
-        f"remat={args.remat} "
+        f"remat={args.remat} group_size={args.group_size} prefix={args.prefix} "
+        f"query_block={args.query_block} "
         f"params={config.num_params():,}")
   print(f"first step (compile) : {first * 1e3:9.1f} ms")
   print(f"step time            : {step_time * 1e3:9.1f} ms (median of "

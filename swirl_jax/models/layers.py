@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swirl_jax.models.attention import attention
+from swirl_jax.models.attention import attention, blocked_attention
 from swirl_jax.models.config import LOCAL, TransformerConfig
 from swirl_jax.models.quantized import QuantizedKernel
 from swirl_jax.models.xla_cpu import decode_attention, dense, gated_gelu
@@ -93,6 +93,12 @@ class Attention(nn.Module):
   whole cache under `attention_mask`; a local layer's window is then
   measured in token positions ('pos'), so slots left empty between real
   tokens do not count.
+
+  Attention is causal in slots: no query sees a key slot after its own
+  (`attention_mask` must say so; a decoder's masks do). Without a cache,
+  and with one at a static `write_index` (a Python int: the prefills of
+  the sampler and of `objectives.shared_prefix`), the keys a query cannot
+  see are skipped block by block (`attention.blocked_attention`).
   """
 
   config: TransformerConfig
@@ -181,10 +187,19 @@ class Attention(nn.Module):
     if cache is not None and t == 1:
       out = decode_attention(qg, key, value, cache["k"], cache["v"],
                              write_index, mask[:, 0], cfg.attn_logits_soft_cap)
+    elif cache is None:  # slots are positions: the window is in slots too
+      out = blocked_attention(
+          qg, key, value, mask, cfg.attn_logits_soft_cap, query_start=0,
+          window=cfg.sliding_window_size if is_local else None)
+    elif isinstance(write_index, int):
+      # A prefill at a static slot: causal in slots, but a local layer's
+      # window is in positions (slots may be left empty), so no window.
+      out = blocked_attention(qg, new_cache["k"], new_cache["v"], mask,
+                              cfg.attn_logits_soft_cap,
+                              query_start=write_index)
     else:
-      if cache is not None:
-        key, value = new_cache["k"], new_cache["v"]
-      out = attention(qg, key, value, mask, cfg.attn_logits_soft_cap)
+      out = attention(qg, new_cache["k"], new_cache["v"], mask,
+                      cfg.attn_logits_soft_cap)
     out = out.astype(dtype).reshape(b, k, t, g, h).transpose(
         0, 2, 1, 3, 4).reshape(b, t, n, h)
     out = dense(out, _cast(wo, dtype), n_in=2)  # [B, T, D]

@@ -166,10 +166,13 @@ class Transformer(nn.Module):
     Args:
       tokens: [B, T] ids written at cache slots write_index .. write_index+T-1.
       positions: [B, T] RoPE positions.
-      attention_mask: [B, T, S] bool over the S cache slots (causal and
-        padding); sliding windows are applied per layer on slot distance.
+      attention_mask: [B, T, S] bool over the S cache slots (causal in
+        slots, and padding); sliding windows are applied per layer on
+        token-position distance.
       cache: list of per-layer {'k', 'v'} arrays [B, K, S, H] and 'pos' [B, S].
-      write_index: int32 scalar slot of the first new token.
+      write_index: slot of the first new token: an int32 scalar, or a
+        Python int (static: a prefill then skips the key slots after its
+        last token, `layers.Attention`).
       unembed_table_t: optional [D, V] transposed embedding table. A decode
         loop passes it materialised once: on XLA:CPU the [B, D] x [V, D]^T
         product of every step otherwise re-reads the table transposed

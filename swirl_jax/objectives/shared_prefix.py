@@ -244,11 +244,11 @@ def _prefix_and_suffix_logits(model, params, batch, attention_mask):
   cache = init_cache(model.config, groups, length)
   logits_p, cache = model.apply(
       variables, prefix, positions[::g, :p], attention_mask[::g, :p],
-      cache, jnp.int32(0), method="forward_with_cache")
+      cache, 0, method="forward_with_cache")
   cache = jax.tree.map(lambda c: jnp.repeat(c, g, axis=0), cache)
   logits_s, _ = model.apply(
       variables, inputs[:, p:], positions[:, p:], attention_mask[:, p:],
-      cache, jnp.int32(p), method="forward_with_cache")
+      cache, p, method="forward_with_cache")
   return logits_p, logits_s, g
 
 

@@ -123,7 +123,7 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
   logits, cache = model.apply(
       {"params": prefill_params}, tokens[first, shared],
       positions[first, shared],
-      prefill_mask[first, shared], cache, jnp.int32(0), None, True,
+      prefill_mask[first, shared], cache, 0, None, True,
       method="forward_with_cache")
   last_logits = jnp.repeat(logits[:, -1], group, axis=0)
   if group > 1:
@@ -132,7 +132,7 @@ def _generate(model: Transformer, params, decode_weights, tokens, input_mask,
     logits, cache = model.apply(
         {"params": prefill_params}, tokens[:, prefix_len:],
         positions[:, prefix_len:],
-        prefill_mask[:, prefix_len:], cache, jnp.int32(prefix_len), None,
+        prefill_mask[:, prefix_len:], cache, prefix_len, None,
         True, method="forward_with_cache")
     last_logits = logits[:, -1]
   next_pos = jnp.sum(input_mask, axis=1).astype(jnp.int32)  # [B]
