@@ -138,7 +138,8 @@ QUERY_BLOCK = 128
 
 def blocked_attention(qg: jax.Array, key: jax.Array, value: jax.Array,
                       mask: jax.Array, cap: Optional[float], *,
-                      query_start: int, window: Optional[int] = None,
+                      query_start: Optional[int],
+                      window: Optional[int] = None,
                       block: Optional[int] = None) -> jax.Array:
   """`attention` one block of `block` query tokens at a time, each block
   against only the key slots its queries can see.
@@ -158,12 +159,15 @@ def blocked_attention(qg: jax.Array, key: jax.Array, value: jax.Array,
   Args:
     qg: [B, K, T*G, H]; key, value: [B, K, S, H]; mask: [B, T, S] bool;
       cap: as `attention`.
-    query_start: static int, the slot of the first query token.
+    query_start: static int, the slot of the first query token; None when
+      it is not known statically: then `attention` over all keys.
     window: static int or None, the sliding window in slots.
     block: static int, query tokens per block (default `QUERY_BLOCK`).
   Returns:
     [B, K, T*G, H], as `attention`.
   """
+  if query_start is None:
+    return attention(qg, key, value, mask, cap)
   block = block or QUERY_BLOCK
   t, s = mask.shape[1], key.shape[2]
   g = qg.shape[2] // t
@@ -172,8 +176,6 @@ def blocked_attention(qg: jax.Array, key: jax.Array, value: jax.Array,
     t1 = min(t, t0 + block)
     hi = min(s, query_start + t1)
     lo = max(0, query_start + t0 - window + 1) if window else 0
-    if t0 == 0 and t1 == t and lo == 0 and hi == s:
-      return attention(qg, key, value, mask, cap)
     outs.append(attention(qg[:, :, t0 * g:t1 * g], key[:, :, lo:hi],
                           value[:, :, lo:hi], mask[:, t0:t1, lo:hi], cap))
-  return jnp.concatenate(outs, axis=2)
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swirl_jax.models.attention import attention, blocked_attention
+from swirl_jax.models.attention import blocked_attention
 from swirl_jax.models.config import LOCAL, TransformerConfig
 from swirl_jax.models.quantized import QuantizedKernel
 from swirl_jax.models.xla_cpu import decode_attention, dense, gated_gelu
@@ -187,19 +187,18 @@ class Attention(nn.Module):
     if cache is not None and t == 1:
       out = decode_attention(qg, key, value, cache["k"], cache["v"],
                              write_index, mask[:, 0], cfg.attn_logits_soft_cap)
-    elif cache is None:  # slots are positions: the window is in slots too
-      out = blocked_attention(
-          qg, key, value, mask, cfg.attn_logits_soft_cap, query_start=0,
-          window=cfg.sliding_window_size if is_local else None)
-    elif isinstance(write_index, int):
-      # A prefill at a static slot: causal in slots, but a local layer's
-      # window is in positions (slots may be left empty), so no window.
-      out = blocked_attention(qg, new_cache["k"], new_cache["v"], mask,
-                              cfg.attn_logits_soft_cap,
-                              query_start=write_index)
     else:
-      out = attention(qg, new_cache["k"], new_cache["v"], mask,
-                      cfg.attn_logits_soft_cap)
+      if cache is None:  # slots are positions: the window is in slots too
+        start, window = 0, cfg.sliding_window_size if is_local else None
+      else:
+        # A prefill: causal in slots from a static write_index (else no
+        # skipping), but a local layer's window is in positions there
+        # (slots may be left empty), so not skipped by slot.
+        key, value = new_cache["k"], new_cache["v"]
+        start = write_index if isinstance(write_index, int) else None
+        window = None
+      out = blocked_attention(qg, key, value, mask, cfg.attn_logits_soft_cap,
+                              query_start=start, window=window)
     out = out.astype(dtype).reshape(b, k, t, g, h).transpose(
         0, 2, 1, 3, 4).reshape(b, t, n, h)
     out = dense(out, _cast(wo, dtype), n_in=2)  # [B, T, D]
