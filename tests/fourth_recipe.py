@@ -4,7 +4,7 @@ The model answers a Countdown query once; the task's verifier gives the
 reward; G answers per query form a GRPO group; only the answer's tokens
 carry loss. What the recipe declares is its settings (`Config`), its
 records (generated training queries), its episode script (one graded turn,
-`RolloutEngine.first_attempts`), the span that carries loss and its stages
+`SCRIPT`, data that the engine plays), the span that carries loss and its stages
 (GRPO, then a held-out evaluation). Sampling with the current params,
 advantages, padded rows, old log-probs, row-keyed randomness on several
 hosts, the records pipeline, training, checkpoints and resume come from
@@ -21,11 +21,14 @@ from swirl_jax import stages
 from swirl_jax.data import rl_records
 from swirl_jax.evaluation import headline
 from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
+from swirl_jax.rollout import scripts
 from swirl_jax.rollout.engine import RolloutEngine
 from swirl_jax.tasks import base
 from swirl_jax.tasks import compact
 
 ANSWER_MASK = "action_mask"
+# The episode: [user: task.prompt(x), model: y], y graded; G per query.
+SCRIPT = scripts.single_attempt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +46,15 @@ class Config:
   seed: int = 0
 
 
-def answer_row(graded, group: int) -> Row:
+def answer_row(played, group: int) -> Row:
   """[context, answer]; the answer's tokens carry loss (sampler log-probs)."""
-  context, turn = graded.turn.context_ids, graded.turn
+  turn = played.turns["y"]
+  context = turn.context_ids
   return Row(list(context) + list(turn.tokens),
              [Span(ANSWER_MASK, len(context), len(context) + len(turn.tokens),
                    turn.logprobs)],
-             {"rewards": float(graded.verdict.correct)}, group=group,
-             episode=graded)
+             {"rewards": float(played.verdicts["y"].correct)}, group=group,
+             episode=played)
 
 
 class SingleAttemptBuilder(RLBatchBuilder):
@@ -71,10 +75,11 @@ class SingleAttemptBuilder(RLBatchBuilder):
     engine = self.engine(max_new_tokens=self.cfg.max_new_tokens,
                          temperature=1.0, max_context_tokens=self.seq_len)
     with self.keyed.rows(range(first * g, (first + len(records)) * g)):
-      graded = engine.first_attempts(
+      played = engine.play(
           self.task, [base.Example.from_dict(r["example"]) for r in records],
-          g, seed=base.seed_for(self.seed, "single-attempt", step) % 2**31)
-    rows = [answer_row(x, i // g) for i, x in enumerate(graded)]
+          SCRIPT(g),
+          seed=base.seed_for(self.seed, "single-attempt", step) % 2**31)
+    rows = [answer_row(x, i // g) for i, x in enumerate(played)]
     return rows, {"step": int(step), "mean_reward": sum(
         r.values["rewards"] for r in rows) / len(rows)}
 
@@ -88,8 +93,9 @@ def evaluate(model_config, tokenizer, source: Optional[str], task,
   with RolloutEngine(sampler, tokenizer, max_new_tokens=cfg.max_new_tokens,
                      temperature=0.0, max_context_tokens=cfg.seq_len,
                      progress=False) as engine:
-    graded = engine.first_attempts(task, examples, seed=cfg.seed)
-  return {"correct": {g.example.id: bool(g.verdict.correct) for g in graded}}
+    played = engine.play(task, examples, SCRIPT(), seed=cfg.seed)
+  return {"correct": {r.example.id: bool(r.verdicts["y"].correct)
+                      for r in played}}
 
 
 def run(workdir: str, model_config, tokenizer, cfg: Config,

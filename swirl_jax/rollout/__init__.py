@@ -1,10 +1,10 @@
 """Batched episode generation: SWiRL tool use, SCoRe two attempts, R3 retries.
 
-* `RolloutEngine` (engine.py): `run` (multi-step tool-use trajectories),
-  `run_two_attempts` (SCoRe), `run_reflect_retry` (R3) and
-  `first_attempts` (single graded turns), all on one batched "sample the
-  next model turn of these conversations" step (`generate_turns`) and one
-  grading step (`grade`).
+* `RolloutEngine` (engine.py): `run` (multi-step tool-use trajectories)
+  and `play` (an episode script, scripts.py: SCoRe's `run_two_attempts`,
+  R3's `run_reflect_retry`, `first_attempts` and Self-Refine are scripts),
+  all on one batched "sample the next model turn of these conversations"
+  step (`generate_turns`) and one grading step (`grade`).
 * `RLBatchBuilder` (batches.py): groups sampled by an episode script,
   rewards, advantages, training rows of token spans, reference and old
   log-probs; the recipes' builders subclass it.
@@ -23,6 +23,7 @@ from swirl_jax.rollout.actions import (
     parse_action,
     strip_end_of_turn,
 )
+from swirl_jax.rollout import scripts
 from swirl_jax.rollout.engine import (Conversation, GradedTurn, RolloutEngine,
                                       RolloutStats)
 from swirl_jax.rollout.trajectory import (

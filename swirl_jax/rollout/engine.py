@@ -11,13 +11,16 @@
   context would no longer fit (`max_context_tokens`), or after
   `max_malformed` malformed actions in a row. Answers are verified by the
   task at the end, on the thread pool (code answers run in the sandbox).
-* `run_two_attempts`: SCoRe's attempt y1, the self-correction instruction,
-  attempt y2; both verified.
-* `run_reflect_retry`: R3's first attempt (or given failed ones), then for
-  each failure a group of reflections, each followed by a retry.
+* `play`: an episode script (`swirl_jax.rollout.scripts`): a tuple of steps
+  (fork rows, a user turn, a sampled or given model turn, grade, keep the
+  failures), each for all live rows at once. `run_two_attempts` (SCoRe's
+  attempt y1, the self-correction instruction, attempt y2),
+  `run_reflect_retry` (R3's first attempt or given failed ones, then for
+  each failure a group of reflections, each followed by a retry) and
+  `first_attempts` (one graded turn) play the recipes' scripts.
 
-All three go through `generate_turns`, which makes one sampler call for a
-batch of conversations. Each conversation keeps the ids of its chat so far;
+Every model turn goes through `generate_turns`, which makes one sampler call
+for a batch of conversations. Each conversation keeps the ids of its chat so far;
 a new turn is encoded on its own (`encode(format_turn(role, text))`) and
 appended. Turn markers are atomic pieces of the tokenizer, so this is
 exactly `tokenizer.encode_chat(turns)`, without re-encoding the whole chat at
@@ -45,6 +48,7 @@ import tqdm
 
 from swirl_jax import tokenizer as tokenizer_lib
 from swirl_jax.rollout import actions
+from swirl_jax.rollout import scripts
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import prompts
@@ -510,22 +514,123 @@ class RolloutEngine:
                      sampler: Any = None) -> list[GradedTurn]:
     """`num_samples` graded single attempts per example, example-major.
 
-    The one-turn script [user: task.prompt(x), model: y] in one sampler
-    call with seed `seed` (used as given), then graded: R3's failure
-    search and first attempts, SCoRe's single-turn episodes, the base
-    accuracy of single-turn tasks.
+    The script `scripts.single_attempt` ([user: task.prompt(x), model: y],
+    graded) in one sampler call with seed `seed` (used as given): R3's
+    failure search and first attempts, SCoRe's single-turn episodes, the
+    base accuracy of single-turn tasks.
 
     Returns:
       list[GradedTurn] (example, turn, answer, verdict).
     """
-    examples = self._check_examples(examples)
     if int(num_samples) < 1:
       raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    rows = [ex for ex in examples for _ in range(int(num_samples))]
-    turns = self.generate_turns([self._prompted(task, ex) for ex in rows],
-                                seed, sampler=sampler)
-    answers, verdicts = self.grade(task, rows, [t.text for t in turns])
-    return [GradedTurn(*x) for x in zip(rows, turns, answers, verdicts)]
+    rows = self.play(task, examples, scripts.single_attempt(num_samples),
+                     seed, sampler=sampler)
+    return [GradedTurn(r.example, r.turns["y"], r.answers["y"],
+                       r.verdicts["y"]) for r in rows]
+
+  # -- episode scripts --------------------------------------------------------
+
+  def play(self, task: task_base.Task, examples: Iterable[task_base.Example],
+           script: Sequence[scripts.Step], seed: int = 0,
+           given: Optional[Mapping[str, Sequence[Any]]] = None,
+           sampler: Any = None) -> list[scripts.ScriptRow]:
+    """Plays an episode script (`swirl_jax.rollout.scripts`) on `examples`.
+
+    Every step runs for all live rows at once: a `Sample` is one sampler
+    call, a `Grade` one `grade` call. The rows start as one empty chat per
+    example; a sampled or given model turn is appended to its row's chat.
+
+    Args:
+      task: the task (prompt, parser, verifier).
+      examples: the examples, one row each at the start.
+      script: the steps.
+      seed: the call's seed; each `Sample`'s sampler seed derives from it.
+      given: turn name -> one turn per example, for the `Given` steps.
+      sampler: the sampler of every `Sample` (None: the engine's), e.g. the
+        base model's for SCoRe's extra first attempts.
+
+    Returns:
+      The rows left at the end, in order (a Fork's copies consecutive);
+      `last_stats` counts the call.
+    """
+    examples = self._check_examples(examples)
+    script = scripts.check_script(script)
+    given = dict(given or {})
+    for step in script:
+      if isinstance(step, scripts.Given):
+        turns = given.get(step.name)
+        if turns is None or len(turns) != len(examples):
+          raise ValueError(
+              f"The script's Given({step.name!r}) needs given[{step.name!r}]"
+              f" with one turn per example ({len(examples)}), got "
+              f"{'none' if turns is None else len(turns)}.")
+    start = self._start()
+    rows = [scripts.ScriptRow(ex, i, self.new_conversation())
+            for i, ex in enumerate(examples)]
+    group = 1  # the size of the last Fork's groups, while they are whole
+    model_steps = sum(isinstance(s, (scripts.Sample, scripts.Given))
+                      for s in script)
+    with self._bar(model_steps, f"episodes {task.name}") as bar:
+      for step in script:
+        if isinstance(step, scripts.Fork):
+          group = int(step.n)
+          rows = [row.fork(p, b) for p, row in enumerate(rows)
+                  for b in range(group)]
+        elif isinstance(step, scripts.Say):
+          for row in rows:
+            self.add_turn(row.conv, traj.USER,
+                          task.prompt(row.example)
+                          if step.text is scripts.PROMPT else step.text)
+        elif isinstance(step, (scripts.Sample, scripts.Given)):
+          if isinstance(step, scripts.Sample):
+            turns = self.generate_turns(
+                [r.conv for r in rows], scripts.seed_of(seed, step.seed),
+                step.temperature, sampler=sampler,
+                group_size=group if step.group else 1,
+                shared_prefix=step.shared_prefix) if rows else []
+          else:
+            turns = [self._given_turn(row, step.name,
+                                      given[step.name][row.example_index])
+                     for row in rows]
+          for row, turn in zip(rows, turns):
+            row.turns[step.name] = turn
+            self.add_turn(row.conv, traj.MODEL, turn.text)
+          bar.update(1)
+        elif isinstance(step, scripts.Grade):
+          pairs = [(row, name) for name in step.names for row in rows]
+          if pairs:
+            answers, verdicts = self.grade(
+                task, [row.example for row, _ in pairs],
+                [row.turns[name].text for row, name in pairs])
+            for (row, name), answer, verdict in zip(pairs, answers,
+                                                    verdicts):
+              row.answers[name], row.verdicts[name] = answer, verdict
+        else:  # KeepFailed
+          if any(step.name not in row.verdicts for row in rows):
+            raise ValueError(f"KeepFailed({step.name!r}): the turn has no "
+                             "grade; put a Grade of it before.")
+          rows = [row for row in rows if not row.verdicts[step.name].correct]
+          group = 1
+    self._finish(start, len(rows))
+    return rows
+
+  def _given_turn(self, row: scripts.ScriptRow, name: str,
+                  item: Any) -> traj.ModelTurn:
+    """A caller-supplied model turn on the row's context (its grade kept
+    when it is a GradedTurn)."""
+    if isinstance(item, GradedTurn):
+      row.answers[name], row.verdicts[name] = item.answer, item.verdict
+      return item.turn
+    if isinstance(item, traj.ModelTurn):
+      return item
+    if not isinstance(item, str):
+      raise TypeError(f"given[{name!r}][{row.example_index}] must be a str, "
+                      f"a ModelTurn or a GradedTurn, got "
+                      f"{type(item).__name__}.")
+    return traj.ModelTurn(text=item, tokens=list(self.tokenizer.encode(item)),
+                          logprobs=[], context_ids=self.prompt_ids(row.conv),
+                          finish=traj.TURN_GIVEN)
 
   # -- helpers ----------------------------------------------------------------
 
@@ -691,8 +796,8 @@ class RolloutEngine:
                        seed: int = 0) -> list[traj.TwoAttemptEpisode]:
     """SCoRe episodes: y1 ~ pi(.|x), then y2 ~ pi(.|x, y1, instruction).
 
-    The chat is [user: task.prompt(x), model: y1, user: instruction,
-    model: y2]; no tools are run. Two sampler calls in all.
+    The script `scripts.two_attempts`: [user: task.prompt(x), model: y1,
+    user: instruction, model: y2]; no tools are run; two sampler calls.
 
     Args:
       task: the task (prompt, parser, verifier).
@@ -707,7 +812,6 @@ class RolloutEngine:
     Returns:
       list[TwoAttemptEpisode], example-major, both attempts verified.
     """
-    examples = self._check_examples(examples)
     if int(num_samples) < 1:
       raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     instruction = instruction or task.correction_instruction
@@ -715,42 +819,16 @@ class RolloutEngine:
       raise ValueError(
           f"Task {task.name!r} has no correction_instruction; pass "
           "instruction= (e.g. prompts.MATH_CORRECTION_INSTRUCTION).")
-    start = self._start()
-    g = int(num_samples)
-    rows = [(ex, s) for ex in examples for s in range(g)]
-    convs = [self._prompted(task, ex) for ex, _ in rows]
-    with self._bar(2, f"two attempts {task.name}") as bar:
-      # An example's g rows share its prompt: prefilled once. (Their second
-      # contexts share only the prompt, 48-64 of ~190 tokens on the
-      # quickstart: prefilling it once there was no faster.)
-      y1 = self.generate_turns(convs, self._call_seed(seed, 0), group_size=g)
-      bar.update(1)
-      for conv, turn in zip(convs, y1):
-        self.add_turn(conv, traj.MODEL, turn.text)
-        self.add_turn(conv, traj.USER, instruction)
-      y2 = self.generate_turns(convs, self._call_seed(seed, 1))
-      bar.update(1)
-    n = len(rows)
-    answers, verdicts = self.grade(task, [ex for ex, _ in rows] * 2,
-                                   [t.text for t in y1 + y2])
-    answers1, answers2 = answers[:n], answers[n:]
-    out = [traj.TwoAttemptEpisode(
-        task=task.name, example_id=ex.id, question=ex.question,
-        gold=ex.answer, sample_index=s, prompt=conv.turns[0][1],
-        instruction=instruction, y1=t1, y2=t2, answer1=a1, answer2=a2,
-        verdict1=v1, verdict2=v2)
-           for (ex, s), conv, t1, t2, a1, a2, v1, v2 in zip(
-               rows, convs, y1, y2, answers1, answers2, verdicts[:n],
-               verdicts[n:])]
-    acc1 = sum(e.reward1 for e in out) / n if n else 0.0
-    acc2 = sum(e.reward2 for e in out) / n if n else 0.0
-    self._stats.extra = {
+    rows = self.play(task, examples,
+                     scripts.two_attempts(instruction, num_samples), seed)
+    out = [two_attempt_episode(task, row, instruction) for row in rows]
+    n = len(out) or 1
+    acc1, acc2 = (sum(e.reward1 for e in out) / n,
+                  sum(e.reward2 for e in out) / n)
+    self.last_stats.extra = {
         "accuracy_t1": acc1, "accuracy_t2": acc2, "delta": acc2 - acc1,
-        "delta_i_to_c": (sum(e.reward2 > e.reward1 for e in out) / n
-                         if n else 0.0),
-        "delta_c_to_i": (sum(e.reward2 < e.reward1 for e in out) / n
-                         if n else 0.0)}
-    self._finish(start, len(out))
+        "delta_i_to_c": sum(e.reward2 > e.reward1 for e in out) / n,
+        "delta_c_to_i": sum(e.reward2 < e.reward1 for e in out) / n}
     return out
 
   # -- R3: reflect, retry -----------------------------------------------------
@@ -765,12 +843,13 @@ class RolloutEngine:
   ) -> list[traj.ReflectionEpisode]:
     """R3 episodes: for each failed first attempt, G reflections and retries.
 
-    The chat of an episode is [user: task.prompt(x), model: first attempt,
-    user: reflection_instruction, model: reflection, user: retry_instruction,
-    model: retry]; no tools are run. At most three sampler calls: first
-    attempts (unless given), reflections (each failure's context prefilled
-    once for its G reflections), retries (the same context once for its G
-    retries, then each reflection and the retry instruction).
+    The script `scripts.reflect_retry`: [user: task.prompt(x), model: first
+    attempt, user: reflection_instruction, model: reflection, user:
+    retry_instruction, model: retry]; no tools are run. At most three
+    sampler calls: first attempts (unless given), reflections (each
+    failure's context prefilled once for its G reflections), retries (the
+    same context once for its G retries, then each reflection and the retry
+    instruction).
 
     Args:
       task: the task (prompt, parser, verifier).
@@ -804,75 +883,43 @@ class RolloutEngine:
       raise ValueError(
           f"first_attempts has {len(first_attempts)} entries for "
           f"{len(examples)} examples; give one per example.")
-    start = self._start()
-    convs = [self._prompted(task, ex) for ex in examples]
-    with self._bar(3, f"reflect-retry {task.name}") as bar:
-      if first_attempts is None:
-        firsts = self.generate_turns(convs, self._call_seed(seed, 0))
-      else:
-        firsts = [self._given_turn(a, conv, i)
-                  for i, (a, conv) in enumerate(zip(first_attempts, convs))]
-      bar.update(1)
-      first_answers = [self._safe_parse(task, t.text) for t in firsts]
-      first_verdicts = self._verify(task, list(zip(examples, first_answers)))
-      failed = [i for i, v in enumerate(first_verdicts) if not v.correct]
-      groups, reflect_convs = [], []
-      for group, i in enumerate(failed):
-        self.add_turn(convs[i], traj.MODEL, firsts[i].text)
-        self.add_turn(convs[i], traj.USER, instruction)
-        for g in range(int(group_size)):
-          groups.append((group, g, i))
-          reflect_convs.append(convs[i].copy())
-      reflections = (
-          self.generate_turns(reflect_convs, self._call_seed(seed, 1),
-                              group_size=int(group_size))
-          if reflect_convs else [])
-      bar.update(1)
-      for conv, turn in zip(reflect_convs, reflections):
-        self.add_turn(conv, traj.MODEL, turn.text)
-        self.add_turn(conv, traj.USER, retry_instruction)
-      retries = (  # each failure's context prefilled once for its G retries
-          self.generate_turns(reflect_convs, self._call_seed(seed, 2),
-                              retry_temperature, group_size=int(group_size),
-                              shared_prefix=True)
-          if reflect_convs else [])
-      bar.update(1)
-    retry_answers = [self._safe_parse(task, t.text) for t in retries]
-    retry_verdicts = self._verify(
-        task, [(examples[i], a) for (_, _, i), a in zip(groups, retry_answers)])
-    out = []
-    for (group, g, i), refl, retry, answer, verdict in zip(
-        groups, reflections, retries, retry_answers, retry_verdicts):
-      ex = examples[i]
-      out.append(traj.ReflectionEpisode(
-          task=task.name, example_id=ex.id, question=ex.question,
-          gold=ex.answer, group_index=group, reflection_index=g,
-          prompt=convs[i].turns[0][1], instruction=instruction,
-          retry_instruction=retry_instruction, first=firsts[i],
-          first_answer=first_answers[i], first_verdict=first_verdicts[i],
-          reflection=refl, retry=retry, retry_answer=answer,
-          retry_verdict=verdict))
-    n = len(examples)
-    self._stats.extra = {
+    script = scripts.reflect_retry(
+        instruction, int(group_size), given_first=first_attempts is not None,
+        retry_instruction=retry_instruction,
+        retry_temperature=retry_temperature)
+    rows = self.play(task, examples, script, seed,
+                     given={"first": first_attempts} if first_attempts
+                     is not None else None)
+    out = [traj.ReflectionEpisode(
+        task=task.name, example_id=r.example.id, question=r.example.question,
+        gold=r.example.answer, group_index=r.parent,
+        reflection_index=r.branch, prompt=r.conv.turns[0][1],
+        instruction=instruction, retry_instruction=retry_instruction,
+        first=r.turns["first"], first_answer=r.answers["first"],
+        first_verdict=r.verdicts["first"], reflection=r.turns["reflection"],
+        retry=r.turns["retry"], retry_answer=r.answers["retry"],
+        retry_verdict=r.verdicts["retry"]) for r in rows]
+    n, failed = len(examples), len(out) // int(group_size)
+    self.last_stats.extra = {
         "first_attempts": n,
-        "first_attempts_correct": n - len(failed),
-        "accuracy_t1": (n - len(failed)) / n if n else 0.0,
+        "first_attempts_correct": n - failed,
+        "accuracy_t1": (n - failed) / n if n else 0.0,
         "retries": len(out),
         "retries_correct": sum(e.reward for e in out),
         "retry_accuracy": (sum(e.reward for e in out) / len(out)
                            if out else 0.0)}
-    self._finish(start, len(out))
     return out
 
-  def _given_turn(self, attempt: Union[str, traj.ModelTurn],
-                  conv: Conversation, index: int) -> traj.ModelTurn:
-    """A caller-supplied first attempt as a ModelTurn on this context."""
-    if isinstance(attempt, traj.ModelTurn):
-      return attempt
-    if not isinstance(attempt, str):
-      raise TypeError(f"first_attempts[{index}] must be a str or a "
-                      f"ModelTurn, got {type(attempt).__name__}.")
-    return traj.ModelTurn(text=attempt,
-                          tokens=list(self.tokenizer.encode(attempt)),
-                          logprobs=[], context_ids=self.prompt_ids(conv),
-                          finish=traj.TURN_GIVEN)
+
+def two_attempt_episode(task: task_base.Task, row: scripts.ScriptRow,
+                        instruction: str, sample_index: Optional[int] = None
+                        ) -> traj.TwoAttemptEpisode:
+  """The TwoAttemptEpisode of a played row with graded turns 'y1', 'y2'."""
+  ex = row.example
+  return traj.TwoAttemptEpisode(
+      task=task.name, example_id=ex.id, question=ex.question, gold=ex.answer,
+      sample_index=row.branch if sample_index is None else sample_index,
+      prompt=row.conv.turns[0][1], instruction=instruction,
+      y1=row.turns["y1"], y2=row.turns["y2"], answer1=row.answers["y1"],
+      answer2=row.answers["y2"], verdict1=row.verdicts["y1"],
+      verdict2=row.verdicts["y2"])
