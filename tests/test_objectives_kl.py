@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swirl_jax.objectives import common, grpo, score, stepwise_pg
+from swirl_jax.objectives import common, grpo, kl, score, stepwise_pg
 
 N = 200_000
 V = 5
@@ -80,7 +80,7 @@ def deviation(mean, se, target):
 
 
 def estimator(kind):
-  return lambda logp, ref, old: common.kl_penalty(logp, ref, kind,
+  return lambda logp, ref, old: kl.kl_penalty(logp, ref, kind,
                                                   old_logp=old)
 
 
@@ -119,9 +119,9 @@ def test_values_estimate_kl_pi_ref():
   ref = jax.nn.log_softmax(REF)[a]
   exact = float(kl_forward(THETA, REF))
   for kind in ("k1", "k3"):
-    v = np.asarray(common.kl_penalty(logp, ref, kind), np.float64)
+    v = np.asarray(kl.kl_penalty(logp, ref, kind), np.float64)
     assert abs(v.mean() - exact) < Z * v.std() / np.sqrt(N), kind
-  np.testing.assert_allclose(common.kl_penalty(logp, ref, "k1"), logp - ref)
+  np.testing.assert_allclose(kl.kl_penalty(logp, ref, "k1"), logp - ref)
 
 
 def test_k1_importance_weighted_off_policy():
@@ -131,7 +131,7 @@ def test_k1_importance_weighted_off_policy():
   mean, se = mc(per_sample_grads(estimator("k1"), a, old_logits=OLD))
   assert deviation(mean, se, GRAD_FORWARD) < Z
   mean, se = mc(per_sample_grads(
-      lambda logp, ref, old: common.kl_penalty(logp, ref, "k1"), a))
+      lambda logp, ref, old: kl.kl_penalty(logp, ref, "k1"), a))
   assert deviation(mean, se, GRAD_FORWARD) > 10 * Z
 
 
@@ -141,10 +141,10 @@ def test_exact_kl_value_and_gradient():
   p = jax.nn.softmax(logits, -1)
   want = np.sum(np.asarray(p) * (np.log(np.asarray(p)) - np.asarray(
       jax.nn.log_softmax(ref_logits, -1))), -1)
-  np.testing.assert_allclose(common.exact_kl(logits, ref_logits), want,
+  np.testing.assert_allclose(kl.exact_kl(logits, ref_logits), want,
                              rtol=1e-5, atol=1e-7)
   # d KL / d theta = pi * (log pi - log ref - KL), by hand.
-  g = jax.grad(lambda t: common.exact_kl(t, REF))(THETA)
+  g = jax.grad(lambda t: kl.exact_kl(t, REF))(THETA)
   lp, lr = jax.nn.log_softmax(THETA), jax.nn.log_softmax(REF)
   by_hand = jnp.exp(lp) * (lp - lr - kl_forward(THETA, REF))
   np.testing.assert_allclose(g, by_hand, rtol=1e-5, atol=1e-7)
@@ -155,7 +155,7 @@ def test_exact_kl_mask_ignores_non_finite_logits():
   logits = jnp.stack([THETA, jnp.full((V,), jnp.nan)])[None]
   ref_logits = jnp.stack([REF, jnp.full((V,), jnp.inf)])[None]
   mask = jnp.array([[1, 0]])
-  f = lambda t: jnp.sum(common.exact_kl(t, ref_logits, mask))  # noqa: E731
+  f = lambda t: jnp.sum(kl.exact_kl(t, ref_logits, mask))  # noqa: E731
   assert float(f(logits)) == pytest.approx(float(kl_forward(THETA, REF)),
                                            rel=1e-5)
   g = jax.grad(f)(logits)
@@ -226,9 +226,9 @@ def test_default_k3_is_unchanged_by_hand():
   logp = jnp.log(jnp.array([0.5, 0.2]))
   ref = jnp.log(jnp.array([0.25, 0.2]))
   r = 0.25 / 0.5
-  np.testing.assert_allclose(common.kl_penalty(logp, ref),
+  np.testing.assert_allclose(kl.kl_penalty(logp, ref),
                              [r - np.log(r) - 1, 0.0], atol=1e-7)
-  np.testing.assert_allclose(common.kl_penalty(logp, ref, "k2"),
+  np.testing.assert_allclose(kl.kl_penalty(logp, ref, "k2"),
                              [0.5 * np.log(2) ** 2, 0.0], rtol=1e-6)
 
 
@@ -239,9 +239,9 @@ def test_exact_needs_the_reference_logits():
     stepwise_pg.stepwise_pg_token_loss(logp, logp, jnp.zeros(2), mask,
                                        kl_coef=0.1, kl_estimator="exact")
   with pytest.raises(ValueError, match="exact"):
-    common.kl_penalty(logp, logp, "exact")
+    kl.kl_penalty(logp, logp, "exact")
   with pytest.raises(ValueError, match="'k7'"):
-    common.kl_penalty(logp, logp, "k7")
+    kl.kl_penalty(logp, logp, "k7")
 
 
 class PositionLogits:
@@ -269,7 +269,7 @@ def test_registered_objectives_with_exact_kl():
       advantages=np.zeros(b, np.float32), rewards=np.zeros(b, np.float32),
       reward1=np.zeros(b, np.float32), reward2=np.zeros(b, np.float32),
       group_ids=np.zeros(b, np.int32))
-  want = float(jnp.sum(common.exact_kl(params["logits"], ref_logits, mask))
+  want = float(jnp.sum(kl.exact_kl(params["logits"], ref_logits, mask))
                / mask.sum())
   model = PositionLogits()
   cases = [(stepwise_pg.stepwise_pg_loss, dict(kl_coef=1.0)),

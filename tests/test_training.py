@@ -14,7 +14,8 @@ import pytest
 
 from swirl_jax import models, sharding
 from swirl_jax.objectives import get_objective, objective_names
-from swirl_jax.objectives.common import kl_penalty, segment_attention_mask
+from swirl_jax.objectives.common import segment_attention_mask
+from swirl_jax.objectives.kl import kl_penalty
 from swirl_jax.training import checkpointing
 from swirl_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from swirl_jax.training.train_state import TrainState

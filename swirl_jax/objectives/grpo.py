@@ -17,7 +17,7 @@ folded into the advantage under stop-gradient, importance-weighted by the
 unclipped ratio) follows grad KL(pi || pi_ref) also in the inner updates on
 old samples; 'k2' ((logp - ref)^2 / 2) follows it on-policy; 'exact' is the
 full KL over the vocabulary (batch['ref_logits']). See
-`swirl_jax.objectives.common.kl_penalty`.
+`swirl_jax.objectives.kl.kl_penalty`.
 
 agg is 'sequence' (the GRPO paper: mean over each row's action tokens, then
 over rows; the default) or 'token' (DAPO / Dr. GRPO: sum over all action
@@ -50,8 +50,8 @@ import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
 from swirl_jax.objectives.registry import register_objective
-from swirl_jax.objectives.stepwise_pg import (add_kl_term, check_kl_estimator,
-                                              policy_logprobs)
+from swirl_jax.objectives.common import policy_logprobs
+from swirl_jax.objectives.kl import add_kl_term, check_kl_estimator
 
 
 def check_clip(objective: str, clip_epsilon: float,

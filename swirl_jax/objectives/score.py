@@ -11,7 +11,7 @@ value, but its gradient as a loss is that of the reverse KL(pi_ref || pi).
 `kl_estimator='k1'` (the penalty logp - ref folded into the reward under
 stop-gradient) or 'k2' follow grad KL(pi || pi_ref); 'exact' sums it over
 the vocabulary (needs batch['ref_logits']). See
-`swirl_jax.objectives.common.kl_penalty`.
+`swirl_jax.objectives.kl.kl_penalty`.
 
 Stage I  (`score_stage1`): max E[ r2 - beta2 KL(y1) - beta1 KL(y2) ]
 
@@ -55,8 +55,8 @@ import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
 from swirl_jax.objectives.registry import register_objective
-from swirl_jax.objectives.stepwise_pg import (check_kl_estimator, masked_kl,
-                                              policy_logprobs, reference_key)
+from swirl_jax.objectives.common import policy_logprobs
+from swirl_jax.objectives.kl import check_kl_estimator, reference_key, token_kl
 
 
 def shaped_rewards(reward1, reward2, alpha: float):
@@ -81,7 +81,7 @@ def score_token_loss(logp, ref_logp, mask1, mask2, adv1, adv2, kl_coef1,
     adv1, adv2: [B] advantages of the two attempts.
     kl_coef1, kl_coef2: KL coefficients on y1 / y2 tokens: floats, or [B]
       per-row values (e.g. an adaptive beta2 from the batch).
-    kl_estimator: 'k3', 'k1', 'k2' or 'exact' (see `common.kl_penalty`).
+    kl_estimator: 'k3', 'k1', 'k2' or 'exact' (see `kl.kl_penalty`).
     aggregation: 'token' or 'sequence'.
     logits, ref_logits: [B, L, V] policy / reference logits ('exact' only;
       ref_logp is then unused).
@@ -101,8 +101,8 @@ def score_token_loss(logp, ref_logp, mask1, mask2, adv1, adv2, kl_coef1,
   adv_tok = jnp.where(m1, col(adv1), 0.0) + jnp.where(m2, col(adv2), 0.0)
   pg_loss, weight = adv_lib.aggregate(-adv_tok * logp_m, (m1, m2),
                                       aggregation)
-  kl_tok = masked_kl(logp, ref_logp, both, kl_estimator, logits=logits,
-                     ref_logits=ref_logits)
+  kl_tok = token_kl(kl_estimator, logp, ref_logp, both, logits=logits,
+                    ref_logits=ref_logits)
   coef_tok = (jnp.where(m1, col(kl_coef1), 0.0) +
               jnp.where(m2, col(kl_coef2), 0.0))
   kl_loss, _ = adv_lib.aggregate(coef_tok * kl_tok, (m1, m2), aggregation)

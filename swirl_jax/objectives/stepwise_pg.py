@@ -19,7 +19,7 @@ The paper publishes neither baseline, KL term nor hyperparameters; we choose:
   that of the reverse KL(pi_ref || pi). kl_estimator 'k1' (the penalty
   logp - ref folded into the reward under stop-gradient) and 'k2'
   ((logp - ref)^2 / 2) follow grad KL(pi || pi_ref); 'exact' sums the KL
-  over the vocabulary (see `swirl_jax.objectives.common.kl_penalty`). A
+  over the vocabulary (see `swirl_jax.objectives.kl.kl_penalty`). A
   small coefficient (default 0.01) keeps the policy near the distribution
   on which the judge was calibrated, limiting reward hacking of the judge.
 * On-policy, one update per batch of samples: the gradient of log pi is taken
@@ -49,85 +49,9 @@ import gin
 import jax.numpy as jnp
 
 from swirl_jax.objectives import advantages as adv_lib
-from swirl_jax.objectives.common import (KL_ESTIMATORS, target_logprobs,
-                                         token_kl)
+from swirl_jax.objectives.common import policy_logprobs
+from swirl_jax.objectives.kl import add_kl_term, check_kl_estimator
 from swirl_jax.objectives.registry import register_objective
-
-def check_kl_estimator(objective: str, kl_estimator: str) -> None:
-  if kl_estimator not in KL_ESTIMATORS:
-    raise ValueError(f"{objective}: kl_estimator must be one of "
-                     f"{KL_ESTIMATORS}, got {kl_estimator!r}.")
-
-
-def masked_kl(logp, ref_logp, mask, kind: str, *, old_logp=None,
-              logits=None, ref_logits=None):
-  """Per-token KL term, 0 (with zero gradient) outside `mask`: [B, L].
-
-  See `swirl_jax.objectives.common.token_kl` (and `kl_penalty` for which
-  KL each estimator's gradient follows).
-  """
-  return token_kl(kind, logp, ref_logp, mask, old_logp=old_logp,
-                  logits=logits, ref_logits=ref_logits)
-
-
-def has_reference(kind: str, ref_logp, ref_logits) -> bool:
-  """Whether the reference input that `kind` needs is there."""
-  return (ref_logits if kind == "exact" else ref_logp) is not None
-
-
-def reference_key(kind: str) -> str:
-  """The batch key holding what estimator `kind` needs of the reference."""
-  return "ref_logits" if kind == "exact" else "ref_logprobs"
-
-
-def add_kl_term(loss, metrics: dict, logp, ref_logp, mask, *, coef: float,
-                kind: str, aggregation: str, who: str, old_logp=None,
-                logits=None, ref_logits=None):
-  """loss + coef * (KL term of `kind`) aggregated over `mask`; sets
-  metrics['kl'] (the term's value: see `common.kl_penalty`).
-
-  Args:
-    loss: scalar.
-    metrics: updated in place.
-    logp, ref_logp, old_logp: [B, L] ('k1' / 'k2' / 'k3'; old_logp only
-      weighs 'k1').
-    mask: [B, L] tokens carrying the term.
-    coef: KL coefficient.
-    kind: 'k1', 'k2', 'k3' or 'exact'.
-    aggregation: 'token' or 'sequence'.
-    who: the objective, for messages.
-    logits, ref_logits: [B, L, V] ('exact' only).
-  Raises:
-    KeyError when coef > 0 and the reference input of `kind` is missing.
-  """
-  if has_reference(kind, ref_logp, ref_logits):
-    kl, _ = adv_lib.aggregate(
-        masked_kl(logp, ref_logp, mask, kind, old_logp=old_logp,
-                  logits=logits, ref_logits=ref_logits), mask, aggregation)
-    metrics["kl"] = kl
-    if coef:
-      loss = loss + coef * kl
-  elif coef:
-    hint = (" [B, L, V], the reference's logits (the train step adds them "
-            "when it is built with this loss's kl_estimator bound to "
-            "'exact', or with make_train_step(ref_logits=True))"
-            if kind == "exact" else "")
-    raise KeyError(f"{who}: a KL coefficient > 0 with kl_estimator="
-                   f"{kind!r} needs batch[{reference_key(kind)!r}]{hint}.")
-  return loss
-
-
-def policy_logprobs(model, params, batch, kind: str):
-  """(logp [B, L], logits [B, L, V] or None, ref_logits or None).
-
-  The logits come back only for the 'exact' estimator on a batch with
-  'ref_logits' (without them, `add_kl_term` refuses a KL coefficient > 0).
-  """
-  if kind != "exact" or "ref_logits" not in batch:
-    return target_logprobs(model, params, batch), None, None
-  logp, logits = target_logprobs(model, params, batch, return_logits=True)
-  return logp, logits, batch["ref_logits"]
-
 
 def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
                            kl_coef: float = 0.01, kl_estimator: str = "k3",
@@ -142,7 +66,7 @@ def stepwise_pg_token_loss(logp, ref_logp, advantages, mask, *,
     advantages: [B].
     mask: [B, L] action tokens.
     kl_coef: KL coefficient (>= 0).
-    kl_estimator: 'k1', 'k2', 'k3' or 'exact' (see `common.kl_penalty`).
+    kl_estimator: 'k1', 'k2', 'k3' or 'exact' (see `kl.kl_penalty`).
     aggregation: 'token' or 'sequence'.
     logits, ref_logits: [B, L, V] policy / reference logits ('exact' only).
   Returns:
@@ -179,7 +103,7 @@ def stepwise_pg_loss(params, batch, rng, model, *,
     kl_estimator: 'k3' (default; its gradient follows KL(pi_ref||pi)), 'k1'
       (folded into the reward) or 'k2' (both follow KL(pi||pi_ref)), or
       'exact' (needs batch['ref_logits'] [B, L, V]); see
-      `swirl_jax.objectives.common.kl_penalty`.
+      `swirl_jax.objectives.kl.kl_penalty`.
     normalize_std: divide group-centred rewards by the group std (only when
       the batch has no precomputed 'advantages').
     aggregation: 'token' or 'sequence'.

@@ -16,7 +16,7 @@ B * L * V * 4 bytes in float32 (2 in bfloat16, the compute dtype of the
 larger presets), for the whole batch before it is split into
 microbatches, beside the policy's own logits and the ~3 more [b, L, V]
 temporaries of each microbatch's KL and its gradient (see
-`objectives.common.exact_kl`). With Gemma's V = 256,128: 1 GiB per 1,024
+`objectives.kl.exact_kl`). With Gemma's V = 256,128: 1 GiB per 1,024
 tokens of B * L (padding included) in float32; e.g. B * L = 16 x 512 =
 8k tokens is 8 GiB per copy, so on a 16 / 80 / 141 GiB accelerator, with
 the model's own memory left over, keep B * L to about 2k / 10k / 20k
