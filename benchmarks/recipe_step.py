@@ -55,6 +55,7 @@ when it is quiet (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -577,7 +578,6 @@ def score_step(parser, args, argv) -> dict:
     parser.error(f"no {base}: run the SCoRe quickstart (or its warm start) "
                  "first")
   compiles, stop_compile_log = _start_jax(args, argv)
-  import inspect  # pylint: disable=g-import-not-at-top
   from swirl_jax import gin_utils  # pylint: disable=g-import-not-at-top
   from swirl_jax import registry  # pylint: disable=g-import-not-at-top,unused-import
   from swirl_jax import stages  # pylint: disable=g-import-not-at-top
@@ -587,14 +587,11 @@ def score_step(parser, args, argv) -> dict:
   gin_files = args.gin_file or ["gin_configs/experiments/score_quickstart.gin"]
   gin_utils.parse(gin_files, list(args.gin) + [
       "swirl_jax.training.trainer.train.async_checkpoints = False"])
-  setting = _gin_setting("swirl_jax.score.experiment.score_experiment",
-                         experiment.score_experiment)
-  cfg = {name: setting(name) for name in inspect.signature(
-      experiment.score_experiment).parameters if name != "workdir"}
-  adaptive = args.stage == "stage1" and cfg["adaptive_beta2"] is not None
+  cfg = experiment.ScoreConfig()  # with the gin files' bindings
+  adaptive = args.stage == "stage1" and cfg.adaptive_beta2 is not None
   if adaptive:
-    cfg["adaptive_beta2"] = cfg["adaptive_beta2"].with_beta2(
-        experiment.stage1_loss_beta2())
+    cfg = dataclasses.replace(cfg, adaptive_beta2=cfg.adaptive_beta2
+                              .with_beta2(experiment.stage1_loss_beta2()))
   exp = experiment._Experiment(workdir, cfg)  # pylint: disable=protected-access
   stage1 = os.path.join(workdir, "stage1")
   init_from = (stage1 if args.stage == "stage2" and os.path.isdir(stage1)
@@ -606,26 +603,26 @@ def score_step(parser, args, argv) -> dict:
   def train(batch_fn):
     with tempfile.TemporaryDirectory() as tmp:
       stages.train_stage(
-          tmp, args.stage, model_config=cfg["model_config"],
+          tmp, args.stage, model_config=cfg.model_config,
           dataset_fn=rl_records.records_dataset_fn(
-              records, global_batch_size=cfg["groups_per_step"],
+              records, global_batch_size=cfg.groups_per_step,
               what="problems"),
           objective=f"score_{args.stage}", train_steps=steps,
           checkpoint_every=10 * steps, init_from=init_from,
-          batch_fn=batch_fn, seed=cfg["seed"])
+          batch_fn=batch_fn, seed=cfg.seed)
 
   results = time_rl_cycles(
       builder, train,
-      lambda: stages.load_policy(cfg["model_config"], init_from, cfg["seed"]),
+      lambda: stages.load_policy(cfg.model_config, init_from, cfg.seed),
       ("attempt 1", "attempt 2"), compiles, stop_compile_log)
   results.update(recipe="score", stage=args.stage, steps=steps,
-                 groups=cfg["groups_per_step"], group_size=cfg["group_size"],
+                 groups=cfg.groups_per_step, group_size=cfg.group_size,
                  threads=args.threads)
   print(cycles_report(
-      f"SCoRe {args.stage} step: {cfg['groups_per_step']} problems x "
-      f"{cfg['group_size']} episodes of two attempts ({cfg['max_new_tokens']}"
-      f" new tokens each), rows <= {cfg['rl_seq_len']}, tasks "
-      f"{', '.join(cfg['tasks'])}", results))
+      f"SCoRe {args.stage} step: {cfg.groups_per_step} problems x "
+      f"{cfg.group_size} episodes of two attempts ({cfg.max_new_tokens}"
+      f" new tokens each), rows <= {cfg.rl_seq_len}, tasks "
+      f"{', '.join(cfg.tasks)}", results))
   return results
 
 

@@ -8,12 +8,13 @@ parameter it binds, before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import os
 import re
 import typing
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import gin
 from gin import config as gin_config
@@ -56,6 +57,25 @@ def _params_of(configurable_name: str) -> list[str]:
     return []
 
 
+def _settings_owner(configurable_name: str, param: str) -> Optional[str]:
+  """The gin name of a settings dataclass that `configurable_name` takes
+  (an argument annotated with it) and that has a field `param`."""
+  try:
+    configurable = gin_config._REGISTRY.get_match(configurable_name)  # pylint: disable=protected-access
+    hints = typing.get_type_hints(configurable.wrapped)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  for hint in hints.values():
+    for cls in (hint, *typing.get_args(hint)):
+      if dataclasses.is_dataclass(cls) and param in {
+          f.name for f in dataclasses.fields(cls)}:
+        for selector, other in gin_config._REGISTRY.items():  # pylint: disable=protected-access
+          if getattr(other.wrapped, "__wrapped__", other.wrapped) is cls or (
+              isinstance(other.wrapped, type) and issubclass(other.wrapped, cls)):
+            return selector
+  return None
+
+
 def explain_error(error: Exception) -> str:
   """A gin error message plus the closest valid names."""
   msg = str(error)
@@ -66,6 +86,11 @@ def explain_error(error: Exception) -> str:
                 r"'(\w+)'", msg)
   if m:
     params = _params_of(m.group(1))
+    owner = _settings_owner(m.group(1), m.group(2))
+    if owner:
+      return (msg + f" {m.group(2)!r} is a field of its settings "
+              f"dataclass: bind {owner}.{m.group(2)} (--gin.{owner}."
+              f"{m.group(2)}=VALUE).")
     return msg + _suggest(m.group(2), params) + (
         f" Parameters of {m.group(1)}: {params}." if params else "")
   m = re.search(r"Required bindings for `?(\w+)`? not provided in config: "

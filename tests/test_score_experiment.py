@@ -19,7 +19,7 @@ from swirl_jax.score import experiment
 from swirl_jax.tasks.base import Verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXP = "swirl_jax.score.experiment.score_experiment"
+EXP = "swirl_jax.score.ScoreConfig"
 
 TOY_BINDINGS = [
     f"{EXP}.tasks = ('math_small',)",
@@ -144,11 +144,12 @@ def test_ablation_scopes_switch_the_objective(toy_config):
 
 def test_bad_values_name_the_argument(tmp_path, toy_config):
   with pytest.raises(ValueError, match="ablations.*'no_kl'"):
-    experiment.score_experiment(str(tmp_path), ablations=("no_kl",))
+    experiment.ScoreConfig(ablations=("no_kl",))
   with pytest.raises(ValueError, match="stage2_steps"):
-    experiment.score_experiment(str(tmp_path), stage2_steps=0)
+    experiment.ScoreConfig(stage2_steps=0)
   with pytest.raises(ValueError, match="'dev'"):
-    experiment.score_experiment(str(tmp_path), eval_split="dev")
+    experiment.score_experiment(str(tmp_path),
+                                experiment.ScoreConfig(eval_split="dev"))
   assert not os.listdir(tmp_path)
 
 
@@ -209,7 +210,7 @@ _PAPER_SCRIPT = textwrap.dedent("""
         "CHECKPOINT = 'kaggle:/mnt/gemma2-9b'",
         "TOKENIZER = '/mnt/gemma2-9b/tokenizer.model'",
         "TRAIN_DATA = '/mnt/data/train'", "EVAL_DATA = '/mnt/data/test'"])
-    exp = 'swirl_jax.score.experiment.score_experiment.'
+    exp = 'swirl_jax.score.ScoreConfig.'
     def q(name):
       v = gin.query_parameter(exp + name)
       if isinstance(v, gin.config.ConfigurableReference) and v.evaluate:
@@ -260,3 +261,22 @@ def test_paper_scale_configs_build_with_shapes_only(name, task, lr, steps,
   assert got["temperature"] == 1.0
   assert (got["alpha"], got["beta1"], got["beta2"]) == (10.0, 0.01, beta2)
   assert got["ablations"] == ["no_stage1", "no_shaping", "single_turn"]
+
+
+def test_settings_are_a_gin_dataclass_and_old_bindings_are_redirected():
+  """gin binds ScoreConfig's fields; a binding of a setting on the
+  experiment function names the field to bind instead."""
+  gin.clear_config()
+  try:
+    gin_utils.parse(["gin_configs/experiments/score_quickstart.gin"],
+                    ["swirl_jax.score.ScoreConfig.seed = 3"])
+    cfg = experiment.ScoreConfig()
+    assert (cfg.seed, cfg.group_size, cfg.stage2_steps) == (3, 4, 80)
+    assert cfg.baselines == ("self_refine", "star", "pair_sft")
+    gin.clear_config()
+    with pytest.raises(gin_utils.GinConfigError,
+                       match=r"bind swirl_jax\.score\.ScoreConfig\.seed"):
+      gin_utils.parse(["gin_configs/experiments/score_quickstart.gin"],
+                      [f"{experiment.__name__}.score_experiment.seed = 3"])
+  finally:
+    gin.clear_config()

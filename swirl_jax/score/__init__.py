@@ -6,7 +6,8 @@ Modules:
   batches     `TwoAttemptBatchBuilder` (the trainer's batch_fn: on-policy
               episodes -> `score_stage1` / `score_stage2` rows) and the
               adaptive beta2 controller.
-  experiment  `score_experiment`: warm start -> Stage I -> Stage II ->
+  experiment  `ScoreConfig` (the settings; gin binds its fields) and
+              `score_experiment`: warm start -> Stage I -> Stage II ->
               baselines (Self-Refine, STaR, Pair-SFT) -> ablations ->
               evaluation -> report, every stage resumable.
 
@@ -17,3 +18,5 @@ The CPU default's tasks ('math_small', 'code_small') are
 evaluation `swirl_jax.evaluation.self_correction`, the report and its
 headline `swirl_jax.evaluation.score_report`.
 """
+
+from swirl_jax.score.experiment import ScoreConfig, score_experiment  # noqa: E402,F401

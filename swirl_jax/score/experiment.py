@@ -48,8 +48,9 @@ score.score_stage2_loss.alpha`. Ablations run nested in the 'stage2' scope
 from __future__ import annotations
 
 import contextlib
-import inspect
+import dataclasses
 import functools
+import inspect
 import logging
 import os
 import time
@@ -110,11 +111,11 @@ def _vote_key(task):
 class _Experiment:
   """The state shared by the stages of one `score_experiment` call."""
 
-  def __init__(self, workdir: str, cfg: dict):
+  def __init__(self, workdir: str, cfg: "ScoreConfig"):
     self.workdir = workdir
     self.cfg = cfg
-    self.model_config = cfg["model_config"]
-    self.task_names = tuple(cfg["tasks"])
+    self.model_config = cfg.model_config
+    self.task_names = tuple(cfg.tasks)
     self.tasks = {name: sc_eval.CachingTask(get_task(name))
                   for name in self.task_names}
     for name, task in self.tasks.items():
@@ -144,7 +145,7 @@ class _Experiment:
     if init_from in self._params:
       return self._params[init_from]
     params = stages.load_policy(self.model_config, init_from,
-                                seed=self.cfg["seed"])
+                                seed=self.cfg.seed)
     if keep:
       self._params[init_from] = params
     return params
@@ -156,14 +157,14 @@ class _Experiment:
 
   def problems(self, purpose: str, n: int) -> dict[str, list]:
     """Per task: n problems for 'rl', 'baseline', 'eval' or 'scaling'."""
-    held_out = self.cfg["eval_split"]
+    held_out = self.cfg.eval_split
     split, offset = {"rl": ("train", 0), "baseline": ("train", 100),
                      "eval": (held_out, 200),
                      "scaling": (held_out, 300)}[purpose]
-    files = self.cfg["eval_files" if purpose in ("eval", "scaling")
-                     else "train_files"]
+    files = (self.cfg.eval_files if purpose in ("eval", "scaling")
+             else self.cfg.train_files)
     return {name: _problems(task.wrapped, name, n,
-                            self.cfg["seed"] + offset + i, split, files)
+                            self.cfg.seed + offset + i, split, files)
             for i, (name, task) in enumerate(self.tasks.items())}
 
   # -- stages -----------------------------------------------------------------
@@ -171,26 +172,26 @@ class _Experiment:
   def warm_start(self) -> Optional[str]:
     """The base model's source: the warm-start workdir, or init_from."""
     cfg = self.cfg
-    if cfg["warm_start_steps"] <= 0:
-      return cfg["init_from"]
+    if cfg.warm_start_steps <= 0:
+      return cfg.init_from
     demos = correction_demos.score_demonstrations(
-        tasks=self.task_names, num_per_task=cfg["warm_start_examples"],
-        seed=cfg["seed"], wrong_fraction=cfg["wrong_fraction"],
-        second_turn_fraction=cfg["second_turn_fraction"],
-        repeat_fraction=cfg["repeat_fraction"])
+        tasks=self.task_names, num_per_task=cfg.warm_start_examples,
+        seed=cfg.seed, wrong_fraction=cfg.wrong_fraction,
+        second_turn_fraction=cfg.second_turn_fraction,
+        repeat_fraction=cfg.repeat_fraction)
     stages.train_stage(
         self.workdir, "warm_start", model_config=self.model_config,
         dataset_fn=data_sources.sft_dataset_fn(
-            demos, self.tokenizer_path, seq_len=cfg["sft_seq_len"],
-            global_batch_size=cfg["sft_batch_size"]),
-        objective="sft", train_steps=cfg["warm_start_steps"],
-        checkpoint_every=cfg["warm_start_steps"],
-        init_from=cfg["init_from"], seed=cfg["seed"])
+            demos, self.tokenizer_path, seq_len=cfg.sft_seq_len,
+            global_batch_size=cfg.sft_batch_size),
+        objective="sft", train_steps=cfg.warm_start_steps,
+        checkpoint_every=cfg.warm_start_steps,
+        init_from=cfg.init_from, seed=cfg.seed)
     return self.stage_dir("warm_start")
 
   def rl_records(self) -> list[dict]:
     """The RL training problems as records, the tasks interleaved."""
-    problems = self.problems("rl", self.cfg["rl_problems_per_task"])
+    problems = self.problems("rl", self.cfg.rl_problems_per_task)
     return demonstrations.interleave(
         [[{"task": name, "example": ex.to_dict()} for ex in examples]
          for name, examples in problems.items()])
@@ -202,13 +203,13 @@ class _Experiment:
     return batches_lib.TwoAttemptBatchBuilder(
         self.model_config, self.tokenizer, self.tasks,
         ref_params=self.params(base, keep=True),
-        group_size=1 if single_turn and cfg["group_size"] < 2
-        else cfg["group_size"],
-        base_first_attempts=0 if single_turn else cfg["base_first_attempts"],
-        single_turn=single_turn, max_new_tokens=cfg["max_new_tokens"],
-        temperature=cfg["temperature"], seq_len=cfg["rl_seq_len"],
-        seed=cfg["seed"],
-        adaptive=cfg["adaptive_beta2"] if adaptive else None,
+        group_size=1 if single_turn and cfg.group_size < 2
+        else cfg.group_size,
+        base_first_attempts=0 if single_turn else cfg.base_first_attempts,
+        single_turn=single_turn, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, seq_len=cfg.rl_seq_len,
+        seed=cfg.seed,
+        adaptive=cfg.adaptive_beta2 if adaptive else None,
         sampler=self.sampler)
 
   def rl_stage(self, name: str, *, objective: str, init_from: Optional[str],
@@ -225,11 +226,11 @@ class _Experiment:
       return stages.train_stage(
           self.workdir, name, model_config=self.model_config,
           dataset_fn=rl_records.records_dataset_fn(
-              records, global_batch_size=cfg["groups_per_step"],
+              records, global_batch_size=cfg.groups_per_step,
               what="problems"),
           objective=objective, train_steps=steps,
-          checkpoint_every=cfg["rl_checkpoint_every"], init_from=init_from,
-          batch_fn=builder, seed=cfg["seed"])
+          checkpoint_every=cfg.rl_checkpoint_every, init_from=init_from,
+          batch_fn=builder, seed=cfg.seed)
     finally:
       builder.close()
 
@@ -238,17 +239,17 @@ class _Experiment:
     cfg = self.cfg
 
     def fn(directory: str) -> dict:
-      engine = self.engine(self.params(base), cfg["temperature"])
-      problems = self.problems("baseline", cfg["baseline_problems_per_task"])
+      engine = self.engine(self.params(base), cfg.temperature)
+      problems = self.problems("baseline", cfg.baseline_problems_per_task)
       episodes = []
       with engine:
         for i, (name, examples) in enumerate(problems.items()):
           episodes += engine.run_two_attempts(
               self.tasks[name], examples,
-              num_samples=cfg["baseline_samples"], seed=cfg["seed"] + 17 + i)
+              num_samples=cfg.baseline_samples, seed=cfg.seed + 17 + i)
       traj.save_jsonl(os.path.join(directory, "episodes.jsonl"), episodes)
       star = correction_demos.star_examples(episodes)
-      pairs = correction_demos.pair_sft_examples(episodes, seed=cfg["seed"])
+      pairs = correction_demos.pair_sft_examples(episodes, seed=cfg.seed)
       traj.save_jsonl(os.path.join(directory, "star.jsonl"), star)
       traj.save_jsonl(os.path.join(directory, "pair_sft.jsonl"), pairs)
       r1, r2 = sc_eval.episode_outcomes(episodes)
@@ -271,20 +272,20 @@ class _Experiment:
         dataset_fn=data_sources.sft_dataset_fn(
             [{"prompt": [tuple(t) for t in e["prompt"]],
               "target": e["target"]} for e in examples],
-            self.tokenizer_path, seq_len=cfg["rl_seq_len"],
-            global_batch_size=cfg["sft_batch_size"]),
-        objective="sft", train_steps=cfg["baseline_sft_steps"],
-        checkpoint_every=cfg["baseline_sft_steps"], init_from=base,
-        seed=cfg["seed"])
+            self.tokenizer_path, seq_len=cfg.rl_seq_len,
+            global_batch_size=cfg.sft_batch_size),
+        objective="sft", train_steps=cfg.baseline_sft_steps,
+        checkpoint_every=cfg.baseline_sft_steps, init_from=base,
+        seed=cfg.seed)
     return self.stage_dir(name)
 
   def engine(self, params, temperature: float):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
     self.sampler.update_params(params)
     return RolloutEngine(self.sampler, self.tokenizer,
-                         max_new_tokens=self.cfg["max_new_tokens"],
+                         max_new_tokens=self.cfg.max_new_tokens,
                          temperature=temperature,
-                         max_context_tokens=self.cfg["eval_context_tokens"],
+                         max_context_tokens=self.cfg.eval_context_tokens,
                          progress=False, tool_workers=4)
 
   def evaluate(self, method: str, source: Optional[str]) -> dict:
@@ -292,13 +293,13 @@ class _Experiment:
     cfg = self.cfg
 
     def fn(directory: str) -> dict:
-      engine = self.engine(self.params(source), cfg["eval_temperature"])
-      problems = self.problems("eval", cfg["eval_problems_per_task"])
+      engine = self.engine(self.params(source), cfg.eval_temperature)
+      problems = self.problems("eval", cfg.eval_problems_per_task)
       episodes = []
       with engine:
         for i, (name, examples) in enumerate(problems.items()):
           task = self.tasks[name]
-          seed = cfg["seed"] + 31 + i
+          seed = cfg.seed + 31 + i
           if method == "self_refine":
             episodes += episodes_lib.self_refine_episodes(engine, task,
                                                           examples, seed=seed)
@@ -325,17 +326,17 @@ class _Experiment:
 
     def fn(directory: str) -> dict:
       del directory
-      engine = self.engine(self.params(source), cfg["scaling_temperature"])
-      problems = self.problems("scaling", cfg["scaling_problems_per_task"])
+      engine = self.engine(self.params(source), cfg.scaling_temperature)
+      problems = self.problems("scaling", cfg.scaling_problems_per_task)
       curves = {}
       with engine:
         for i, (name, examples) in enumerate(problems.items()):
           task = self.tasks[name]
           parallel, sequential = sc_eval.sample_scaling_answers(
-              engine, task, examples, max(cfg["scaling_budgets"]),
-              seed=cfg["seed"] + 47 + i, key_fn=_vote_key(task))
+              engine, task, examples, max(cfg.scaling_budgets),
+              seed=cfg.seed + 47 + i, key_fn=_vote_key(task))
           curves[name] = sc_eval.scaling_curve(parallel, sequential,
-                                               cfg["scaling_budgets"])
+                                               cfg.scaling_budgets)
       return {"method": method, "curves": curves}
 
     return stages.run_stage(self.workdir, f"scaling_{method}", fn)
@@ -372,55 +373,12 @@ def stage1_loss_beta2() -> float:
                .parameters["beta2"].default)
 
 
-@gin.configurable(denylist=["workdir"])
-def score_experiment(
-    workdir: str,
-    model_config: Any = gin.REQUIRED,
-    tasks: Sequence[str] = ("math_small", "code_small"),
-    init_from: Optional[str] = None,
-    train_files: Optional[Mapping[str, str]] = None,
-    eval_files: Optional[Mapping[str, str]] = None,
-    seed: int = 0,
-    # Warm start.
-    warm_start_steps: int = 150,
-    warm_start_examples: int = 600,
-    wrong_fraction: float = 0.2,
-    second_turn_fraction: float = 0.3,
-    repeat_fraction: float = 0.0,
-    sft_seq_len: int = 128,
-    sft_batch_size: int = 16,
-    # SCoRe.
-    stage1_steps: int = 40,
-    stage2_steps: int = 40,
-    rl_problems_per_task: int = 500,
-    groups_per_step: int = 8,
-    group_size: int = 2,
-    base_first_attempts: int = 0,
-    max_new_tokens: int = 40,
-    temperature: float = 1.0,
-    rl_seq_len: int = 256,
-    rl_checkpoint_every: int = 20,
-    adaptive_beta2: Optional[batches_lib.AdaptiveBeta2] = None,
-    # Baselines and ablations.
-    baselines: Sequence[str] = BASELINES,
-    baseline_problems_per_task: int = 200,
-    baseline_samples: int = 4,
-    baseline_sft_steps: int = 40,
-    ablations: Sequence[str] = (),
-    # Evaluation.
-    eval_problems_per_task: int = 100,
-    eval_split: str = "test",
-    eval_temperature: float = 0.0,
-    eval_context_tokens: int = 512,
-    scaling_methods: Sequence[str] = ("base", "score"),
-    scaling_problems_per_task: int = 32,
-    scaling_budgets: Sequence[int] = (2, 4, 8, 16, 32),
-    scaling_temperature: float = 1.0,
-) -> dict[str, Any]:
-  """Runs (or resumes) the whole SCoRe experiment in `workdir`.
+@gin.configurable(module="swirl_jax.score")
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+  """The settings of one SCoRe experiment (gin: `swirl_jax.score.ScoreConfig`).
 
-  Args:
-    workdir: the experiment directory.
+  Attributes:
     model_config: the TransformerConfig.
     tasks: registered MATH-style / code task names.
     init_from: the model to start from (None: random init, for the CPU
@@ -464,22 +422,89 @@ def score_experiment(
     scaling_methods: methods whose inference-time scaling is measured.
     scaling_problems_per_task / scaling_budgets / scaling_temperature: the
       scaling experiment (budgets of 2K samples).
-  Returns:
-    {'report': paths, 'results': method -> task -> metrics}.
   """
-  baselines = _check_subset("baselines", baselines, BASELINES)
-  ablations = _check_subset("ablations", ablations, ABLATIONS)
-  if stage2_steps < 1:
-    raise ValueError(f"stage2_steps must be >= 1, got {stage2_steps}.")
-  if stage1_steps < 0:
-    raise ValueError(f"stage1_steps must be >= 0, got {stage1_steps}.")
-  stages.check_eval_split("score_experiment", eval_split)
-  cfg = dict(locals())
-  cfg.pop("workdir")
+
+  model_config: Any = gin.REQUIRED
+  tasks: Sequence[str] = ("math_small", "code_small")
+  init_from: Optional[str] = None
+  train_files: Optional[Mapping[str, str]] = None
+  eval_files: Optional[Mapping[str, str]] = None
+  seed: int = 0
+  # Warm start.
+  warm_start_steps: int = 150
+  warm_start_examples: int = 600
+  wrong_fraction: float = 0.2
+  second_turn_fraction: float = 0.3
+  repeat_fraction: float = 0.0
+  sft_seq_len: int = 128
+  sft_batch_size: int = 16
+  # SCoRe.
+  stage1_steps: int = 40
+  stage2_steps: int = 40
+  rl_problems_per_task: int = 500
+  groups_per_step: int = 8
+  group_size: int = 2
+  base_first_attempts: int = 0
+  max_new_tokens: int = 40
+  temperature: float = 1.0
+  rl_seq_len: int = 256
+  rl_checkpoint_every: int = 20
+  adaptive_beta2: Optional[batches_lib.AdaptiveBeta2] = None
+  # Baselines and ablations.
+  baselines: Sequence[str] = BASELINES
+  baseline_problems_per_task: int = 200
+  baseline_samples: int = 4
+  baseline_sft_steps: int = 40
+  ablations: Sequence[str] = ()
+  # Evaluation.
+  eval_problems_per_task: int = 100
+  eval_split: str = "test"
+  eval_temperature: float = 0.0
+  eval_context_tokens: int = 512
+  scaling_methods: Sequence[str] = ("base", "score")
+  scaling_problems_per_task: int = 32
+  scaling_budgets: Sequence[int] = (2, 4, 8, 16, 32)
+  scaling_temperature: float = 1.0
+
+  def __post_init__(self):
+    if self.model_config is gin.REQUIRED:
+      raise ValueError("ScoreConfig needs a model_config (gin: "
+                       "swirl_jax.score.ScoreConfig.model_config).")
+    set_ = functools.partial(object.__setattr__, self)
+    set_("tasks", tuple(self.tasks))
+    set_("baselines", _check_subset("baselines", self.baselines, BASELINES))
+    set_("ablations", _check_subset("ablations", self.ablations, ABLATIONS))
+    set_("scaling_methods", tuple(self.scaling_methods))
+    set_("scaling_budgets", tuple(int(b) for b in self.scaling_budgets))
+    if self.stage2_steps < 1:
+      raise ValueError(f"stage2_steps must be >= 1, got {self.stage2_steps}.")
+    if self.stage1_steps < 0:
+      raise ValueError(f"stage1_steps must be >= 0, got {self.stage1_steps}.")
+    stages.check_eval_split("ScoreConfig", self.eval_split)
+
+  def as_dict(self) -> dict[str, Any]:
+    """The settings by name (the report's "config")."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@gin.configurable(denylist=["workdir"])
+def score_experiment(workdir: str,
+                     config: Optional[ScoreConfig] = None) -> dict[str, Any]:
+  """Runs (or resumes) the whole SCoRe experiment in `workdir`.
+
+  Args:
+    workdir: the experiment directory.
+    config: the settings (None: `ScoreConfig()` with its gin bindings).
+  Returns:
+    {'report': paths, 'results': method -> task -> metrics, 'headline'}.
+  """
+  cfg = ScoreConfig() if config is None else config
   start = time.time()
-  if adaptive_beta2 is not None:
-    cfg["adaptive_beta2"] = adaptive_beta2.with_beta2(
-        stage1_loss_beta2())
+  if cfg.adaptive_beta2 is not None:
+    cfg = dataclasses.replace(cfg, adaptive_beta2=cfg.adaptive_beta2
+                              .with_beta2(stage1_loss_beta2()))
+  baselines, ablations = cfg.baselines, cfg.ablations
+  stage1_steps, stage2_steps = cfg.stage1_steps, cfg.stage2_steps
   exp = _Experiment(workdir, cfg)
   sources: dict[str, Optional[str]] = {}
 
@@ -488,7 +513,7 @@ def score_experiment(
   if stage1_steps:
     exp.rl_stage("stage1", objective="score_stage1", init_from=base,
                  base=base, steps=stage1_steps,
-                 adaptive=adaptive_beta2 is not None)
+                 adaptive=cfg.adaptive_beta2 is not None)
     sources["score_stage1"] = exp.stage_dir("stage1")
   exp.rl_stage("stage2", objective="score_stage2",
                init_from=sources.get("score_stage1", base), base=base,
@@ -529,7 +554,7 @@ def score_experiment(
     r = exp.evaluate(method, sources[method])
     results[method] = r["metrics"]
   curves = {}
-  for method in scaling_methods:
+  for method in cfg.scaling_methods:
     if method in sources:
       r = exp.scaling(method, sources[method])
       for task_name, curve in r["curves"].items():
@@ -543,7 +568,7 @@ def score_experiment(
   paths = score_report.write_score_report(
       workdir, results, headline, curves, ["stage1", "stage2", *ablations],
       extra={
-          "eval_split": eval_split,
+          "eval_split": cfg.eval_split,
           "methods": {m: sources[m] for m in order if m in sources},
           "missing_methods": [m for m in ("star", "pair_sft")
                               if m in baselines and m not in sources],
@@ -551,5 +576,5 @@ def score_experiment(
           "this_call_seconds": round(time.time() - start, 1),
           "config": {k: (v if isinstance(v, (int, float, str, bool,
                                               type(None), list, tuple, dict))
-                         else repr(v)) for k, v in cfg.items()}})
+                         else repr(v)) for k, v in cfg.as_dict().items()}})
   return {"report": paths, "results": results, "headline": headline}
