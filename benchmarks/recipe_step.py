@@ -516,29 +516,24 @@ def r3_step(parser, args, argv) -> dict:
   from swirl_jax.data import failures  # pylint: disable=g-import-not-at-top
 
   gin_files = args.gin_file or ["gin_configs/experiments/r3_quickstart.gin"]
-  setting = _gin_setting("swirl_jax.r3.experiment.r3_experiment",
-                         experiment.r3_experiment)
   gin_utils.parse(gin_files, list(args.gin) + [
       "grpo/swirl_jax.training.trainer.train.checkpoint_every = 1000000",
       "swirl_jax.training.trainer.train.async_checkpoints = False"])
-  mu = int(setting("inner_updates"))
+  cfg = experiment.R3Config()  # with the gin files' bindings
+  mu = cfg.inner_updates
   steps = (args.steps + 2) * mu  # the first cycle compiles; the last is open
-  config = setting("model_config")
-  seed = setting("seed")
-  groups = setting("groups_per_step")
-  pool = setting("query_pool") or groups
-  g = setting("group_size")
+  config, seed, groups, pool, g = (cfg.model_config, cfg.seed,
+                                   cfg.groups_per_step, cfg.pool,
+                                   cfg.group_size)
   tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
   reference = (stages.load_policy(config, vanilla, seed)
-               if setting("reference_in_batch") else None)
+               if cfg.reference_in_batch else None)
   builder = r3_batches.ReflectionBatchBuilder(
-      config, tokenizer, task_kwargs=setting("task_kwargs") or {},
+      config, tokenizer, task_kwargs=cfg.task_kwargs,
       group_size=g, groups_per_step=groups, inner_updates=mu,
-      max_new_tokens=setting("max_new_tokens"),
-      temperature=setting("temperature"),
-      retry_temperature=setting("retry_temperature"),
-      seq_len=setting("grpo_seq_len"), seed=seed,
-      reference_params=reference, old_logprobs=setting("old_logprobs"))
+      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+      retry_temperature=cfg.retry_temperature, seq_len=cfg.grpo_seq_len,
+      seed=seed, reference_params=reference, old_logprobs=cfg.old_logprobs)
 
   def train(batch_fn):
     with tempfile.TemporaryDirectory() as tmp:

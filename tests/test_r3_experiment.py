@@ -15,8 +15,8 @@ STAGES = ("sft", "failures", "grpo", "eval_vanilla", "eval_trained")
 
 
 def _run(workdir, config):
-  return experiment.r3_experiment(
-      workdir, model_config=config,
+  return experiment.r3_experiment(workdir, experiment.R3Config(
+      model_config=config,
       task_kwargs={
           "countdown": {"prompt_style": "compact", "min_numbers": 3,
                         "max_numbers": 3, "min_value": 1, "max_value": 9,
@@ -27,7 +27,7 @@ def _run(workdir, config):
       sft_seq_len=384, failure_queries_per_task=3, max_samples_per_query=2,
       samples_per_round=1, grpo_steps=2, groups_per_step=2,
       group_size=2, inner_updates=2, grpo_seq_len=256,
-      max_new_tokens=8, eval_queries_per_task=3, seed=0)
+      max_new_tokens=8, eval_queries_per_task=3, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -89,24 +89,21 @@ def test_toy_experiment_writes_report_and_resumes(tmp_path, config):
 
 def test_bad_task_settings_fail_before_any_stage(tmp_path, config):
   with pytest.raises(ValueError, match="not in tasks"):
-    experiment.r3_experiment(str(tmp_path), model_config=config,
-                             tasks=("countdown",),
-                             task_kwargs={"function_calling": {}})
+    experiment.R3Config(model_config=config, tasks=("countdown",),
+                        task_kwargs={"function_calling": {}})
   with pytest.raises(ValueError, match="no reflection_instruction"):
-    experiment.r3_experiment(str(tmp_path), model_config=config,
-                             tasks=("gsm8k",))
+    experiment.R3Config(model_config=config, tasks=("gsm8k",))
   with pytest.raises(ValueError, match="'dev'"):
-    experiment.r3_experiment(str(tmp_path), model_config=config,
-                             eval_split="dev")
+    experiment.R3Config(model_config=config, eval_split="dev")
   # Countdown of three one-digit numbers has 186 validation queries: more
   # are refused before any stage trains.
   with pytest.raises(ValueError, match="only 186 of 200 distinct "
                      "'validation'"):
-    experiment.r3_experiment(
-        str(tmp_path), model_config=config, tasks=("countdown",),
+    experiment.r3_experiment(str(tmp_path), experiment.R3Config(
+        model_config=config, tasks=("countdown",),
         task_kwargs={"countdown": {
             "prompt_style": "compact", "min_numbers": 3, "max_numbers": 3,
             "min_value": 1, "max_value": 9, "min_target": 1,
             "max_target": 40, "shuffle": False}},
-        eval_split="validation", eval_queries_per_task=200)
+        eval_split="validation", eval_queries_per_task=200))
   assert not os.listdir(tmp_path)

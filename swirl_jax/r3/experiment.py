@@ -33,6 +33,7 @@ grpo_loss.beta`, `grpo/swirl_jax.training.trainer.train.checkpoint_every`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -90,41 +91,12 @@ def evaluate_stage(workdir: str, stage: str, config, tokenizer,
   return stages.run_stage(workdir, stage, fn)
 
 
-@gin.configurable(denylist=["workdir"])
-def r3_experiment(workdir: str, *,
-                  model_config=gin.REQUIRED,
-                  tasks: Sequence[str] = compact.R3_TASKS,
-                  task_kwargs: Optional[Mapping[str, Mapping[str, Any]]]
-                  = None,
-                  init_from: Optional[str] = None,
-                  sft_steps: int = 300,
-                  sft_examples_per_task: int = 1000,
-                  sft_batch_size: int = 16,
-                  sft_seq_len: int = 384,
-                  first_attempt_accuracy: float = 0.5,
-                  reflection_accuracy: float = 0.5,
-                  failure_queries_per_task: int = 128,
-                  max_samples_per_query: int = 64,
-                  samples_per_round: int = 8,
-                  grpo_steps: int = 100,
-                  groups_per_step: int = 8,
-                  query_pool: Optional[int] = None,
-                  group_size: int = 4,
-                  inner_updates: int = 1,
-                  grpo_seq_len: int = 320,
-                  old_logprobs: str = "sampler",
-                  reference_in_batch: bool = True,
-                  max_new_tokens: int = 64,
-                  temperature: float = 1.0,
-                  retry_temperature: Optional[float] = 0.0,
-                  eval_queries_per_task: int = 200,
-                  eval_split: str = "test",
-                  eval_temperature: float = 0.0,
-                  seed: int = 0) -> dict:
-  """Runs the R3 recipe in `workdir` (see the module docstring).
+@gin.configurable(module="swirl_jax.r3")
+@dataclasses.dataclass(frozen=True)
+class R3Config:
+  """The settings of one R3 experiment (gin: `swirl_jax.r3.R3Config`).
 
-  Args:
-    workdir: the experiment directory.
+  Attributes:
     model_config: the policy's TransformerConfig.
     tasks: R3 task names.
     task_kwargs: per task, constructor arguments (`tasks.compact.make_task`,
@@ -165,9 +137,75 @@ def r3_experiment(workdir: str, *,
       looking at the test queries; the report says which).
     eval_temperature: sampling temperature of the evaluation (0: greedy).
     seed: the experiment's seed.
+  """
+
+  model_config: Any = gin.REQUIRED
+  tasks: Sequence[str] = compact.R3_TASKS
+  task_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None
+  init_from: Optional[str] = None
+  sft_steps: int = 300
+  sft_examples_per_task: int = 1000
+  sft_batch_size: int = 16
+  sft_seq_len: int = 384
+  first_attempt_accuracy: float = 0.5
+  reflection_accuracy: float = 0.5
+  failure_queries_per_task: int = 128
+  max_samples_per_query: int = 64
+  samples_per_round: int = 8
+  grpo_steps: int = 100
+  groups_per_step: int = 8
+  query_pool: Optional[int] = None
+  group_size: int = 4
+  inner_updates: int = 1
+  grpo_seq_len: int = 320
+  old_logprobs: str = "sampler"
+  reference_in_batch: bool = True
+  max_new_tokens: int = 64
+  temperature: float = 1.0
+  retry_temperature: Optional[float] = 0.0
+  eval_queries_per_task: int = 200
+  eval_split: str = "test"
+  eval_temperature: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    set_ = functools.partial(object.__setattr__, self)
+    set_("tasks", tuple(self.tasks))
+    set_("task_kwargs", {k: dict(v)
+                         for k, v in (self.task_kwargs or {}).items()})
+    unknown = sorted(set(self.task_kwargs) - set(self.tasks))
+    if unknown:
+      raise ValueError(f"task_kwargs names tasks {unknown} that are not in "
+                       f"tasks={list(self.tasks)}.")
+    for name in self.tasks:  # fail on a bad task before any stage runs
+      self.task(name)
+    stages.check_eval_split("R3Config", self.eval_split)
+    if self.pool < self.groups_per_step:
+      raise ValueError(f"query_pool={self.query_pool} must be >= "
+                       f"groups_per_step={self.groups_per_step}.")
+
+  @property
+  def pool(self) -> int:
+    """Failed queries sampled per batch (query_pool, or groups_per_step)."""
+    return (self.groups_per_step if self.query_pool is None
+            else int(self.query_pool))
+
+  def task(self, name: str):
+    """The task `name` made with its `task_kwargs`."""
+    return compact.make_task(name, **self.task_kwargs.get(name, {}))
+
+
+@gin.configurable(denylist=["workdir"])
+def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
+  """Runs the R3 recipe in `workdir` (see the module docstring).
+
+  Args:
+    workdir: the experiment directory.
+    config: the settings (None: `R3Config()` with its gin bindings).
   Returns:
     The report's content (also in workdir/report.json).
   """
+  cfg = R3Config() if config is None else config
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
   from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
@@ -176,99 +214,87 @@ def r3_experiment(workdir: str, *,
   started, load_start = time.time(), _load_avg()
   cpu_start = time.process_time()
   workdir = os.path.abspath(workdir)
-  tasks = tuple(tasks)
-  task_kwargs = {k: dict(v) for k, v in (task_kwargs or {}).items()}
-  unknown = sorted(set(task_kwargs) - set(tasks))
-  if unknown:
-    raise ValueError(f"task_kwargs names tasks {unknown} that are not in "
-                     f"tasks={list(tasks)}.")
-  grading = {}  # task -> its verifier's grading, for the report
-  for name in tasks:  # fail on a bad task before any stage runs
-    task = compact.make_task(name, **task_kwargs.get(name, {}))
-    if getattr(task, "grading", None):
-      grading[name] = task.grading
-  stages.check_eval_split("r3_experiment", eval_split)
-  query_pool = groups_per_step if query_pool is None else int(query_pool)
-  if query_pool < groups_per_step:
-    raise ValueError(f"query_pool={query_pool} must be >= "
-                     f"groups_per_step={groups_per_step}.")
+  grading = {name: cfg.task(name).grading for name in cfg.tasks
+             if getattr(cfg.task(name), "grading", None)}  # for the report
   # The held-out queries, made now: a split too small for
-  # eval_queries_per_task fails here, not after the training stages.
-  held_out = _held_out(tasks, task_kwargs, eval_queries_per_task, seed,
-                       eval_split)
+  # cfg.eval_queries_per_task fails here, not after the training stages.
+  held_out = _held_out(cfg.tasks, cfg.task_kwargs, cfg.eval_queries_per_task,
+                       cfg.seed, cfg.eval_split)
 
   # 1. Tokenizer.
   tokenizer_path = sources.tokenizer_path_for(
       workdir, corpus_fn=functools.partial(
-          reflection_demos.tokenizer_corpus, tasks, task_kwargs))
+          reflection_demos.tokenizer_corpus, cfg.tasks, cfg.task_kwargs))
   tokenizer = Tokenizer(tokenizer_path)
 
   # 2. SFT warm start.
-  if sft_steps > 0:
+  if cfg.sft_steps > 0:
     examples_fn = functools.partial(
-        reflection_demos.r3_demonstrations, tasks, task_kwargs,
-        sft_examples_per_task, seed, "train", first_attempt_accuracy,
-        reflection_accuracy)
+        reflection_demos.r3_demonstrations, cfg.tasks, cfg.task_kwargs,
+        cfg.sft_examples_per_task, cfg.seed, "train",
+        cfg.first_attempt_accuracy, cfg.reflection_accuracy)
     stages.train_stage(
-        workdir, "sft", model_config=model_config, objective="sft",
-        train_steps=sft_steps, init_from=init_from, seed=seed,
+        workdir, "sft", model_config=cfg.model_config, objective="sft",
+        train_steps=cfg.sft_steps, init_from=cfg.init_from, seed=cfg.seed,
         dataset_fn=sources.sft_dataset_fn(
-            examples_fn, tokenizer_path, seq_len=sft_seq_len,
-            global_batch_size=sft_batch_size))
+            examples_fn, tokenizer_path, seq_len=cfg.sft_seq_len,
+            global_batch_size=cfg.sft_batch_size))
     vanilla = stages.stage_dir(workdir, "sft")
   else:
-    vanilla = init_from
+    vanilla = cfg.init_from
 
   # One sampler for the failure search and both evaluations: the shapes
   # they share compile once.
   from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-  sampler = chat_sampler(model_config, tokenizer, batch_bucket=16)
+  sampler = chat_sampler(cfg.model_config, tokenizer, batch_bucket=16)
 
   # 3. Failure dataset of the vanilla model.
   failure_dir = stages.stage_dir(workdir, "failures")
   failure_stats = stages.run_stage(
       workdir, "failures", lambda d: failures_lib.build_failure_dataset(
-          d, model_config, stages.load_policy(model_config, vanilla, seed),
-          tokenizer, tasks=tasks, task_kwargs=task_kwargs,
-          num_queries=failure_queries_per_task,
-          max_samples=max_samples_per_query,
-          samples_per_round=samples_per_round,
-          max_new_tokens=max_new_tokens, temperature=temperature,
-          seed=seed, sampler=sampler))
+          d, cfg.model_config,
+          stages.load_policy(cfg.model_config, vanilla, cfg.seed),
+          tokenizer, tasks=cfg.tasks, task_kwargs=cfg.task_kwargs,
+          num_queries=cfg.failure_queries_per_task,
+          max_samples=cfg.max_samples_per_query,
+          samples_per_round=cfg.samples_per_round,
+          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+          seed=cfg.seed, sampler=sampler))
 
   # 4. GRPO on reflections.
   grpo_dir = stages.stage_dir(workdir, "grpo")
   if stages.stage_result(workdir, "grpo") is None:
-    reference = (stages.load_policy(model_config, vanilla, seed)
-                 if reference_in_batch else None)
+    reference = (stages.load_policy(cfg.model_config, vanilla, cfg.seed)
+                 if cfg.reference_in_batch else None)
     builder = batches_lib.ReflectionBatchBuilder(
-        model_config, tokenizer, task_kwargs=task_kwargs,
-        group_size=group_size, groups_per_step=groups_per_step,
-        inner_updates=inner_updates,
-        max_new_tokens=max_new_tokens, temperature=temperature,
-        retry_temperature=retry_temperature, seq_len=grpo_seq_len, seed=seed,
+        cfg.model_config, tokenizer, task_kwargs=cfg.task_kwargs,
+        group_size=cfg.group_size, groups_per_step=cfg.groups_per_step,
+        inner_updates=cfg.inner_updates,
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        retry_temperature=cfg.retry_temperature, seq_len=cfg.grpo_seq_len,
+        seed=cfg.seed,
         cache_dir=os.path.join(grpo_dir, "rollouts"),
-        reference_params=reference, old_logprobs=old_logprobs,
+        reference_params=reference, old_logprobs=cfg.old_logprobs,
         log_path=os.path.join(grpo_dir, "rollouts.jsonl"))
     stages.train_stage(
-        workdir, "grpo", model_config=model_config, objective="grpo",
-        train_steps=grpo_steps, init_from=vanilla, seed=seed,
+        workdir, "grpo", model_config=cfg.model_config, objective="grpo",
+        train_steps=cfg.grpo_steps, init_from=vanilla, seed=cfg.seed,
         batch_fn=builder, dataset_fn=failure_records.failures_dataset_fn(
-            os.path.join(failure_dir, "data"), global_batch_size=query_pool,
-            repeat_each=inner_updates))
+            os.path.join(failure_dir, "data"), global_batch_size=cfg.pool,
+            repeat_each=cfg.inner_updates))
 
   # 5. Evaluation of both models on the same held-out queries.
   evals = {}
   for label, source in (("vanilla", vanilla), ("trained", grpo_dir)):
     evals[label] = evaluate_stage(
-        workdir, EVAL_STAGES[label], model_config, tokenizer, source,
-        held_out, max_new_tokens=max_new_tokens,
-        temperature=eval_temperature, seed=seed,
+        workdir, EVAL_STAGES[label], cfg.model_config, tokenizer, source,
+        held_out, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.eval_temperature, seed=cfg.seed,
         sampler=sampler)["summaries"]
 
   # 6. Report (paired on the same held-out queries, per task and pooled).
   paired, rows_all = {}, {"vanilla": [], "trained": []}
-  for name in tasks:
+  for name in cfg.tasks:
     rows = {label: read_eval_rows(stages.stage_dir(workdir, stage), name)
             for label, stage in EVAL_STAGES.items()}
     paired[name] = evaluation.paired_comparison(rows["vanilla"],
@@ -285,24 +311,24 @@ def r3_experiment(workdir: str, *,
       rollout_log=os.path.join(grpo_dir, "rollouts.jsonl"), paired=paired,
       eval_dirs={label: stages.stage_dir(workdir, stage)
                  for label, stage in EVAL_STAGES.items()},
-      settings={"tasks": list(tasks), "task_kwargs": task_kwargs,
-                "sft_steps": sft_steps, "grpo_steps": grpo_steps,
-                "groups_per_step": groups_per_step,
-                "query_pool": query_pool,
-                "group_size": group_size,
-                "inner_updates": inner_updates,
-                "temperature": temperature,
-                "retry_temperature": retry_temperature,
-                "max_samples_per_query": max_samples_per_query,
-                "eval_queries_per_task": eval_queries_per_task,
-                "eval_split": eval_split,
-                "eval_temperature": eval_temperature, "seed": seed},
+      settings={"tasks": list(cfg.tasks), "task_kwargs": cfg.task_kwargs,
+                "sft_steps": cfg.sft_steps, "grpo_steps": cfg.grpo_steps,
+                "groups_per_step": cfg.groups_per_step,
+                "query_pool": cfg.pool,
+                "group_size": cfg.group_size,
+                "inner_updates": cfg.inner_updates,
+                "temperature": cfg.temperature,
+                "retry_temperature": cfg.retry_temperature,
+                "max_samples_per_query": cfg.max_samples_per_query,
+                "eval_queries_per_task": cfg.eval_queries_per_task,
+                "eval_split": cfg.eval_split,
+                "eval_temperature": cfg.eval_temperature, "seed": cfg.seed},
       timings=dict(timings, this_run=round(time.time() - started, 1),
                    this_run_cpu=round(time.process_time() - cpu_start, 1)),
       load={"start": load_start, "end": _load_avg()}, grading=grading,
       headline=report_lib.r3_headline(rows_all["vanilla"],
                                       rows_all["trained"]),
-      eval_split=eval_split)
+      eval_split=cfg.eval_split)
 
 
 def read_eval_rows(eval_dir: str, task_name: str) -> list[dict]:

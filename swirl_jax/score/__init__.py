@@ -18,5 +18,3 @@ The CPU default's tasks ('math_small', 'code_small') are
 evaluation `swirl_jax.evaluation.self_correction`, the report and its
 headline `swirl_jax.evaluation.score_report`.
 """
-
-from swirl_jax.score.experiment import ScoreConfig, score_experiment  # noqa: E402,F401

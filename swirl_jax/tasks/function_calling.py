@@ -499,7 +499,7 @@ class FunctionCallingTask(base.Task):
     num_distractors: extra functions in each generated tool list.
     grading: 'strict' (R3's rule, the default) or 'lenient' (see the module
       docstring); set it per task, e.g. in gin
-      `r3_experiment.task_kwargs = {'function_calling': {'grading':
+      `R3Config.task_kwargs = {'function_calling': {'grading':
       'lenient'}}`.
   """
 
