@@ -154,22 +154,17 @@ def main(argv=None) -> dict:
       f"{10 * steps}",
       "swirl_jax.training.trainer.train.async_checkpoints = False"])
 
-  setting = _gin_setting("swirl_jax.swirl.swirl_experiment",
-                         experiment.swirl_experiment)
-
-  config = setting("model_config")
-  init_from = setting("init_from")
+  cfg = experiment.SwirlConfig()  # with the gin files' bindings
+  config, init_from = cfg.model_config, cfg.init_from
   if init_from is None:  # the experiment warm-started its own base
     init_from = stages.stage_dir(os.path.abspath(args.workdir),
                                  experiment.WARM_START)
-  groups_per_step = setting("groups_per_step")
-  actions = setting("group_size")
-  max_new = setting("max_new_tokens")
-  context = setting("max_context_tokens")
-  seed = setting("seed")
+  groups_per_step, actions = cfg.groups_per_step, cfg.group_size
+  max_new, context, seed = (cfg.max_new_tokens, cfg.max_context_tokens,
+                            cfg.seed)
   tokenizer = stages.experiment_tokenizer(os.path.abspath(args.workdir))
   builder = stepwise.StepwiseBatchBuilder(
-      config, tokenizer, experiment.default_judge(), group_size=actions,
+      config, tokenizer, cfg.judge_fn(), group_size=actions,
       max_new_tokens=max_new, temperature=1.0, seq_len=context,
       seed=seed + 7,
       shared_prefix_bucket=args.prefix_bucket)
@@ -328,23 +323,6 @@ def _compile_log():
   monitoring.register_event_duration_secs_listener(on_event)
   return events, lambda: monitoring.unregister_event_duration_listener(
       on_event)
-
-
-def _gin_setting(configurable, fn):
-  """A reader of `configurable`'s gin bindings, else fn's defaults."""
-  import inspect  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  signature = inspect.signature(fn)
-
-  def setting(name):
-    try:
-      value = gin.query_parameter(f"{configurable}.{name}")
-    except ValueError:
-      return signature.parameters[name].default
-    if isinstance(value, gin.config.ConfigurableReference):
-      value = value.scoped_configurable_fn()  # a macro or @ref: its value
-    return value
-  return setting
 
 
 def firsts_of(sampled):

@@ -66,16 +66,15 @@ def test_toy_experiment_writes_report_and_resumes(swirl_toy_run, toy_config,
 
 
 def test_bad_experiment_values_name_the_binding(tmp_path, toy_config):
-  from swirl_jax.swirl.experiment import swirl_experiment
+  from swirl_jax.swirl.experiment import SwirlConfig, swirl_experiment
   with pytest.raises(ValueError, match="samples_per_question"):
-    swirl_experiment(str(tmp_path), samples_per_question=0)
+    SwirlConfig(samples_per_question=0)
   with pytest.raises(ValueError, match="'best'"):
-    swirl_experiment(str(tmp_path), filter_strategy="best")
+    SwirlConfig(filter_strategy="best")
   with pytest.raises(ValueError, match="'dev'"):
-    swirl_experiment(str(tmp_path), eval_split="dev")
+    swirl_experiment(str(tmp_path), SwirlConfig(eval_split="dev"))
   with pytest.raises(ValueError, match="compare_on names 'gsm8k'"):
-    swirl_experiment(str(tmp_path), train_tasks=("hotpotqa",),
-                     compare_on=("gsm8k",))
+    SwirlConfig(train_tasks=("hotpotqa",), compare_on=("gsm8k",))
   assert not os.listdir(tmp_path)
 
 
@@ -94,7 +93,7 @@ _PAPER_SCRIPT = textwrap.dedent("""
         return {k: resolve(x) for k, x in v.items()}
       return v
     q = lambda name: resolve(gin.query_parameter(
-        'swirl_jax.swirl.swirl_experiment.' + name))
+        'swirl_jax.swirl.SwirlConfig.' + name))
     config = q('model_config')
     shardings = stages.policy_shardings(config)
     abstract = jax.eval_shape(

@@ -4,9 +4,10 @@
         --gin_file=gin_configs/experiments/quickstart.gin \\
         --workdir=runs/quickstart
 
-`swirl_experiment(workdir)` runs, each stage in its own directory of the
-workdir (see swirl_jax/stages.py; a rerun skips finished stages and resumes
-a killed training stage from its checkpoint):
+`swirl_experiment(workdir)` runs, with the settings of `SwirlConfig` (gin
+binds its fields: `swirl_jax.swirl.SwirlConfig.seed = 1`), each stage in
+its own directory of the workdir (see swirl_jax/stages.py; a rerun skips
+finished stages and resumes a killed training stage from its checkpoint):
 
   tokenizer/                  the experiment's tokenizer (tiny default:
                               trained here on procedural tool-use text)
@@ -39,6 +40,7 @@ Training hyperparameters come from gin, scoped by stage, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -81,38 +83,11 @@ def default_judge():
 
 
 @gin.configurable(module="swirl_jax.swirl")
-def swirl_experiment(
-    workdir: str,
-    model_config: Any = gin.REQUIRED,
-    init_from: Optional[str] = None,
-    train_tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
-    eval_tasks: Sequence[str] = ("gsm8k", "hotpotqa"),
-    judge_fn: Callable[[], Any] = default_judge,
-    filter_strategy: str = "process",
-    compare_filters: Sequence[str] = (),
-    compared_eval: str = "all",
-    compare_on: Optional[Sequence[str]] = None,
-    questions_per_task: Optional[int] = 100,
-    samples_per_question: int = 5,
-    max_steps: Optional[int] = None,
-    prompt_style: str = "full",
-    max_new_tokens: int = 64,
-    max_context_tokens: int = 1024,
-    synthesis_temperature: float = 1.0,
-    synthesis_shards: int = 1,
-    sft_baseline: bool = True,
-    group_size: int = 4,
-    groups_per_step: int = 8,
-    action_temperature: float = 1.0,
-    eval_questions: Optional[int] = 64,
-    eval_split: str = "test",
-    data_paths: Optional[dict[str, Any]] = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-  """Runs the SWiRL experiment into `workdir`; returns the report payload.
+@dataclasses.dataclass(frozen=True)
+class SwirlConfig:
+  """The settings of one SWiRL experiment (gin: `swirl_jax.swirl.SwirlConfig`).
 
-  Args:
-    workdir: experiment directory (one subdirectory per stage).
+  Attributes:
     model_config: the policy's TransformerConfig.
     init_from: the starting checkpoint ('hf:DIR', 'kaggle:DIR' or a
       swirl_jax workdir). None: warm-start a randomly initialised model by
@@ -158,81 +133,130 @@ def swirl_experiment(
       task (`synthesis.split_data_path`); tasks without one are generated.
     seed: base seed of every stage.
 
+  """
+
+  model_config: Any = gin.REQUIRED
+  init_from: Optional[str] = None
+  train_tasks: Sequence[str] = ("gsm8k", "hotpotqa")
+  eval_tasks: Sequence[str] = ("gsm8k", "hotpotqa")
+  judge_fn: Callable[[], Any] = default_judge
+  filter_strategy: str = "process"
+  compare_filters: Sequence[str] = ()
+  compared_eval: str = "all"
+  compare_on: Optional[Sequence[str]] = None
+  questions_per_task: Optional[int] = 100
+  samples_per_question: int = 5
+  max_steps: Optional[int] = None
+  prompt_style: str = "full"
+  max_new_tokens: int = 64
+  max_context_tokens: int = 1024
+  synthesis_temperature: float = 1.0
+  synthesis_shards: int = 1
+  sft_baseline: bool = True
+  group_size: int = 4
+  groups_per_step: int = 8
+  action_temperature: float = 1.0
+  eval_questions: Optional[int] = 64
+  eval_split: str = "test"
+  data_paths: Optional[dict[str, Any]] = None
+  seed: int = 0
+
+  def __post_init__(self):
+    set_ = functools.partial(object.__setattr__, self)
+    for name in ("train_tasks", "eval_tasks", "compare_filters"):
+      set_(name, tuple(getattr(self, name)))
+    filters.check_filter(self.filter_strategy)
+    if self.compared_eval not in ("all", "in_domain"):
+      raise ValueError("SwirlConfig.compared_eval must be 'all' or "
+                       f"'in_domain', got {self.compared_eval!r}.")
+    for f in self.compare_filters:
+      filters.check_filter(f)
+    set_("compare_on", tuple(self.train_tasks if self.compare_on is None
+                             else self.compare_on))
+    unknown = [t for t in self.compare_on if t not in self.train_tasks]
+    if unknown:
+      raise ValueError(f"SwirlConfig.compare_on names {unknown[0]!r}, "
+                       f"which is not a train task {self.train_tasks}.")
+    stages.check_eval_split("SwirlConfig", self.eval_split)
+    for name in ("questions_per_task", "eval_questions",
+                 "samples_per_question", "groups_per_step", "group_size"):
+      value = getattr(self, name)
+      optional = name in ("questions_per_task", "eval_questions")
+      if (value is None and optional) or (
+          isinstance(value, int) and not isinstance(value, bool)
+          and value > 0):
+        continue
+      raise ValueError(f"SwirlConfig.{name} must be a positive int"
+                       f"{' or None' if optional else ''}, got {value!r}.")
+    if not self.train_tasks:
+      raise ValueError("SwirlConfig.train_tasks is empty.")
+
+
+@gin.configurable(module="swirl_jax.swirl")
+def swirl_experiment(workdir: str,
+                     config: Optional[SwirlConfig] = None) -> dict[str, Any]:
+  """Runs the SWiRL experiment into `workdir`; returns the report payload.
+
+  Args:
+    workdir: experiment directory (one subdirectory per stage).
+    config: the settings (None: `SwirlConfig()` with its gin bindings).
+
   Returns:
     The report payload (also in workdir/report.json).
   """
+  cfg = SwirlConfig() if config is None else config
   from swirl_jax.evaluation import tool_use  # pylint: disable=g-import-not-at-top
   from swirl_jax.swirl import stepwise, synthesis  # pylint: disable=g-import-not-at-top
-  filters.check_filter(filter_strategy)
-  if compared_eval not in ("all", "in_domain"):
-    raise ValueError("swirl_experiment.compared_eval must be 'all' or "
-                     f"'in_domain', got {compared_eval!r}.")
-  for f in compare_filters:
-    filters.check_filter(f)
-  compare_on = tuple(train_tasks if compare_on is None else compare_on)
-  unknown = [t for t in compare_on if t not in train_tasks]
-  if unknown:
-    raise ValueError(f"swirl_experiment.compare_on names {unknown[0]!r}, "
-                     f"which is not a train task {tuple(train_tasks)}.")
-  stages.check_eval_split("swirl_experiment", eval_split)
-  for name, value in (("questions_per_task", questions_per_task),
-                      ("eval_questions", eval_questions),
-                      ("samples_per_question", samples_per_question),
-                      ("groups_per_step", groups_per_step),
-                      ("group_size", group_size)):
-    optional = name in ("questions_per_task", "eval_questions")
-    if (value is None and optional) or (
-        isinstance(value, int) and not isinstance(value, bool) and value > 0):
-      continue
-    raise ValueError(f"swirl_experiment.{name} must be a positive int"
-                     f"{' or None' if optional else ''}, got {value!r}.")
-  if not train_tasks:
-    raise ValueError("swirl_experiment.train_tasks is empty.")
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = stages.experiment_tokenizer(workdir)
-  judge = judge_fn()
+  judge = cfg.judge_fn()
 
   # The starting policy: an imported checkpoint, or the tiny warm start.
+  init_from = cfg.init_from
   if init_from is None:
     from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
     stages.train_stage(
-        workdir, WARM_START, model_config=model_config,
+        workdir, WARM_START, model_config=cfg.model_config,
         dataset_fn=functools.partial(sources.sft_dataset,
                                      tokenizer_path=tokenizer.path),
         objective="sft")
     init_from = stages.stage_dir(workdir, WARM_START)
-  base_params = stages.load_policy(model_config, init_from, seed)
+  base_params = stages.load_policy(cfg.model_config, init_from, cfg.seed)
 
-  common = dict(prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                max_context_tokens=max_context_tokens, max_steps=max_steps,
-                data_paths=dict(data_paths or {}))
+  common = dict(prompt_style=cfg.prompt_style,
+                max_new_tokens=cfg.max_new_tokens,
+                max_context_tokens=cfg.max_context_tokens,
+                max_steps=cfg.max_steps,
+                data_paths=dict(cfg.data_paths or {}))
   models: dict[str, str] = {BASE: init_from}  # label -> checkpoint
   trained_on: dict[str, Optional[str]] = {BASE: None}
   filter_of: dict[str, Optional[str]] = {BASE: None}
   statistics: dict[str, Any] = {}
   skipped: dict[str, str] = {}
-  for i, task in enumerate(train_tasks):
+  for i, task in enumerate(cfg.train_tasks):
     synth = stages.run_stage(
         workdir, f"synthesis_{task}", lambda d, task=task, i=i: (
             synthesis.synthesize(
-                d, model_config, base_params, tokenizer, task_names=(task,),
-                num_questions=questions_per_task,
-                samples_per_question=samples_per_question,
-                filter_strategy=filter_strategy, judge=judge,
-                temperature=synthesis_temperature, seed=seed + 100 * i,
-                shards=synthesis_shards, **common)))
+                d, cfg.model_config, base_params, tokenizer,
+                task_names=(task,),
+                num_questions=cfg.questions_per_task,
+                samples_per_question=cfg.samples_per_question,
+                filter_strategy=cfg.filter_strategy, judge=judge,
+                temperature=cfg.synthesis_temperature,
+                seed=cfg.seed + 100 * i,
+                shards=cfg.synthesis_shards, **common)))
     statistics[task] = synth
     synth.pop("seconds", None)
     synth_dir = stages.stage_dir(workdir, f"synthesis_{task}")
-    data_dirs = {filter_strategy: os.path.join(synth_dir, "data")}
-    for f in (compare_filters if task in compare_on else ()):
-      if f != filter_strategy:
+    data_dirs = {cfg.filter_strategy: os.path.join(synth_dir, "data")}
+    for f in (cfg.compare_filters if task in cfg.compare_on else ()):
+      if f != cfg.filter_strategy:
         out = os.path.join(synth_dir, f"data_{f}")
         refiltered = stages.run_stage(
             workdir, f"synthesis_{task}_{f}",
             lambda d, f=f, src=synth_dir, out=out: synthesis.refilter(
-                src, out, f, shards=synthesis_shards))
+                src, out, f, shards=cfg.synthesis_shards))
         if refiltered.get("kept_nothing"):
           print(f"[synthesis_{task}_{f}] the {f!r} filter kept no "
                 "trajectory: no SWiRL run for it.", flush=True)
@@ -240,45 +264,47 @@ def swirl_experiment(
         else:
           data_dirs[f] = out
 
-    if sft_baseline:
+    if cfg.sft_baseline:
       label = f"SFT [{task}]"
       run = stages.train_stage(
-          workdir, f"sft_{task}", scope="sft", model_config=model_config,
-          dataset_fn=_steps_sft_dataset_fn(data_dirs[filter_strategy],
+          workdir, f"sft_{task}", scope="sft",
+          model_config=cfg.model_config,
+          dataset_fn=_steps_sft_dataset_fn(data_dirs[cfg.filter_strategy],
                                            tokenizer.path),
           objective="sft", init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
-      filter_of[label] = filter_strategy
+      filter_of[label] = cfg.filter_strategy
 
     for f, data_dir in data_dirs.items():
-      name = f"swirl_{task}" if f == filter_strategy else f"swirl_{task}_{f}"
-      label = (f"SWiRL [{task}]" if f == filter_strategy
+      main = f == cfg.filter_strategy
+      name = f"swirl_{task}" if main else f"swirl_{task}_{f}"
+      label = (f"SWiRL [{task}]" if main
                else f"SWiRL [{task}, {f}]")
       builder = stepwise.StepwiseBatchBuilder(
-          model_config, tokenizer, judge, group_size=group_size,
-          max_new_tokens=max_new_tokens, temperature=action_temperature,
-          seq_len=max_context_tokens, seed=seed + 7)
+          cfg.model_config, tokenizer, judge, group_size=cfg.group_size,
+          max_new_tokens=cfg.max_new_tokens,
+          temperature=cfg.action_temperature,
+          seq_len=cfg.max_context_tokens, seed=cfg.seed + 7)
       run = stages.train_stage(
-          workdir, name, scope="swirl", model_config=model_config,
-          dataset_fn=states_dataset_fn(data_dir, groups_per_step),
+          workdir, name, scope="swirl", model_config=cfg.model_config,
+          dataset_fn=states_dataset_fn(data_dir, cfg.groups_per_step),
           objective="stepwise_pg", batch_fn=builder, init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
       filter_of[label] = f
 
   results: dict[str, Any] = {}
   for k, (label, ckpt) in enumerate(models.items()):
-    compared = filter_of[label] not in (None, filter_strategy)
+    compared = filter_of[label] not in (None, cfg.filter_strategy)
     tasks_here = ((trained_on[label],) if compared and
-                  compared_eval == "in_domain" else tuple(eval_tasks))
+                  cfg.compared_eval == "in_domain" else cfg.eval_tasks)
 
     def evaluate_stage(d, ckpt=ckpt, tasks_here=tasks_here):
       params = (base_params if ckpt == init_from
-                else stages.load_policy(model_config, ckpt, seed))
+                else stages.load_policy(cfg.model_config, ckpt, cfg.seed))
       result = tool_use.evaluate_policy(
-          model_config, params, tokenizer, task_names=tasks_here,
-          num_questions=eval_questions, judge=judge, seed=seed + 5000,
-          split=eval_split,
-          **common)
+          cfg.model_config, params, tokenizer, task_names=tasks_here,
+          num_questions=cfg.eval_questions, judge=judge,
+          seed=cfg.seed + 5000, split=cfg.eval_split, **common)
       from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
       for task, r in result.items():
         save_jsonl(os.path.join(d, f"trajectories_{task}.jsonl"),
@@ -290,8 +316,8 @@ def swirl_experiment(
   from swirl_jax.evaluation import swirl_report  # pylint: disable=g-import-not-at-top
   return swirl_report.write_swirl_report(
       workdir, results, trained_on, statistics, models, skipped,
-      filter_of=filter_of, main_filter=filter_strategy,
-      base=bases.describe(init_from), eval_split=eval_split)
+      filter_of=filter_of, main_filter=cfg.filter_strategy,
+      base=bases.describe(init_from), eval_split=cfg.eval_split)
 
 
 def _slug(label: str) -> str:
