@@ -214,8 +214,11 @@ def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
   started, load_start = time.time(), _load_avg()
   cpu_start = time.process_time()
   workdir = os.path.abspath(workdir)
-  grading = {name: cfg.task(name).grading for name in cfg.tasks
-             if getattr(cfg.task(name), "grading", None)}  # for the report
+  grading = {}  # task -> its verifier's grading, for the report
+  for name in cfg.tasks:
+    task = cfg.task(name)
+    if getattr(task, "grading", None):
+      grading[name] = task.grading
   # The held-out queries, made now: a split too small for
   # cfg.eval_queries_per_task fails here, not after the training stages.
   held_out = _held_out(cfg.tasks, cfg.task_kwargs, cfg.eval_queries_per_task,

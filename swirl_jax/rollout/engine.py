@@ -322,7 +322,7 @@ class RolloutEngine:
   @staticmethod
   def _call_seed(seed: int, call_index: int) -> int:
     """The sampler seed of call `call_index` of a run with `seed` (31 bits)."""
-    return task_base.seed_for(seed, "rollout", call_index) % (1 << 31)
+    return scripts.seed_of(seed, scripts.rollout_seed(call_index))
 
   def generate_turns(self, convs: Sequence[Conversation], seed: int,
                      temperature: Optional[float] = None,

@@ -152,7 +152,7 @@ def seed_of(seed: int, labels: Optional[tuple]) -> int:
 
 
 def rollout_seed(index: int) -> tuple:
-  """The labels of the engine's call `index` (`RolloutEngine._call_seed`)."""
+  """The seed labels of the engine's sampler call `index` (SWiRL's steps too)."""
   return ("rollout", index)
 
 

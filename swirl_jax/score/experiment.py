@@ -467,9 +467,6 @@ class ScoreConfig:
   scaling_temperature: float = 1.0
 
   def __post_init__(self):
-    if self.model_config is gin.REQUIRED:
-      raise ValueError("ScoreConfig needs a model_config (gin: "
-                       "swirl_jax.score.ScoreConfig.model_config).")
     set_ = functools.partial(object.__setattr__, self)
     set_("tasks", tuple(self.tasks))
     set_("baselines", _check_subset("baselines", self.baselines, BASELINES))
