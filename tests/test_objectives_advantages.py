@@ -48,6 +48,14 @@ def test_group_advantages_row_mask_excludes_padding():
   np.testing.assert_allclose(adv, [1.0, -1.0, 0.0], rtol=1e-6)
 
 
+def test_advantage_estimators_registry():
+  assert A.ADVANTAGE_ESTIMATORS.get("grpo") is A.group_advantages
+  assert "grpo" in A.ADVANTAGE_ESTIMATORS.names()
+  with pytest.raises(ValueError, match="Unknown advantage estimator 'grpoo'. "
+                     "Did you mean 'grpo'"):
+    A.ADVANTAGE_ESTIMATORS.get("grpoo")
+
+
 def test_grouped_advantages_is_example_major():
   rewards = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
   got = A.grouped_advantages(rewards, group_size=4)

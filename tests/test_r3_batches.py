@@ -264,6 +264,8 @@ def test_bad_arguments(setup):
     _builder(setup, policy, group_size=1)
   with pytest.raises(ValueError, match="old_logprobs must be one of"):
     _builder(setup, policy, old_logprobs="ref")
+  with pytest.raises(ValueError, match="old_logprobs must be 'sampler'"):
+    _builder(setup, policy, old_logprobs=None)
   with pytest.raises(ValueError, match="inner_updates"):
     _builder(setup, policy, inner_updates=0)
   with pytest.raises(ValueError, match="shared_prefix_bucket must be >= 0"):
@@ -271,16 +273,10 @@ def test_bad_arguments(setup):
 
 
 def test_groups_with_a_learning_signal_are_kept_first(setup):
+  # (The selection itself: test_rollout_batches.py.) A pool of 2 records,
+  # batches of 1 group (G=4, both with signal here): the batch holds the
+  # first.
   tokenizer, _, _, records, gold, _ = setup
-  builder = _builder(setup, ReflectPolicy(tokenizer, gold), group_size=2)
-  rewards = np.array([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # 4 groups of 2
-  assert builder.select_groups(rewards, 1) == [1]
-  assert builder.select_groups(rewards, 2) == [1, 3]
-  assert builder.select_groups(rewards, 3) == [0, 1, 3]  # then the rest
-  with pytest.raises(ValueError, match="pool of 4"):
-    builder.select_groups(rewards, 5)
-  # A pool of 2 records, batches of 1 group (G=4, both with signal here):
-  # the batch holds the first.
   pooled = _builder(setup, ReflectPolicy(tokenizer, gold), groups_per_step=1)
   batch = pooled("p", records, 0)
   assert batch["inputs"].shape[0] == 4

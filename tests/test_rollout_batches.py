@@ -150,7 +150,7 @@ def test_builder_without_group_keys_has_no_group_ids():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(group_size=0), "group_size must be >= 1"),
     (dict(old_logprobs="ref"), "old_logprobs must be one of"),
-    (dict(advantage="rloo"), "advantage must be None or one of"),
+    (dict(advantage="rloo"), "Unknown advantage estimator 'rloo'"),
     (dict(inner_updates=0), "inner_updates must be >= 1"),
     (dict(shared_prefix_bucket=-1), "shared_prefix_bucket must be >= 0"),
 ])

@@ -36,14 +36,23 @@ Batch statistics computed inside a loss (group means, batch baselines) see one
 microbatch: keep a group inside one microbatch (rows of a group contiguous and
 the microbatch size a multiple of the group size), or precompute
 'advantages' / baselines for the whole batch before the train step.
+
+`ADVANTAGE_ESTIMATORS` names the estimators a batch builder can precompute
+('advantages' of `RLBatchBuilder(advantage=NAME)`):
+
+    ADVANTAGE_ESTIMATORS.get("grpo")    # group_advantages
+    ADVANTAGE_ESTIMATORS.get("grpoo")   # ValueError: Unknown advantage
+                                        # estimator 'grpoo'. Did you mean ...
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+
+from swirl_jax import registries
 
 AGGREGATIONS = ("token", "sequence")
 BASELINES = ("leave_one_out", "mean", "none")
@@ -94,6 +103,14 @@ def group_advantages(rewards: jax.Array, group_ids: jax.Array,
   else:
     adv = centred
   return jnp.where(flat | (valid == 0), 0.0, adv)
+
+
+# An estimator is called as fn(rewards [N] float32, group_ids [N] int32 in
+# [0, num_groups), num_groups=G (static), mask=[N] row validity) inside
+# `jax.jit` and returns [N] float32 advantages (0 for rows with mask 0).
+ADVANTAGE_ESTIMATORS: registries.Registry[Callable[..., jax.Array]] = (
+    registries.Registry("advantage estimator"))
+ADVANTAGE_ESTIMATORS.add("grpo", group_advantages)
 
 
 def grouped_advantages(rewards: jax.Array, group_size: int,

@@ -1,69 +1,26 @@
 """R3's online GRPO batches: G reflections per failed query, retry rewards.
 
 For each failure record (a query and the model's failed attempt), the
-current policy writes G reflections; after each, it retries the task with
-the reflection in context; the retry is graded by the task's binary
-verifier. Reflection i gets reward r_i = 1 if its retry is correct, else 0,
-and advantage A_i = (r_i - mean(r)) / std(r) over the G reflections of the
-same query (0 for a group whose rewards are all equal). The training row of
-reflection i is its exact sampling context (prompt, failed attempt,
-reflection instruction) followed by its sampled ids; only the reflection ids
-(and the end-of-turn id that closed them) are in the action mask, so only
-they carry gradient: the failed attempt, the instructions and the retry
-never do.
+current policy writes G reflections and, after each, retries the task with
+the reflection in context. Reflection i gets reward r_i = 1 if the task's
+verifier grades its retry correct, else 0, and advantage (r_i - mean(r)) /
+std(r) over its query's G reflections (0 for a group of equal rewards). Its
+row is its exact sampling context (prompt, failed attempt, reflection
+instruction) followed by its sampled ids; only those ids (and the
+end-of-turn id that closed them) carry loss, never the failed attempt, the
+instructions or the retry.
 
     builder = ReflectionBatchBuilder(config, tokenizer, group_size=4,
                                      inner_updates=2, cache_dir=...)
     train(..., objective='grpo', batch_fn=builder)
 
-Groups with a learning signal (`groups_per_step`): a group whose G
-retries all succeed or all fail has advantages 0 and teaches nothing (only
-the KL term and Adam's momentum would move the policy). With a pool of
-records larger than `groups_per_step` (the dataset's batch), every record
-of the pool gets its G reflections, and the batch keeps `groups_per_step`
-groups, those with unequal rewards first (in pool order), then the others
-(DAPO's "dynamic sampling", by oversampling instead of resampling, so the
-cost of a step is fixed). A pool of exactly `groups_per_step` records
-keeps every group: plain GRPO.
-
-Several GRPO updates per batch (`inner_updates` = mu): the batch is sampled
-at steps 0, mu, 2 mu, ... with the params of that step, and reused for the
-next mu - 1 steps; its 'old_logprobs' are those of the sampling policy, so
-the clipped ratio pi / pi_old measures how far the inner updates moved.
-Resume determinism: every sampled batch is also written to `cache_dir`
-(`rollout_<step>.npz`, atomically, before its first update), so a run
-resumed in the middle of a cycle reloads the batch its cycle was sampled
-with instead of sampling a different one from the newer params; sampling
-randomness derives from (seed, step). With `failures_dataset_fn(repeat_each=
-mu)` the records of a cycle come from one dataset element, so no record is
-skipped.
-
-'old_logprobs' come from the sampler (`old_logprobs='sampler'`, free: the
-sampler returns the log-probabilities of the model's temperature-1
-distribution at every sampled id) or from a training-style forward pass of
-the current params (`'recompute'`, fused in one jitted call with the
-reference pass). With `reference_params`, 'ref_logprobs' are computed once
-per sampled batch here instead of at every inner update by the train step.
-
-Several processes: every process calls the builder at each step with its own
-(equally many) records; each host samples on its own copy of the params,
-every row drawing the randomness of its global index (`row_keyed`); the
-old / reference log-probs are one forward over the global batch
-(`sharding.host_rows_call`); `groups_per_step` is the global number of
-groups, each host keeping groups_per_step / process_count of its own pool;
-each host caches its own batch (`rollout_<step>.process<p>of<P>.npz`), and
-the hosts reload a cycle's batches only if every one of them has its own
-(see docs/tpu_gpu.md).
-
-Retries are sampled at `retry_temperature` (greedy in the CPU default): the
-retry is not trained, and decoding it greedily makes a reflection's reward
-depend on the reflection, not on sampling noise in the retry. Rows are
-right-padded to the batch's longest row rounded up to `length_bucket`
-(at most `seq_len`), so a batch of short Countdown episodes does not pay for
-the length of function-calling ones (the train step compiles once per
-length). Everything after the sampling (rows, group selection, advantages,
-old and reference log-probs, the cycle cache, the statistics' log) is
-`rollout.batches.RLBatchBuilder`.
+Retries are not trained; sampled at `retry_temperature` 0 (the CPU
+default), a reflection's reward measures the reflection, not the sampling
+noise of its retry. Sampling randomness derives from (seed, step); with
+`failures_dataset_fn(repeat_each=inner_updates)` the records of a cycle come
+from one dataset element, so no record is skipped. The rest (selection by
+`groups_per_step`, old and reference log-probs, the cycle cache, several
+processes) is `rollout.batches.RLBatchBuilder`.
 """
 
 from __future__ import annotations
@@ -74,21 +31,18 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from swirl_jax import sharding
-from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.data import failures as failure_records
+from swirl_jax.objectives.common import check_on_policy_sampling
 from swirl_jax.r3 import failures as failures_lib
-from swirl_jax.tasks import compact
 from swirl_jax.rollout import batches as rl_batches
 from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
 from swirl_jax.tasks import base
-
-OLD_LOGPROB_SOURCES = rl_batches.OLD_LOGPROB_SOURCES
+from swirl_jax.tasks import compact
 
 
 def reflection_row(episode: Any, group: Any = None) -> Row:
-  """The row of a reflection: its exact sampling context, then its ids,
-  the ids (and the end-of-turn id that closed them) spanned with their
-  sampler log-probs; 'rewards' the retry's reward."""
+  """A reflection's row: its sampling context, then its ids (spanned, with
+  their sampler log-probs); 'rewards' is the retry's reward."""
   ctx, act = (list(episode.reflection.context_ids),
               list(episode.reflection.tokens))
   return Row(ctx + act, [Span("action_mask", len(ctx), len(ctx) + len(act),
@@ -98,23 +52,16 @@ def reflection_row(episode: Any, group: Any = None) -> Row:
 
 def reflection_rows(episodes: Sequence[Any], seq_len: int
                     ) -> dict[str, np.ndarray]:
-  """Right-padded training rows of reflections, [N, seq_len] each.
-
-  Row i holds `ep.reflection.context_ids + ep.reflection.tokens` as next-token
-  pairs (inputs = seq[:-1], targets = seq[1:]). 'action_mask' is 1 exactly
-  where the target is a reflection id (its first one at position
-  len(context) - 1); 'old_logprobs' holds the sampler's log-probability of
-  each reflection id there, 0 elsewhere. A row that does not fit seq_len + 1
-  ids, or whose reflection is empty, gets an all-zero mask ('fits' 0): it is
-  in the batch but carries no gradient.
+  """`rows_to_batch` of reflections' rows, [N, seq_len] each.
 
   Args:
-    episodes: `ReflectionEpisode`s (anything with `.reflection` ModelTurn).
+    episodes: `ReflectionEpisode`s (anything with a `.reflection` ModelTurn).
     seq_len: L.
   Returns:
-    dict of numpy arrays: 'inputs', 'targets', 'positions', 'segment_ids'
-    (int32 [N, L]), 'action_mask', 'loss_mask' (same), 'old_logprobs'
-    (float32 [N, L]) and 'fits' (float32 [N]).
+    'inputs', 'targets', 'positions', 'segment_ids' (int32 [N, L]),
+    'action_mask', 'loss_mask', 'old_logprobs' (the sampler's, float32
+    [N, L]) and 'fits' (float32 [N]: 0 for a row that does not fit L + 1
+    ids or whose reflection is empty; its masks are all zero).
   """
   batch = rl_batches.rows_to_batch([reflection_row(e) for e in episodes],
                                    seq_len, ReflectionBatchBuilder.masks,
@@ -127,48 +74,26 @@ def reflection_rows(episodes: Sequence[Any], seq_len: int
 class ReflectionBatchBuilder(RLBatchBuilder):
   """`batch_fn` of the trainer for R3 (see the module docstring).
 
+  Arguments not listed are `RLBatchBuilder`'s; here group_size (G,
+  reflections per failed query) must be >= 2, the advantage is 'grpo', and
+  shared_prefix_bucket defaults to 16 (the G rows of a query share its
+  context).
+
   Args:
-    config: the policy's TransformerConfig.
-    tokenizer: swirl_jax.tokenizer.Tokenizer.
-    task_kwargs: per task name, constructor arguments (`tasks.compact.make_task`).
-    group_size: G, reflections per failed query (>= 2).
-    groups_per_step: groups in a training batch (None: every record
-      given); records beyond it form the pool the groups with a learning
-      signal are chosen from.
-    inner_updates: mu, GRPO updates per sampled batch.
+    task_kwargs: per task name, constructor arguments
+      (`tasks.compact.make_task`).
     max_new_tokens: budget of a reflection and of a retry.
     temperature / top_p: sampling of the reflections; must be 1.0 / None
-      (or 1.0): the reflections are GRPO's on-policy samples, whose
-      sampler log-probs (temperature 1) are its old_logprobs, so another
-      value is refused with a ValueError (see
-      `objectives.common.check_on_policy_sampling`). top_p would also
-      filter the retries.
-    retry_temperature: sampling of the retries (None: `temperature`). The
-      retry carries no gradient; decoding it greedily (0.0) makes its
-      reward measure the reflection rather than the noise of sampling the
-      retry.
-    seq_len: the longest training row (context + reflection).
-    length_bucket: rows are padded to the batch's longest, rounded up to a
-      multiple of this (None: always seq_len).
+      (or 1.0): GRPO takes the reflections as on-policy samples, with the
+      sampler's temperature-1 log-probs as old_logprobs, so another value
+      raises ValueError (`objectives.common.check_on_policy_sampling`).
+      top_p would also filter the retries.
+    retry_temperature: sampling of the retries (>= 0; None: `temperature`).
     max_context_tokens: the longest chat the rollout engine may build
       (default: the model's max_seq_len).
-    seed: base seed; the batch of step s is sampled with (seed, s).
-    cache_dir: where sampled batches are kept for resume (None: memory
-      only; then a resume in the middle of a cycle samples afresh).
-    reference_params: the frozen reference; given, 'ref_logprobs' are
-      computed once per sampled batch.
-    old_logprobs: 'sampler' or 'recompute'.
-    log_path: a JSONL file getting one line of statistics per sampled batch.
-    sampler: the sampler to use (default: a KV-cache `Sampler`).
-    shared_prefix_bucket: the G rows of a failed query share its context;
-      the batch carries it once per group ('prefix_inputs', its length a
-      multiple of this), so every forward on the batch (reference, old and
-      policy log-probs) computes it once instead of G times (see
-      `swirl_jax.objectives.shared_prefix`; same results). 0 turns it off.
-    row_keyed: reflection / retry j of global record i draws from the key
-      of row i * G + j (`RowKeyedSampler`), so several hosts sample what
-      one process would; None (default): on several processes only (one
-      process keeps each call's [N, B] draw).
+  Raises:
+    ValueError: group_size < 2, old_logprobs None, seq_len <=
+      max_new_tokens, or a bad sampling setting.
   """
 
   masks = ("action_mask",)
@@ -195,9 +120,9 @@ class ReflectionBatchBuilder(RLBatchBuilder):
     if int(group_size) < 2:
       raise ValueError(f"group_size must be >= 2 for a group baseline, "
                        f"got {group_size}.")
-    if old_logprobs not in OLD_LOGPROB_SOURCES:
-      raise ValueError(f"old_logprobs must be one of "
-                       f"{list(OLD_LOGPROB_SOURCES)}, got {old_logprobs!r}.")
+    if old_logprobs is None:
+      raise ValueError("old_logprobs must be 'sampler' or 'recompute': "
+                       "GRPO's clipped ratio needs the sampling policy's.")
     if int(seq_len) <= int(max_new_tokens):
       raise ValueError(f"seq_len={seq_len} leaves no room for a context "
                        f"beside max_new_tokens={max_new_tokens}.")
@@ -229,11 +154,9 @@ class ReflectionBatchBuilder(RLBatchBuilder):
 
   def episodes(self, params: Any, records: Sequence[Mapping[str, Any]],
                seed: int) -> list[Any]:
-    """G reflection episodes per record, record-major (record order kept).
-
-    Records of the same task go through one `run_reflect_retry` call (two
-    sampler calls: reflections, then retries at `retry_temperature`).
-    """
+    """G reflection episodes per record, record-major, sampled with
+    `params`: one `run_reflect_retry` call per task (two sampler calls:
+    reflections, then retries at `retry_temperature`)."""
     self.sampler.update_params(params)
     return self._episodes(records, seed)
 
@@ -269,11 +192,6 @@ class ReflectionBatchBuilder(RLBatchBuilder):
       for j, i in enumerate(idx):
         out[i] = eps[j * g:(j + 1) * g]
     return [e for group in out for e in group]
-
-  def select_groups(self, rewards: np.ndarray, count: int) -> list[int]:
-    """Indices of `count` groups of G: unequal rewards first, in pool
-    order (`rollout.batches.select_groups`)."""
-    return rl_batches.select_groups(rewards, self.group_size, count)
 
   def sample_rows(self, params: Any, records: Sequence[Mapping[str, Any]],
                   step: int) -> tuple[list[Row], dict[str, Any]]:

@@ -1,19 +1,10 @@
 """Parsing one model action of a tool-use episode, and the reply to a bad one.
 
-A SWiRL action is free reasoning text plus exactly one of
-
-* one tool call `<tag> CONTENT </tag>`, `tag` one of the task's tool tags
-  (e.g. `math_exp`, `search_query`), or
-* the final answer `<answer> ANSWER </answer>`.
-
-Everything else is malformed: two tool calls, a call and an answer, a tag
-that is opened and never closed (or closed and never opened), tags nested in
-each other, an empty call or answer, or text with neither a call nor an
-answer. A malformed action never stops the batch: the engine records it and
-replies with `malformed_feedback(reason, tool_tags)` as the next user turn.
-
-Model output is untrusted text: parsing here is regular expressions and
-string slicing only; nothing is evaluated.
+A SWiRL action is free reasoning text plus exactly one tool call
+`<tag> CONTENT </tag>` (`tag` one of the task's tool tags, e.g. `math_exp`)
+or the final answer `<answer> ANSWER </answer>`. Anything else is malformed;
+the engine records it and replies with `malformed_feedback`. Parsing is
+regular expressions and string slicing only: nothing is evaluated.
 """
 
 from __future__ import annotations
@@ -30,7 +21,6 @@ ANSWER_TAG = "answer"
 TOOL = "tool"
 ANSWER = "answer"
 MALFORMED = "malformed"
-KINDS = (TOOL, ANSWER, MALFORMED)
 
 NOT_BOTH = "Please either issue a query or answer the question, but not both."
 
@@ -126,18 +116,21 @@ def _call_forms(tool_tags: Sequence[str]) -> str:
 def parse_action(text: str, tool_tags: Sequence[str] = ()) -> ParsedAction:
   """Parses one model action.
 
-  Valid: exactly one complete tool call with one of `tool_tags`, or exactly
-  one `<answer> ... </answer>`, with any reasoning text around it. Tags not
-  in `tool_tags` (and not 'answer') are plain text. A trailing
-  '<end_of_turn>' is ignored.
+  Malformed: two calls or answers, a call and an answer, a tag opened and
+  never closed (or closed and never opened), nested tags, an empty call or
+  answer, neither a call nor an answer. Tags not in `tool_tags` (and not
+  'answer') are plain text; a trailing '<end_of_turn>' is ignored.
 
   Args:
-    text: the model turn's text (str).
+    text: the model turn's text.
     tool_tags: the tool tags the task allows, e.g. ('math_exp',).
 
   Returns:
     ParsedAction: kind 'tool' / 'answer' with the tag and stripped content,
     or kind 'malformed' with a reason.
+
+  Raises:
+    TypeError / ValueError: bad `tool_tags` (`check_tool_tags`).
   """
   tags = check_tool_tags(tool_tags)
   if not isinstance(text, str):
@@ -196,8 +189,7 @@ def malformed_feedback(reason: str, tool_tags: Sequence[str] = ()) -> str:
     tool_tags: the task's tool tags, to show the expected call forms.
 
   Returns:
-    str: says what was wrong, how to write a call or an answer, and ends with
-    "Please either issue a query or answer the question, but not both."
+    str: what was wrong, how to write a call or an answer, then NOT_BOTH.
   """
   tags = check_tool_tags(tool_tags)
   if tags:

@@ -1,23 +1,8 @@
 """One RL batch builder under every recipe: sampled rows -> the train batch.
 
-A recipe's trainer `batch_fn` is an `RLBatchBuilder` subclass that declares
-how it samples (`sample_rows`); everything else is here. Before every step
-the trainer calls `builder(params, records, step)`, which
-
-1. returns the batch of the step's cycle when `inner_updates` > 1 reuses it
-   (kept in memory and, with `cache_dir`, on disk for an exact resume);
-2. otherwise swaps `params` into the sampler and asks `sample_rows` for the
-   step's `Row`s: a token sequence, the `Span`s of it that carry loss (each
-   naming the mask it fills and holding the sampler's log-probs of its
-   tokens), the row's scalar values (its rewards) and its group key;
-3. keeps `groups_per_step` groups of the pool, those whose rewards differ
-   first (DAPO's dynamic sampling, by oversampling), when set;
-4. builds the padded next-token arrays (`rows_to_batch`), the group ids
-   (unique over the processes), the advantages when the builder computes
-   them (`advantage='grpo'`), the groups' shared context
-   (`shared_prefix_bucket`), and the old and reference log-probs in ONE
-   jitted forward over the global batch (`sharding.host_rows_call`);
-5. records `last_stats` (and a JSON line in `log_path`).
+A recipe's trainer `batch_fn` is an `RLBatchBuilder` subclass that
+implements `sample_rows`: the step's `Row`s (token sequences, the `Span`s
+that carry loss with the sampler's log-probs, rewards, group keys).
 
     class MyBuilder(RLBatchBuilder):
       masks = ("action_mask",)
@@ -28,14 +13,14 @@ the trainer calls `builder(params, records, step)`, which
 
 Batch keys: 'inputs', 'targets', 'positions', 'segment_ids' (int32 [N, L]),
 one float32 [N, L] mask per name in `masks` and their union 'loss_mask',
-each value key of the rows (float32 [N]), 'group_ids' (int32 [N]); with
-`advantage`: 'advantages' [N]; with `old_logprobs`: 'old_logprobs' [N, L];
-with `reference_params`: 'ref_logprobs' [N, L]; with `shared_prefix_bucket`:
+each value key of the rows (float32 [N]), 'group_ids' (int32 [N], unique
+over the processes; when rows have group keys); with `advantage`:
+'advantages' [N]; with `old_logprobs`: 'old_logprobs' [N, L]; with
+`reference_params`: 'ref_logprobs' [N, L]; with `shared_prefix_bucket`:
 'prefix_inputs'. L is the batch's longest row rounded up to `length_bucket`
-(at most `seq_len`), so a batch of short rows does not pay for seq_len;
-with `align_prefixes`, L is P + S of `shared_prefix.align_shared_prefixes`
-(each group's context padded on the left to P slots, the rows' own tokens
-in the S after them).
+(at most `seq_len`); with `align_prefixes`, L is P + S of
+`shared_prefix.align_shared_prefixes` (each group's context padded on the
+left to P slots, the rows' own tokens in the S after them).
 """
 
 from __future__ import annotations
@@ -48,15 +33,16 @@ import os
 import time
 from typing import Any, Hashable, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 
 from swirl_jax import sharding
+from swirl_jax.objectives import advantages as adv_lib
 from swirl_jax.objectives import shared_prefix
 
 log = logging.getLogger(__name__)
 
 OLD_LOGPROB_SOURCES = ("sampler", "recompute")
-ADVANTAGES = ("grpo",)
 
 
 @dataclasses.dataclass
@@ -163,19 +149,25 @@ def rows_to_batch(rows: Sequence[Row], length: int, masks: Sequence[str],
 
 
 def group_advantages(rewards: np.ndarray, groups: Any,
-                     valid: Optional[np.ndarray] = None) -> np.ndarray:
-  """GRPO's (r - mean) / std over each group's rows: [N] -> [N] float32.
+                     valid: Optional[np.ndarray] = None,
+                     estimator: str = "grpo") -> np.ndarray:
+  """Advantages of grouped rows, jitted, on numpy: [N] -> [N] float32.
 
-  `swirl_jax.objectives.advantages.group_advantages` (population std; a
-  group with std <= 1e-6 gets 0), jitted, on numpy. Rows with valid 0 get 0
-  and are left out of their group's mean and std.
+  The default, GRPO's, is (r - mean) / std over each group's rows
+  (`objectives.advantages.group_advantages`: population std; a group with
+  std <= 1e-6 gets 0). Rows with valid 0 get 0 and are left out of their
+  group's statistics.
 
   Args:
     rewards: [N] rewards.
     groups: [N] dense group ids 0 .. num_groups - 1, or an int G: N / G
       contiguous groups of G rows.
     valid: [N] row validity (None: all valid).
+    estimator: a name in `objectives.advantages.ADVANTAGE_ESTIMATORS`.
+  Raises:
+    ValueError: an int `groups` does not divide N, or an unknown estimator.
   """
+  fn = adv_lib.ADVANTAGE_ESTIMATORS.get(estimator)
   rewards = np.asarray(rewards, np.float32)
   if isinstance(groups, (int, np.integer)):
     if groups < 1 or rewards.shape[0] % groups:
@@ -185,23 +177,20 @@ def group_advantages(rewards: np.ndarray, groups: Any,
   group_ids = np.asarray(groups, np.int32)
   valid = (np.ones_like(rewards) if valid is None
            else np.asarray(valid, np.float32))
-  return np.asarray(_jitted_group_advantages()(
+  return np.asarray(_jitted_estimator(fn)(
       rewards, group_ids, valid, num_groups=int(group_ids.max()) + 1))
 
 
-@functools.lru_cache(maxsize=1)
-def _jitted_group_advantages():
-  """One dispatch instead of ~20 eager ops (~5 ms per batch on the CPU)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from swirl_jax.objectives import advantages as adv_lib  # pylint: disable=g-import-not-at-top
-  return jax.jit(lambda r, g, m, num_groups: adv_lib.group_advantages(
+@functools.lru_cache(maxsize=8)
+def _jitted_estimator(fn):
+  """`fn` in one jitted dispatch (not ~20 eager ops)."""
+  return jax.jit(lambda r, g, m, num_groups: fn(
       r, g, num_groups=num_groups, mask=m), static_argnames=("num_groups",))
 
 
 @functools.lru_cache(maxsize=8)
 def logprob_fn(config):
   """A jitted (list of params, batch) -> list of [N, L] target log-probs."""
-  import jax  # pylint: disable=g-import-not-at-top
   from swirl_jax.models.transformer import Transformer  # pylint: disable=g-import-not-at-top
   from swirl_jax.objectives.common import target_logprobs  # pylint: disable=g-import-not-at-top
   model = Transformer(config)
@@ -232,53 +221,65 @@ def select_groups(rewards: np.ndarray, group_size: int, count: int
 class RLBatchBuilder:
   """The trainer's `batch_fn` for an RL recipe (see the module docstring).
 
+  Before every step the trainer calls `builder(params, records, step)`,
+  which returns the batch of the step's `inner_updates` cycle if it has it
+  (in memory or in `cache_dir`); otherwise it swaps `params` into the
+  sampler, calls `sample_rows`, keeps `groups_per_step` groups, builds the
+  arrays (`rows_to_batch`) and the advantages, adds the old and reference
+  log-probs in ONE jitted forward over the global batch
+  (`sharding.host_rows_call`), and records `last_stats` (and a JSON line in
+  `log_path`).
+
   Subclasses declare `masks` (the span names of their rows), optionally
-  `drop_overflowing` and `zero_outside_loss`, and implement `sample_rows`.
+  `drop_overflowing` (see `rows_to_batch`) and `zero_outside_loss` (old and
+  reference log-probs 0 outside 'loss_mask'), and implement `sample_rows`.
 
   Args:
     config: the policy's TransformerConfig.
     tokenizer: swirl_jax.tokenizer.Tokenizer.
-    group_size: G, rows per group (the sampler's batch bucket default).
-    seq_len: the longest row L.
-    length_bucket: L is the batch's longest row rounded up to a multiple
-      of this (at most seq_len); None: L = seq_len.
+    group_size: G, rows per group (>= 1).
+    seq_len: the longest row.
+    length_bucket: L's multiple (see the module docstring); None: L =
+      seq_len.
     seed: base seed of the recipe's sampling.
-    sampler: the sampler (its params are swapped in every sampled batch);
-      None makes a `chat_sampler` with `batch_bucket`. Sharing one between
-      builders and evaluations shares its compiled programs.
-    batch_bucket: the made sampler's batch bucket (None: G).
+    sampler / batch_bucket: the sampler, whose params are swapped in for
+      every sampled batch (share one between builders and evaluations to
+      share its compiled programs); None makes a `chat_sampler` with batch
+      bucket `batch_bucket` (None: G).
     row_keyed: `self.keyed` (a `RowKeyedSampler`) gives every row the
       randomness of its global index, so several hosts sample what one
       process would; None (default): on several processes only.
-    reference_params: the frozen reference; given, 'ref_logprobs' are
-      computed once per sampled batch (else the train step computes them).
-    old_logprobs: None (no 'old_logprobs'), 'sampler' (the sampler's
-      temperature-1 log-probs of the sampled ids) or 'recompute' (a
-      training-style forward of the sampling params, fused with the
-      reference's).
-    advantage: None (the objective computes advantages from the rewards and
-      group ids) or 'grpo' (per-group (r - mean) / std of 'rewards', rows
-      that do not fit left out).
-    groups_per_step: groups kept per batch (global, over the processes);
-      None keeps every group sampled.
+    reference_params: the frozen reference, for 'ref_logprobs' (None: the
+      train step computes them).
+    old_logprobs: None, 'sampler' (the sampler's temperature-1 log-probs of
+      the sampled ids) or 'recompute' (a training-style forward of the
+      sampling params).
+    advantage: None (the objective computes advantages) or a name in
+      `objectives.advantages.ADVANTAGE_ESTIMATORS` ('grpo'); rows that carry
+      no loss ('valid' 0 in `rows_to_batch`) are left out of it.
+    groups_per_step: groups kept per batch, over all processes, those whose
+      rewards differ first (`select_groups`: DAPO's dynamic sampling, by
+      oversampling); None keeps every group.
     shared_prefix_bucket: > 0: the batch carries each group's shared
       context once ('prefix_inputs', a multiple of this long).
-    align_prefixes: with `shared_prefix_bucket`, re-lay the rows so that
-      every group's own shared context ends at one slot
-      (`shared_prefix.align_shared_prefixes`: for groups of mixed context
-      lengths) instead of using the shortest group's context for all
-      (`with_shared_prefix`: for contexts of about one length).
-    suffix_bucket: with `align_prefixes`, the rows' own part after the
-      shared slots is a multiple of this long (e.g. the longest sampled
-      turn, so that one length serves every step).
-    inner_updates: mu, train steps per sampled batch.
-    cache_dir: where sampled batches are kept for resume (None: memory only).
+    align_prefixes: with `shared_prefix_bucket`, end every group's own
+      shared context at one slot (`shared_prefix.align_shared_prefixes`, for
+      mixed context lengths) instead of using the shortest group's for all
+      (`shared_prefix.with_agreed_shared_prefix`).
+    suffix_bucket: with `align_prefixes`, the rows' part after the shared
+      slots is a multiple of this long (>= 1).
+    inner_updates: mu, train steps per sampled batch (>= 1).
+    cache_dir: where sampled batches are kept for an exact resume (None:
+      memory only).
     log_path: a JSONL file getting `last_stats` of every sampled batch.
+  Raises:
+    ValueError: a setting out of range, an unknown `old_logprobs` or
+      `advantage`.
   """
 
   masks: tuple[str, ...] = ("action_mask",)
   drop_overflowing: bool = False
-  zero_outside_loss: bool = False  # old/ref log-probs 0 outside loss_mask
+  zero_outside_loss: bool = False
 
   def __init__(self, config, tokenizer, *, group_size: int, seq_len: int,
                length_bucket: Optional[int] = None, seed: int = 0,
@@ -298,17 +299,16 @@ class RLBatchBuilder:
     if old_logprobs is not None and old_logprobs not in OLD_LOGPROB_SOURCES:
       raise ValueError(f"old_logprobs must be one of "
                        f"{list(OLD_LOGPROB_SOURCES)}, got {old_logprobs!r}.")
-    if advantage is not None and advantage not in ADVANTAGES:
-      raise ValueError(f"{name}: advantage must be None or one of "
-                       f"{list(ADVANTAGES)}, got {advantage!r}.")
+    if advantage is not None:
+      adv_lib.ADVANTAGE_ESTIMATORS.get(advantage)  # an unknown name raises
     if groups_per_step is not None and int(groups_per_step) < 1:
       raise ValueError(f"groups_per_step must be >= 1 or None, got "
                        f"{groups_per_step}.")
-    if int(shared_prefix_bucket) < 0:
-      raise ValueError(f"shared_prefix_bucket must be >= 0, got "
-                       f"{shared_prefix_bucket}.")
-    if int(inner_updates) < 1:
-      raise ValueError(f"inner_updates must be >= 1, got {inner_updates}.")
+    for arg, value, low in (("shared_prefix_bucket", shared_prefix_bucket, 0),
+                            ("inner_updates", inner_updates, 1),
+                            ("suffix_bucket", suffix_bucket, 1)):
+      if int(value) < low:
+        raise ValueError(f"{arg} must be >= {low}, got {value}.")
     self.config = config
     self.tokenizer = tokenizer
     self.group_size = int(group_size)
@@ -330,8 +330,6 @@ class RLBatchBuilder:
                             else int(groups_per_step))
     self.shared_prefix_bucket = int(shared_prefix_bucket)
     self.align_prefixes = bool(align_prefixes)
-    if int(suffix_bucket) < 1:
-      raise ValueError(f"suffix_bucket must be >= 1, got {suffix_bucket}.")
     self.suffix_bucket = int(suffix_bucket)
     self.inner_updates = int(inner_updates)
     self.cache_dir = cache_dir
@@ -375,7 +373,6 @@ class RLBatchBuilder:
       return None
     keep = self.groups_per_step
     if sharding.is_multiprocess():
-      import jax  # pylint: disable=g-import-not-at-top
       if keep % jax.process_count():
         raise ValueError(f"groups_per_step={keep} does not divide over "
                          f"{jax.process_count()} processes; each keeps an "
@@ -390,28 +387,26 @@ class RLBatchBuilder:
   def _logprobs(self, params: Any, batch: dict[str, np.ndarray]) -> float:
     """Adds 'old_logprobs' / 'ref_logprobs'; returns the seconds taken."""
     start = time.perf_counter()
-    params_list = []
-    if self.old_logprobs == "recompute":
-      params_list.append(params)
-    if self.reference_params is not None:
-      params_list.append(self.reference_params)
     sampled = batch.pop("sampler_logprobs")
     if self.old_logprobs == "sampler":
       batch["old_logprobs"] = sampled
-    if not params_list:
+    forwards = {}  # batch key -> the params whose log-probs fill it
+    if self.old_logprobs == "recompute":
+      forwards["old_logprobs"] = params
+    if self.reference_params is not None:
+      forwards["ref_logprobs"] = self.reference_params
+    if not forwards:
       return 0.0
     keys = ("inputs", "targets", "positions", "segment_ids",
             shared_prefix.PREFIX_KEY)
     # One process: the jitted call on the numpy rows. Several: one forward
     # over the global batch, this host's rows back.
-    logps = [np.asarray(x, np.float32) for x in sharding.host_rows_call(
-        logprob_fn(self.config), params_list,
-        {k: batch[k] for k in keys if k in batch})]
+    logps = sharding.host_rows_call(
+        logprob_fn(self.config), list(forwards.values()),
+        {k: batch[k] for k in keys if k in batch})
     mask = batch["loss_mask"] > 0
-    for key in (["old_logprobs"] if self.old_logprobs == "recompute" else []
-                ) + (["ref_logprobs"] if self.reference_params is not None
-                     else []):
-      x = logps.pop(0)
+    for key, x in zip(forwards, logps):
+      x = np.asarray(x, np.float32)
       batch[key] = (np.where(mask, x, 0.0).astype(np.float32)
                     if self.zero_outside_loss else x)
     return time.perf_counter() - start
@@ -440,10 +435,10 @@ class RLBatchBuilder:
     groups = {key: i for i, key in enumerate(dict.fromkeys(
         r.group for r in rows))}
     local_ids = np.array([groups[r.group] for r in rows], np.int32)
-    if self.advantage == "grpo":
+    if self.advantage is not None:
       # Rows that carry no gradient also leave the group statistics alone.
-      batch["advantages"] = group_advantages(batch["rewards"], local_ids,
-                                             valid=valid)
+      batch["advantages"] = group_advantages(
+          batch["rewards"], local_ids, valid=valid, estimator=self.advantage)
     if any(r.group is not None for r in rows):
       batch["group_ids"] = sharding.global_group_ids(local_ids)
     if self.shared_prefix_bucket and self.align_prefixes:
@@ -478,7 +473,6 @@ class RLBatchBuilder:
     """'' on one process; each process caches its own rows on several."""
     if not sharding.is_multiprocess():
       return ""
-    import jax  # pylint: disable=g-import-not-at-top
     return f".process{jax.process_index()}of{jax.process_count()}"
 
   def _cache_path(self, step: int) -> Optional[str]:

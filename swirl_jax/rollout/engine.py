@@ -1,34 +1,19 @@
-"""The batched rollout engine: multi-step tool use, two attempts, reflect-retry.
+"""The batched rollout engine: SWiRL's tool-use loop and episode scripts.
 
-`RolloutEngine` generates the episodes of all three recipes from one sampler:
+`RolloutEngine.run` generates SWiRL's multi-step tool-use episodes; `play`
+runs an episode script (`swirl_jax.rollout.scripts`), and
+`run_two_attempts` (SCoRe), `run_reflect_retry` (R3) and `first_attempts`
+play the recipes' scripts.
 
-* `run`: SWiRL multi-step tool-use episodes. Every row (example x sample)
-  starts from the task prompt; each step makes ONE sampler call for all rows
-  still running, parses every action (`actions.parse_action`), runs the step's
-  tool calls (slow ones concurrently on a thread pool, cheap ones inline) and
-  answers each row with a user turn (`QUERY -> RESULT`, or the feedback to a
-  malformed action). A row ends at an answer, at the step limit, when its
-  context would no longer fit (`max_context_tokens`), or after
-  `max_malformed` malformed actions in a row. Answers are verified by the
-  task at the end, on the thread pool (code answers run in the sandbox).
-* `play`: an episode script (`swirl_jax.rollout.scripts`): a tuple of steps
-  (fork rows, a user turn, a sampled or given model turn, grade, keep the
-  failures), each for all live rows at once. `run_two_attempts` (SCoRe's
-  attempt y1, the self-correction instruction, attempt y2),
-  `run_reflect_retry` (R3's first attempt or given failed ones, then for
-  each failure a group of reflections, each followed by a retry) and
-  `first_attempts` (one graded turn) play the recipes' scripts.
-
-Every model turn goes through `generate_turns`, which makes one sampler call
-for a batch of conversations. Each conversation keeps the ids of its chat so far;
-a new turn is encoded on its own (`encode(format_turn(role, text))`) and
-appended. Turn markers are atomic pieces of the tokenizer, so this is
-exactly `tokenizer.encode_chat(turns)`, without re-encoding the whole chat at
-every step. A model turn enters the context as the encoding of its decoded
-text, so every context is what a trainer rebuilding the chat from its text
-gets; the sampled ids (kept in `Step.action_tokens` / `ModelTurn.tokens`)
-can differ from that encoding when the model samples a non-canonical
-segmentation.
+Every model turn comes from `generate_turns`, one sampler call for a batch
+of conversations. A conversation keeps the ids of its chat; a new turn is
+encoded on its own (`encode(format_turn(role, text))`) and appended, which
+equals `tokenizer.encode_chat(turns)` because turn markers are atomic
+pieces of the tokenizer. A model turn enters the context as the encoding
+of its decoded text, so every context is what a trainer rebuilding the chat
+from its text gets; the sampled ids (`Step.action_tokens`,
+`ModelTurn.tokens`) can differ from that encoding when the model samples a
+non-canonical segmentation.
 
 Model output is untrusted: it is parsed with regular expressions, never
 evaluated; tools sandbox what they run.
@@ -62,17 +47,9 @@ _PENDING = object()  # A host job's result slot not filled yet.
 ToolsLike = Union[Mapping[str, tool_base.Tool], Sequence[tool_base.Tool]]
 
 
-# ----------------------------------------------------------------------------
-# Statistics.
-
-
 @dataclasses.dataclass
 class RolloutStats:
-  """Counts and wall-clock times of one engine call (`engine.last_stats`).
-
-  Times are seconds measured with `time.perf_counter`; `glue_s` is the rest
-  of `total_s` (encoding, decoding, parsing, bookkeeping), so
-  sampler_s + tools_s + verify_s + glue_s == total_s.
+  """Counts and wall-clock seconds of one engine call (`engine.last_stats`).
 
   Attributes:
     num_trajectories: episodes returned.
@@ -80,7 +57,7 @@ class RolloutStats:
     num_model_turns: model turns sampled (rows summed over calls).
     num_tool_calls: tool executions.
     generated_tokens: sampled ids, stop tokens included.
-    total_s: the whole call.
+    total_s: the whole call (`time.perf_counter`).
     sampler_s: inside `sampler.generate`.
     tools_s: running tool calls (waiting on the thread pool).
     verify_s: verifying answers (waiting on the thread pool).
@@ -100,7 +77,7 @@ class RolloutStats:
 
   @property
   def glue_s(self) -> float:
-    """Seconds in Python glue: total_s minus sampler, tools and verify."""
+    """The rest of total_s (encoding, decoding, parsing, bookkeeping)."""
     return self.total_s - self.sampler_s - self.tools_s - self.verify_s
 
   @property
@@ -118,12 +95,6 @@ class RolloutStats:
     return {"sampler": self.sampler_s / total, "tools": self.tools_s / total,
             "verify": self.verify_s / total, "glue": self.glue_s / total}
 
-  def as_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d.update(glue_s=self.glue_s, trajectories_per_s=self.trajectories_per_s,
-             tokens_per_s=self.tokens_per_s)
-    return d
-
   def summary(self) -> str:
     """One line: rates and the time shares."""
     s = self.shares()
@@ -134,17 +105,12 @@ class RolloutStats:
             f"{s['verify']:.1%}, glue {s['glue']:.1%}")
 
 
-# ----------------------------------------------------------------------------
-# Per-row state.
-
-
 class Conversation:
   """A chat and its ids, grown turn by turn (`RolloutEngine.add_turn`).
 
   Attributes:
     turns: list of (role, text).
-    ids: list[int], always `tokenizer.encode_chat(turns, False)`: BOS, then
-      each turn's ids.
+    ids: list[int], always `tokenizer.encode_chat(turns, False)`.
   """
 
   __slots__ = ("turns", "ids")
@@ -179,6 +145,12 @@ class _Row:
   malformed_run: int = 0
 
 
+def _at_least_one(name: str, value: Any) -> int:
+  if int(value) < 1:
+    raise ValueError(f"{name} must be >= 1, got {value}.")
+  return int(value)
+
+
 def _as_tool_map(tools: Optional[ToolsLike]) -> dict[str, tool_base.Tool]:
   """Tools by tag, checked: every value has `run` and its own tag as key."""
   if tools is None:
@@ -200,10 +172,6 @@ def _as_tool_map(tools: Optional[ToolsLike]) -> dict[str, tool_base.Tool]:
       raise ValueError(f"Two tools were given for the tag {tag!r}.")
     out[tag] = tool
   return out
-
-
-# ----------------------------------------------------------------------------
-# The engine.
 
 
 class RolloutEngine:
@@ -245,28 +213,24 @@ class RolloutEngine:
     if not callable(getattr(sampler, "generate", None)):
       raise TypeError(f"sampler must have a generate() method, got "
                       f"{type(sampler).__name__}.")
-    if int(max_new_tokens) < 1:
-      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    if int(max_context_tokens) <= int(max_new_tokens):
+    self.max_new_tokens = _at_least_one("max_new_tokens", max_new_tokens)
+    if int(max_context_tokens) <= self.max_new_tokens:
       raise ValueError(
           f"max_context_tokens={max_context_tokens} must exceed "
           f"max_new_tokens={max_new_tokens}: the prompt needs room too.")
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}.")
-    if int(tool_workers) < 1:
-      raise ValueError(f"tool_workers must be >= 1, got {tool_workers}.")
+    self.tool_workers = _at_least_one("tool_workers", tool_workers)
     if max_malformed is not None and int(max_malformed) < 1:
       raise ValueError(
           f"max_malformed must be None or >= 1, got {max_malformed}.")
     self.sampler = sampler
     self.tokenizer = tokenizer
     self.tools = _as_tool_map(tools)
-    self.max_new_tokens = int(max_new_tokens)
     self.temperature = float(temperature)
     self.top_k = top_k
     self.top_p = top_p
     self.max_context_tokens = int(max_context_tokens)
-    self.tool_workers = int(tool_workers)
     self.progress = bool(progress)
     self.max_malformed = None if max_malformed is None else int(max_malformed)
     self.last_stats = RolloutStats()
@@ -278,7 +242,7 @@ class RolloutEngine:
         tokenizer_lib.format_chat([], add_generation_prompt=True)))
     self._stop_ids = tokenizer_lib.stop_ids(tokenizer)
 
-  # -- resources ------------------------------------------------------------
+  # -- resources -------------------------------------------------------------
 
   def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
     if self._pool is None:
@@ -298,7 +262,7 @@ class RolloutEngine:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  # -- conversations ----------------------------------------------------------
+  # -- conversations ---------------------------------------------------------
 
   def new_conversation(self) -> Conversation:
     """An empty chat: ids = [BOS]."""
@@ -317,12 +281,7 @@ class RolloutEngine:
     """
     return conv.ids + self._generation_prompt
 
-  # -- the shared batched step ------------------------------------------------
-
-  @staticmethod
-  def _call_seed(seed: int, call_index: int) -> int:
-    """The sampler seed of call `call_index` of a run with `seed` (31 bits)."""
-    return scripts.seed_of(seed, scripts.rollout_seed(call_index))
+  # -- the batched model step ------------------------------------------------
 
   def generate_turns(self, convs: Sequence[Conversation], seed: int,
                      temperature: Optional[float] = None,
@@ -331,9 +290,7 @@ class RolloutEngine:
                      shared_prefix: bool = False) -> list[traj.ModelTurn]:
     """Samples the next model turn of every conversation in ONE sampler call.
 
-    The model step of every episode script (SWiRL's tool loop, SCoRe's
-    attempts, R3's reflections and retries, the baselines' turns). Each
-    row's budget is min(max_new_tokens, max_context_tokens - context
+    Each row's budget is min(max_new_tokens, max_context_tokens - context
     length); a row with no room gets an empty turn with finish
     'context_limit' and is not sent to the sampler. The conversations are
     not modified.
@@ -342,20 +299,19 @@ class RolloutEngine:
       convs: the conversations, each ending with a user turn.
       seed: the sampler seed of this call.
       temperature: this call's temperature (None: the engine's).
-      sampler: this call's sampler (None: the engine's), e.g. the base
-        model's for SCoRe's extra first attempts.
+      sampler: this call's sampler (None: the engine's).
       group_size: the conversations come in consecutive groups of this
-        many with the same context (e.g. R3's G reflections of one failed
-        attempt): the sampler prefills each context once for its group
-        (`Sampler.generate(group_size=...)`, the same samples). 1, or a
-        call where some row has no room left, prefills every row.
-      shared_prefix: the groups' conversations need only begin alike
-        (R3's G retries after G reflections on one failed attempt): each
-        group's common prefix is prefilled once
-        (`Sampler.generate(shared_prefix=True)`).
+        many with the same context: the sampler prefills each context once
+        for its group (`Sampler.generate(group_size=...)`). Ignored when
+        some row has no room left.
+      shared_prefix: with `group_size`, a group's conversations need only
+        begin alike: their common prefix is prefilled once.
 
     Returns:
       list[ModelTurn], one per conversation, in order.
+
+    Raises:
+      ValueError: if `group_size` is < 1 or does not divide len(convs).
     """
     g = int(group_size)
     if g < 1 or len(convs) % g:
@@ -364,12 +320,9 @@ class RolloutEngine:
     prompts_ = [self.prompt_ids(c) for c in convs]
     budgets = [min(self.max_new_tokens, self.max_context_tokens - len(p))
                for p in prompts_]
-    out: list[Optional[traj.ModelTurn]] = [None] * len(convs)
+    out = [traj.ModelTurn("", [], [], p, traj.TURN_CONTEXT_LIMIT)
+           if b < 1 else None for p, b in zip(prompts_, budgets)]
     live = [i for i, b in enumerate(budgets) if b >= 1]
-    for i, b in enumerate(budgets):
-      if b < 1:
-        out[i] = traj.ModelTurn("", [], [], prompts_[i],
-                                traj.TURN_CONTEXT_LIMIT)
     if live:
       grouped = ({"group_size": g} if g > 1 and len(live) == len(convs)
                  else {})
@@ -385,22 +338,20 @@ class RolloutEngine:
           stop_tokens=self._stop_ids, seed=seed, **grouped)
       self._stats.sampler_s += time.perf_counter() - start
       self._stats.num_sampler_calls += 1
-      stops = set(self._stop_ids)
       for j, i in enumerate(live):
         tokens = [int(t) for t in result.tokens[j]]
-        logprobs = [float(x) for x in result.logprobs[j]]
         done = bool(result.done[j])
-        ended = done and bool(tokens) and tokens[-1] in stops
-        body = tokens[:-1] if ended else tokens
+        ended = done and bool(tokens) and tokens[-1] in self._stop_ids
         out[i] = traj.ModelTurn(
-            text=self.tokenizer.decode(body), tokens=tokens,
-            logprobs=logprobs, context_ids=prompts_[i],
+            text=self.tokenizer.decode(tokens[:-1] if ended else tokens),
+            tokens=tokens, logprobs=[float(x) for x in result.logprobs[j]],
+            context_ids=prompts_[i],
             finish=traj.TURN_STOP if done else traj.TURN_LENGTH)
         self._stats.num_model_turns += 1
         self._stats.generated_tokens += len(tokens)
     return out  # type: ignore[return-value]
 
-  # -- host work on the thread pool -------------------------------------------
+  # -- host work (tools, verifiers) ------------------------------------------
 
   def _timed(self, key: str, fn: Callable[[], Any]) -> Any:
     """`fn()`, folding its duration into the running cost of `key`."""
@@ -416,9 +367,8 @@ class RolloutEngine:
     """Runs host jobs (cost key, thunk); returns their results in order.
 
     Jobs whose key averages at least `INLINE_HOST_S` per call (search,
-    sandboxed code: they wait on I/O or release the GIL) run concurrently on
-    the thread pool; cheap pure-Python ones (the calculator, most verifiers)
-    run inline meanwhile, where threads would only add hand-off and GIL
+    sandboxed code) run concurrently on the thread pool; cheap pure-Python
+    ones run inline meanwhile, where threads would only add hand-off and GIL
     contention. The first job of an unseen key runs inline to measure it.
     """
     results: list[Any] = [_PENDING] * len(jobs)
@@ -439,15 +389,14 @@ class RolloutEngine:
       results[i] = future.result()
     return results
 
-  def _run_tools(self, calls: Sequence[tuple[tool_base.Tool, str]]
-                 ) -> list[str]:
-    """Runs one step's (tool, content) calls; returns the result texts."""
+  def _run_tools(self, calls: Sequence[actions.ParsedAction]) -> list[str]:
+    """Runs one step's tool calls; returns the result texts."""
     if not calls:
       return []
     start = time.perf_counter()
     results = self._host_map(
-        [(f"tool/{tool.tag}", functools.partial(tool.run, content))
-         for tool, content in calls])
+        [(f"tool/{c.tag}", functools.partial(self.tools[c.tag].run, c.content))
+         for c in calls])
     self._stats.tools_s += time.perf_counter() - start
     self._stats.num_tool_calls += len(calls)
     return results
@@ -475,7 +424,7 @@ class RolloutEngine:
   def _verify(self, task: task_base.Task,
               pairs: Sequence[tuple[task_base.Example, Optional[str]]]
               ) -> list[task_base.Verdict]:
-    """Grades (example, answer) pairs (slow verifiers on the thread pool)."""
+    """Grades (example, answer) pairs one by one (slow ones on the pool)."""
     if not pairs:
       return []
     start = time.perf_counter()
@@ -491,10 +440,9 @@ class RolloutEngine:
             ) -> tuple[list[Optional[str]], list[task_base.Verdict]]:
     """(answers, verdicts) of response texts, one per example.
 
-    The verification step of the single-turn scripts: one
-    `task.verify_batch` call (the code task runs its programs in parallel
-    sandboxes); a parser or verifier that raises gives no answer / a wrong
-    'verifier_error' verdict (logged), never a crashed run.
+    One `task.verify_batch` call (the code task runs its programs in
+    parallel sandboxes); a parser or verifier that raises gives no answer /
+    a wrong 'verifier_error' verdict (logged), never a crashed run.
     """
     examples = list(examples)
     answers = [self._safe_parse(task, t) for t in texts]
@@ -508,28 +456,159 @@ class RolloutEngine:
     self._stats.verify_s += time.perf_counter() - start
     return answers, verdicts
 
-  def first_attempts(self, task: task_base.Task,
-                     examples: Iterable[task_base.Example],
-                     num_samples: int = 1, seed: int = 0,
-                     sampler: Any = None) -> list[GradedTurn]:
-    """`num_samples` graded single attempts per example, example-major.
+  # -- bookkeeping -----------------------------------------------------------
 
-    The script `scripts.single_attempt` ([user: task.prompt(x), model: y],
-    graded) in one sampler call with seed `seed` (used as given): R3's
-    failure search and first attempts, SCoRe's single-turn episodes, the
-    base accuracy of single-turn tasks.
+  def _task_tool_tags(self, task: task_base.Task) -> tuple[str, ...]:
+    """The task's tool tags, each checked to have a tool in this engine."""
+    tags = actions.check_tool_tags(tuple(task.tools))
+    missing = [t for t in tags if t not in self.tools]
+    if missing:
+      raise ValueError(
+          f"Task {task.name!r} uses the tool tag {missing[0]!r} but the engine "
+          f"has no tool for it (tools given for tags: "
+          f"{sorted(self.tools) or 'none'}). Pass e.g. tools={{"
+          f"{missing[0]!r}: get_tool(...)}} to RolloutEngine.")
+    return tags
+
+  def _start(self) -> float:
+    self._stats = RolloutStats()
+    return time.perf_counter()
+
+  def _finish(self, start: float, num: int) -> None:
+    self._stats.total_s = time.perf_counter() - start
+    self._stats.num_trajectories = num
+    self.last_stats = self._stats
+
+  def _bar(self, total: int, desc: str):
+    return tqdm.tqdm(total=total, desc=desc, unit="step",
+                     disable=not self.progress, leave=False)
+
+  @staticmethod
+  def _check_examples(examples: Iterable[task_base.Example]
+                      ) -> list[task_base.Example]:
+    examples = list(examples)
+    for i, ex in enumerate(examples):
+      if not isinstance(ex, task_base.Example):
+        raise TypeError(f"examples[{i}] must be a swirl_jax.tasks.Example, "
+                        f"got {type(ex).__name__}.")
+    return examples
+
+  def _prompted(self, task: task_base.Task, example: task_base.Example
+                ) -> Conversation:
+    conv = self.new_conversation()
+    self.add_turn(conv, traj.USER, task.prompt(example))
+    return conv
+
+  # -- SWiRL: multi-step tool use --------------------------------------------
+
+  def run(self, task: task_base.Task, examples: Iterable[task_base.Example],
+          num_samples: int = 1, max_steps: Optional[int] = None,
+          seed: int = 0) -> list[traj.Trajectory]:
+    """Generates multi-step tool-use episodes for every example.
+
+    Every row (example x sample) starts from the task prompt. Each step
+    makes one sampler call for the rows still running, parses every action
+    (`actions.parse_action`), runs the tool calls (slow ones concurrently on
+    the thread pool) and answers each row with a user turn (`QUERY ->
+    RESULT`, or the feedback to a malformed action). A row ends at an
+    answer, at the step limit, when its context would no longer fit, or
+    after `max_malformed` malformed actions in a row. Answers are verified
+    at the end.
+
+    Args:
+      task: the task (prompt, tool tags, answer parser, verifier).
+      examples: the examples; each gets `num_samples` episodes.
+      num_samples: episodes per example.
+      max_steps: queries allowed before the answer (None:
+        `task.max_steps`): an episode has at most max_steps + 1 actions,
+        malformed ones included, the last of which must answer.
+      seed: randomness of the whole call (step i's sampler call gets a seed
+        derived from (seed, i)).
 
     Returns:
-      list[GradedTurn] (example, turn, answer, verdict).
-    """
-    if int(num_samples) < 1:
-      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    rows = self.play(task, examples, scripts.single_attempt(num_samples),
-                     seed, sampler=sampler)
-    return [GradedTurn(r.example, r.turns["y"], r.answers["y"],
-                       r.verdicts["y"]) for r in rows]
+      list[Trajectory] of len(examples) * num_samples, example-major,
+      verified.
 
-  # -- episode scripts --------------------------------------------------------
+    Raises:
+      ValueError: a task tool tag has no tool, or a bad count.
+    """
+    examples = self._check_examples(examples)
+    num_samples = _at_least_one("num_samples", num_samples)
+    max_steps = _at_least_one(
+        "max_steps", task.max_steps if max_steps is None else int(max_steps))
+    tool_tags = self._task_tool_tags(task)
+    start = self._start()
+
+    rows = [_Row(ex, s, self._prompted(task, ex))
+            for ex in examples for s in range(num_samples)]
+    active = list(rows)
+    room_needed = len(self._generation_prompt) + self.max_new_tokens
+    with self._bar(max_steps + 1, f"rollout {task.name}") as bar:
+      for step in range(max_steps + 1):
+        for row in active:
+          if len(row.conv.ids) + room_needed > self.max_context_tokens:
+            row.finish = traj.FINISH_CONTEXT_LIMIT
+        active = [r for r in active if r.finish is None]
+        if not active:
+          break
+        turns = self.generate_turns(
+            [r.conv for r in active],
+            scripts.seed_of(seed, scripts.rollout_seed(step)))
+        parsed = [actions.parse_action(t.text, tool_tags) for t in turns]
+        calls = [i for i, p in enumerate(parsed) if p.is_tool]
+        results = dict(zip(calls, self._run_tools([parsed[i] for i in calls])))
+        for i, (row, turn, action) in enumerate(zip(active, turns, parsed)):
+          record = traj.Step(
+              index=step, action=turn.text, action_tokens=turn.tokens,
+              action_logprobs=turn.logprobs,
+              context_tokens=len(turn.context_ids),
+              truncated=turn.finish == traj.TURN_LENGTH)
+          row.steps.append(record)
+          self.add_turn(row.conv, traj.MODEL, turn.text)
+          if action.is_answer:
+            row.answer_text, row.answer_content = turn.text, action.content
+            row.finish = traj.FINISH_ANSWER
+          elif action.is_tool:
+            record.tool, record.tool_input = action.tag, action.content
+            record.tool_result = results[i]
+            self.add_turn(row.conv, traj.USER,
+                          tool_base.format_result(action.content, results[i]))
+            row.malformed_run = 0
+          else:
+            record.malformed = action.reason
+            self.add_turn(row.conv, traj.USER,
+                          actions.malformed_feedback(action.reason, tool_tags))
+            row.malformed_run += 1
+            if (self.max_malformed is not None and
+                row.malformed_run >= self.max_malformed):
+              row.finish = traj.FINISH_MALFORMED_LIMIT
+        active = [r for r in active if r.finish is None]
+        bar.update(1)
+        bar.set_postfix(active=len(active))
+    for row in active:
+      row.finish = traj.FINISH_STEP_LIMIT
+
+    answers = []
+    for row in rows:
+      parsed_answer = (None if row.answer_text is None
+                       else self._safe_parse(task, row.answer_text))
+      answers.append(row.answer_content if parsed_answer is None
+                     else parsed_answer)
+    verdicts = self._verify(task, [(r.example, a)
+                                   for r, a in zip(rows, answers)])
+    out = [traj.Trajectory(
+        task=task.name, example_id=r.example.id, question=r.example.question,
+        gold=r.example.answer, sample_index=r.sample_index,
+        turns=r.conv.turns, steps=r.steps, final_answer=a, verdict=v,
+        finish_reason=r.finish) for r, a, v in zip(rows, answers, verdicts)]
+    self._stats.extra = {
+        "finish_reasons": {k: sum(t.finish_reason == k for t in out)
+                           for k in traj.FINISH_REASONS},
+        "accuracy": (sum(t.correct for t in out) / len(out)) if out else 0.0}
+    self._finish(start, len(out))
+    return out
+
+  # -- episode scripts -------------------------------------------------------
 
   def play(self, task: task_base.Task, examples: Iterable[task_base.Example],
            script: Sequence[scripts.Step], seed: int = 0,
@@ -617,8 +696,8 @@ class RolloutEngine:
 
   def _given_turn(self, row: scripts.ScriptRow, name: str,
                   item: Any) -> traj.ModelTurn:
-    """A caller-supplied model turn on the row's context (its grade kept
-    when it is a GradedTurn)."""
+    """A caller-supplied model turn on the row's context (a GradedTurn's
+    grade is kept)."""
     if isinstance(item, GradedTurn):
       row.answers[name], row.verdicts[name] = item.answer, item.verdict
       return item.turn
@@ -632,162 +711,21 @@ class RolloutEngine:
                           logprobs=[], context_ids=self.prompt_ids(row.conv),
                           finish=traj.TURN_GIVEN)
 
-  # -- helpers ----------------------------------------------------------------
+  def first_attempts(self, task: task_base.Task,
+                     examples: Iterable[task_base.Example],
+                     num_samples: int = 1, seed: int = 0,
+                     sampler: Any = None) -> list[GradedTurn]:
+    """`num_samples` graded single attempts per example, example-major.
 
-  def _task_tool_tags(self, task: task_base.Task) -> tuple[str, ...]:
-    """The task's tool tags, each checked to have a tool in this engine."""
-    tags = actions.check_tool_tags(tuple(task.tools))
-    missing = [t for t in tags if t not in self.tools]
-    if missing:
-      raise ValueError(
-          f"Task {task.name!r} uses the tool tag {missing[0]!r} but the engine "
-          f"has no tool for it (tools given for tags: "
-          f"{sorted(self.tools) or 'none'}). Pass e.g. tools={{"
-          f"{missing[0]!r}: get_tool(...)}} to RolloutEngine.")
-    return tags
-
-  def _start(self) -> float:
-    self._stats = RolloutStats()
-    return time.perf_counter()
-
-  def _finish(self, start: float, num: int) -> None:
-    self._stats.total_s = time.perf_counter() - start
-    self._stats.num_trajectories = num
-    self.last_stats = self._stats
-
-  def _bar(self, total: int, desc: str):
-    return tqdm.tqdm(total=total, desc=desc, unit="step",
-                     disable=not self.progress, leave=False)
-
-  @staticmethod
-  def _check_examples(examples: Iterable[task_base.Example]
-                      ) -> list[task_base.Example]:
-    examples = list(examples)
-    for i, ex in enumerate(examples):
-      if not isinstance(ex, task_base.Example):
-        raise TypeError(f"examples[{i}] must be a swirl_jax.tasks.Example, "
-                        f"got {type(ex).__name__}.")
-    return examples
-
-  def _prompted(self, task: task_base.Task, example: task_base.Example
-                ) -> Conversation:
-    conv = self.new_conversation()
-    self.add_turn(conv, traj.USER, task.prompt(example))
-    return conv
-
-  # -- SWiRL: multi-step tool use ---------------------------------------------
-
-  def run(self, task: task_base.Task, examples: Iterable[task_base.Example],
-          num_samples: int = 1, max_steps: Optional[int] = None,
-          seed: int = 0) -> list[traj.Trajectory]:
-    """Generates multi-step tool-use episodes for every example.
-
-    Args:
-      task: the task (prompt, tool tags, answer parser, verifier).
-      examples: the examples; each gets `num_samples` episodes.
-      num_samples: episodes per example.
-      max_steps: queries allowed before the answer (None:
-        `task.max_steps`), as the SWiRL prompt says ("up to N sequential
-        queries before you answer"): an episode has at most max_steps + 1
-        actions, malformed ones included, the last of which must answer.
-      seed: randomness of the whole call (step i's sampler call gets a seed
-        derived from (seed, i)).
-
-    Returns:
-      list[Trajectory] of len(examples) * num_samples, example-major
-      (example 0's samples first), verified.
-
-    Raises:
-      ValueError: a task tool tag has no tool, or a bad count.
+    Plays `scripts.single_attempt` in one sampler call with `seed` as given
+    (R3's failure search and first attempts, SCoRe's single-turn episodes,
+    base accuracies); `sampler` as in `play`.
     """
-    examples = self._check_examples(examples)
-    if int(num_samples) < 1:
-      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    max_steps = task.max_steps if max_steps is None else int(max_steps)
-    if max_steps < 1:
-      raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
-    tool_tags = self._task_tool_tags(task)
-    start = self._start()
-
-    rows = [_Row(ex, s, self._prompted(task, ex))
-            for ex in examples for s in range(int(num_samples))]
-    active = list(rows)
-    room_needed = len(self._generation_prompt) + self.max_new_tokens
-    with self._bar(max_steps + 1, f"rollout {task.name}") as bar:
-      for step in range(max_steps + 1):
-        fits = []
-        for row in active:
-          if len(row.conv.ids) + room_needed > self.max_context_tokens:
-            row.finish = traj.FINISH_CONTEXT_LIMIT
-          else:
-            fits.append(row)
-        active = fits
-        if not active:
-          break
-        turns = self.generate_turns([r.conv for r in active],
-                                     self._call_seed(seed, step))
-        parsed = [actions.parse_action(t.text, tool_tags) for t in turns]
-        call_rows = [i for i, p in enumerate(parsed) if p.is_tool]
-        results = dict(zip(call_rows, self._run_tools(
-            [(self.tools[parsed[i].tag], parsed[i].content)
-             for i in call_rows])))
-        still = []
-        for i, (row, turn, action) in enumerate(zip(active, turns, parsed)):
-          record = traj.Step(
-              index=step, action=turn.text, action_tokens=turn.tokens,
-              action_logprobs=turn.logprobs,
-              context_tokens=len(turn.context_ids),
-              truncated=turn.finish == traj.TURN_LENGTH)
-          row.steps.append(record)
-          self.add_turn(row.conv, traj.MODEL, turn.text)
-          if action.is_answer:
-            row.answer_text, row.answer_content = turn.text, action.content
-            row.finish = traj.FINISH_ANSWER
-          elif action.is_tool:
-            record.tool, record.tool_input = action.tag, action.content
-            record.tool_result = results[i]
-            self.add_turn(row.conv, traj.USER,
-                          tool_base.format_result(action.content, results[i]))
-            row.malformed_run = 0
-          else:
-            record.malformed = action.reason
-            self.add_turn(row.conv, traj.USER,
-                          actions.malformed_feedback(action.reason, tool_tags))
-            row.malformed_run += 1
-            if (self.max_malformed is not None and
-                row.malformed_run >= self.max_malformed):
-              row.finish = traj.FINISH_MALFORMED_LIMIT
-          if row.finish is None:
-            still.append(row)
-        active = still
-        bar.update(1)
-        bar.set_postfix(active=len(active))
-    for row in active:
-      row.finish = traj.FINISH_STEP_LIMIT
-
-    answers = []
-    for row in rows:
-      answer = None
-      if row.answer_text is not None:
-        answer = self._safe_parse(task, row.answer_text)
-        if answer is None:
-          answer = row.answer_content
-      answers.append(answer)
-    verdicts = self._verify(task, [(r.example, a)
-                                   for r, a in zip(rows, answers)])
-    out = [traj.Trajectory(
-        task=task.name, example_id=r.example.id, question=r.example.question,
-        gold=r.example.answer, sample_index=r.sample_index,
-        turns=r.conv.turns, steps=r.steps, final_answer=a, verdict=v,
-        finish_reason=r.finish) for r, a, v in zip(rows, answers, verdicts)]
-    self._stats.extra = {
-        "finish_reasons": {k: sum(t.finish_reason == k for t in out)
-                           for k in traj.FINISH_REASONS},
-        "accuracy": (sum(t.correct for t in out) / len(out)) if out else 0.0}
-    self._finish(start, len(out))
-    return out
-
-  # -- SCoRe: two attempts ----------------------------------------------------
+    num_samples = _at_least_one("num_samples", num_samples)
+    rows = self.play(task, examples, scripts.single_attempt(num_samples),
+                     seed, sampler=sampler)
+    return [GradedTurn(r.example, r.turns["y"], r.answers["y"],
+                       r.verdicts["y"]) for r in rows]
 
   def run_two_attempts(self, task: task_base.Task,
                        examples: Iterable[task_base.Example],
@@ -796,24 +734,22 @@ class RolloutEngine:
                        seed: int = 0) -> list[traj.TwoAttemptEpisode]:
     """SCoRe episodes: y1 ~ pi(.|x), then y2 ~ pi(.|x, y1, instruction).
 
-    The script `scripts.two_attempts`: [user: task.prompt(x), model: y1,
-    user: instruction, model: y2]; no tools are run; two sampler calls.
+    Plays `scripts.two_attempts`: two sampler calls, no tools.
 
     Args:
       task: the task (prompt, parser, verifier).
       examples: the examples; each gets `num_samples` episodes.
       instruction: the self-correction instruction (None:
-        `task.correction_instruction`, e.g.
-        `prompts.MATH_CORRECTION_INSTRUCTION`).
+        `task.correction_instruction`).
       num_samples: episodes per example.
-      seed: randomness (each attempt's sampler call gets a seed derived
-        from (seed, attempt)).
+      seed: randomness (each attempt's sampler seed derives from (seed,
+        attempt)).
 
     Returns:
-      list[TwoAttemptEpisode], example-major, both attempts verified.
+      list[TwoAttemptEpisode], example-major, both attempts verified;
+      `last_stats.extra` has the accuracies of both attempts.
     """
-    if int(num_samples) < 1:
-      raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    num_samples = _at_least_one("num_samples", num_samples)
     instruction = instruction or task.correction_instruction
     if not instruction:
       raise ValueError(
@@ -831,8 +767,6 @@ class RolloutEngine:
         "delta_c_to_i": sum(e.reward2 < e.reward1 for e in out) / n}
     return out
 
-  # -- R3: reflect, retry -----------------------------------------------------
-
   def run_reflect_retry(
       self, task: task_base.Task, examples: Iterable[task_base.Example],
       reflection_instruction: Optional[str] = None, group_size: int = 1,
@@ -843,19 +777,13 @@ class RolloutEngine:
   ) -> list[traj.ReflectionEpisode]:
     """R3 episodes: for each failed first attempt, G reflections and retries.
 
-    The script `scripts.reflect_retry`: [user: task.prompt(x), model: first
-    attempt, user: reflection_instruction, model: reflection, user:
-    retry_instruction, model: retry]; no tools are run. At most three
-    sampler calls: first attempts (unless given), reflections (each
-    failure's context prefilled once for its G reflections), retries (the
-    same context once for its G retries, then each reflection and the retry
-    instruction).
+    Plays `scripts.reflect_retry`: at most three sampler calls (first
+    attempts unless given, reflections, retries), no tools.
 
     Args:
       task: the task (prompt, parser, verifier).
       examples: the examples (may repeat, e.g. one per stored failure).
-      reflection_instruction: None: `task.reflection_instruction` (e.g.
-        `prompts.REFLECTION_INSTRUCTION`).
+      reflection_instruction: None: `task.reflection_instruction`.
       group_size: G, reflections sampled per failed first attempt.
       seed: randomness (first attempts, reflections and retries get sampler
         seeds derived from (seed, 0 / 1 / 2)).
@@ -871,9 +799,7 @@ class RolloutEngine:
       the first-attempt and retry counts.
     """
     examples = self._check_examples(examples)
-    if int(group_size) < 1:
-      raise ValueError(
-          f"group_size must be >= 1, got {group_size}.")
+    group_size = _at_least_one("group_size", group_size)
     instruction = reflection_instruction or task.reflection_instruction
     if not instruction:
       raise ValueError(
@@ -884,7 +810,7 @@ class RolloutEngine:
           f"first_attempts has {len(first_attempts)} entries for "
           f"{len(examples)} examples; give one per example.")
     script = scripts.reflect_retry(
-        instruction, int(group_size), given_first=first_attempts is not None,
+        instruction, group_size, given_first=first_attempts is not None,
         retry_instruction=retry_instruction,
         retry_temperature=retry_temperature)
     rows = self.play(task, examples, script, seed,
@@ -899,15 +825,13 @@ class RolloutEngine:
         first_verdict=r.verdicts["first"], reflection=r.turns["reflection"],
         retry=r.turns["retry"], retry_answer=r.answers["retry"],
         retry_verdict=r.verdicts["retry"]) for r in rows]
-    n, failed = len(examples), len(out) // int(group_size)
+    n, failed = len(examples), len(out) // group_size
+    correct = sum(e.reward for e in out)
     self.last_stats.extra = {
-        "first_attempts": n,
-        "first_attempts_correct": n - failed,
+        "first_attempts": n, "first_attempts_correct": n - failed,
         "accuracy_t1": (n - failed) / n if n else 0.0,
-        "retries": len(out),
-        "retries_correct": sum(e.reward for e in out),
-        "retry_accuracy": (sum(e.reward for e in out) / len(out)
-                           if out else 0.0)}
+        "retries": len(out), "retries_correct": correct,
+        "retry_accuracy": correct / len(out) if out else 0.0}
     return out
 
 

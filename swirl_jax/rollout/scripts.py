@@ -10,20 +10,8 @@ batch of rows (one conversation each), each step for every live row at once:
   Grade(names)     parse and verify those turns' answers (one batched call)
   KeepFailed(name) keep only the rows whose graded turn `name` is wrong
 
-The recipes' episodes are the scripts below; a new recipe declares its own.
-SCoRe (`two_attempts`): [x, y1, correction instruction, y2], both graded.
-R3 (`reflect_retry`): [x, first attempt], graded; the failures continue
-with G reflections, each followed by a retry, graded. Self-Refine
-(`self_refine`): [x, y1, feedback instruction, feedback, correction
-instruction, y2]. One graded attempt (`single_attempt`): R3's failure
-search, single-turn training, base accuracies, the fourth recipe in the
-tests. SWiRL's multi-step tool loop runs actions, tools and feedback until
-an answer and stays `RolloutEngine.run`.
-
-Sampler seeds are part of the script: `Sample(seed=labels)` samples with
-`task_base.seed_for(seed, *labels) % 2**31` of the call's seed (labels
-None: the call's seed as given), so that a script reproduces the episodes of
-the code it replaced, sample for sample.
+The recipes' scripts are below; a new recipe declares its own. SWiRL's
+multi-step tool loop is `RolloutEngine.run`, not a script.
 """
 
 from __future__ import annotations
@@ -56,7 +44,7 @@ class Sample:
 
   Attributes:
     name: the key of the turn in `ScriptRow.turns`.
-    seed: labels of the call's sampler seed (see the module docstring).
+    seed: labels of the call's sampler seed (`seed_of`).
     group: the rows come in the groups of the last `Fork` with one context:
       each context is prefilled once for its group.
     shared_prefix: with `group`, the group's rows need only begin alike:
@@ -145,18 +133,21 @@ def check_script(script: Sequence[Step]) -> tuple[Step, ...]:
 
 
 def seed_of(seed: int, labels: Optional[tuple]) -> int:
-  """The sampler seed of a `Sample` with `labels` in a call with `seed`."""
+  """The sampler seed of a `Sample` with `labels` in a call with `seed`.
+
+  `task_base.seed_for(seed, *labels) % 2**31`, or `seed` if labels is None.
+  """
   if labels is None:
     return int(seed)
   return task_base.seed_for(seed, *labels) % (1 << 31)
 
 
 def rollout_seed(index: int) -> tuple:
-  """The seed labels of the engine's sampler call `index` (SWiRL's steps too)."""
+  """The seed labels of the engine's sampler call `index` (SWiRL's step)."""
   return ("rollout", index)
 
 
-# -- the recipes' scripts --------------------------------------------------------
+# -- the recipes' scripts ----------------------------------------------------
 
 
 def single_attempt(num_samples: int = 1, seed: Optional[tuple] = None,

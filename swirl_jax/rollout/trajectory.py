@@ -1,13 +1,7 @@
 """Records of generated episodes, their JSON form and JSONL files.
 
-* `Step` / `Trajectory`: a SWiRL multi-step tool-use episode. `turns` is the
-  whole chat: turns[0] is the user prompt, turns[2*i + 1] the model's action
-  i and turns[2*i + 2] the user turn that answered it (`QUERY -> RESULT`, or
-  the feedback to a malformed action), so the state before action i is
-  turns[:2*i + 1]. `states_and_actions()` is SWiRL's split of a trajectory
-  with k actions into k (state, action) sub-trajectories.
-* `ModelTurn`: one sampled model turn with the exact token ids of the context
-  it was sampled from, the sampled ids and their log-probabilities.
+* `Step` / `Trajectory`: a SWiRL multi-step tool-use episode.
+* `ModelTurn`: one sampled model turn and the context it was sampled from.
 * `TwoAttemptEpisode` (SCoRe) and `ReflectionEpisode` (R3).
 
 Every record has `to_dict` / `from_dict` (plain JSON types only); JSONL
@@ -17,10 +11,12 @@ files are written atomically by `save_jsonl` and read by `load_jsonl`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
-from typing import Any, Iterable, Mapping, Optional, Sequence, Type, TypeVar
+import typing
+from typing import Any, Callable, Iterable, Mapping, Optional, Type, TypeVar
 
 from swirl_jax.tasks.base import Verdict
 
@@ -46,10 +42,6 @@ Turn = tuple[str, str]
 R = TypeVar("R")
 
 
-# ----------------------------------------------------------------------------
-# Helpers.
-
-
 def _verdict_to_dict(verdict: Optional[Verdict]) -> Optional[dict[str, Any]]:
   if verdict is None:
     return None
@@ -66,11 +58,7 @@ def _verdict_from_dict(d: Optional[Mapping[str, Any]]) -> Optional[Verdict]:
                  score=None if d.get("score") is None else float(d["score"]))
 
 
-def _turns_to_json(turns: Sequence[Turn]) -> list[list[str]]:
-  return [[str(role), str(text)] for role, text in turns]
-
-
-def _turns_from_json(turns: Sequence[Sequence[str]]) -> list[Turn]:
+def _turns_from_json(turns: Iterable[Any]) -> list[Turn]:
   out = []
   for i, turn in enumerate(turns):
     if len(turn) != 2 or turn[0] not in (USER, MODEL):
@@ -80,30 +68,90 @@ def _turns_from_json(turns: Sequence[Sequence[str]]) -> list[Turn]:
   return out
 
 
-def _ints(values: Iterable[Any]) -> list[int]:
-  return [int(v) for v in values]
+def _same(value: Any) -> Any:
+  return value
 
 
-def _floats(values: Iterable[Any]) -> list[float]:
-  return [float(v) for v in values]
+def _each(fn: Callable[[Any], Any]) -> Callable[[Iterable[Any]], list[Any]]:
+  return lambda values: [fn(v) for v in values]
+
+
+# A field's type -> (to JSON, from JSON). A list of records goes through the
+# records' own to_dict / from_dict, other types (Optional[str]) as they are.
+_CODECS = {
+    int: (int, int),
+    bool: (bool, bool),
+    str: (_same, str),
+    list[int]: (_each(int), _each(int)),
+    list[float]: (_each(float), _each(float)),
+    list[Turn]: (lambda turns: [[str(r), str(t)] for r, t in turns],
+                 _turns_from_json),
+    Optional[Verdict]: (_verdict_to_dict, _verdict_from_dict),
+}
+# What `from_dict` gives a missing field without a default (else None).
+_EMPTY = {str: "", int: 0}
+
+
+def _codec(hint: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+  if hint in _CODECS:
+    return _CODECS[hint]
+  if typing.get_origin(hint) is list:
+    to_json, from_json = _codec(typing.get_args(hint)[0])
+    return _each(to_json), _each(from_json)
+  if isinstance(hint, type) and issubclass(hint, _Record):
+    return hint.to_dict, hint.from_dict
+  return _same, _same
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, Any, Any, Any], ...]:
+  """(name, to JSON, from JSON, value if missing) of each field of `cls`."""
+  hints = typing.get_type_hints(cls)
+  return tuple(
+      (f.name, *_codec(hints[f.name]),
+       _EMPTY.get(hints[f.name]) if f.default is dataclasses.MISSING
+       else f.default)
+      for f in dataclasses.fields(cls))
+
+
+class _Record:
+  """JSON form of a dataclass record, from its fields' types (`_CODECS`).
+
+  `_REQUIRED` are the keys `from_dict` needs; `_DERIVED` the properties
+  `to_dict` adds after the fields.
+  """
+
+  _REQUIRED: tuple[str, ...] = ()
+  _DERIVED: tuple[str, ...] = ()
+
+  def to_dict(self) -> dict[str, Any]:
+    """The record as plain JSON types, one key per field."""
+    d = {name: to_json(getattr(self, name))
+         for name, to_json, _, _ in _fields(type(self))}
+    d.update((name, getattr(self, name)) for name in self._DERIVED)
+    return d
+
+  @classmethod
+  def from_dict(cls: Type[R], d: Mapping[str, Any]) -> R:
+    """The record of a `to_dict` dict (other keys are ignored).
+
+    Raises:
+      ValueError: naming the required keys `d` lacks.
+    """
+    missing = [k for k in cls._REQUIRED if k not in d]
+    if missing:
+      raise ValueError(f"{cls.__name__} dict lacks keys {missing}; has "
+                       f"{sorted(d)}.")
+    return cls(**{name: from_json(d[name]) if name in d else default
+                  for name, _, from_json, default in _fields(cls)})
 
 
 def _reward(verdict: Optional[Verdict]) -> float:
   return 0.0 if verdict is None else verdict.reward
 
 
-def _require(d: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
-  missing = [k for k in keys if k not in d]
-  if missing:
-    raise ValueError(f"{what} dict lacks keys {missing}; has {sorted(d)}.")
-
-
-# ----------------------------------------------------------------------------
-# Multi-step episodes (SWiRL).
-
-
 @dataclasses.dataclass
-class Step:
+class Step(_Record):
   """One action of a multi-step episode and what came back.
 
   Attributes:
@@ -120,6 +168,8 @@ class Step:
     truncated: True if the sampler ran out of max_new_tokens before a stop
       token.
   """
+
+  _REQUIRED = ("index", "action", "action_tokens", "action_logprobs")
 
   index: int
   action: str
@@ -139,30 +189,9 @@ class Step:
       return "malformed"
     return "tool" if self.tool is not None else "answer"
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"index": int(self.index), "action": self.action,
-            "action_tokens": _ints(self.action_tokens),
-            "action_logprobs": _floats(self.action_logprobs),
-            "tool": self.tool, "tool_input": self.tool_input,
-            "tool_result": self.tool_result, "malformed": self.malformed,
-            "context_tokens": int(self.context_tokens),
-            "truncated": bool(self.truncated)}
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "Step":
-    _require(d, ("index", "action", "action_tokens", "action_logprobs"),
-             "Step")
-    return cls(index=int(d["index"]), action=str(d["action"]),
-               action_tokens=_ints(d["action_tokens"]),
-               action_logprobs=_floats(d["action_logprobs"]),
-               tool=d.get("tool"), tool_input=d.get("tool_input"),
-               tool_result=d.get("tool_result"), malformed=d.get("malformed"),
-               context_tokens=int(d.get("context_tokens", 0)),
-               truncated=bool(d.get("truncated", False)))
-
 
 @dataclasses.dataclass
-class Trajectory:
+class Trajectory(_Record):
   """A multi-step tool-use episode.
 
   Attributes:
@@ -171,14 +200,16 @@ class Trajectory:
     question: `Example.question`.
     gold: `Example.answer`, the gold answer text.
     sample_index: which of the example's samples this is (0-based).
-    turns: the full chat, list of (role, text); turns[:2*i + 1] is the state
-      before action i, turns[2*i + 1] is action i.
+    turns: the full chat, list of (role, text): turns[0] is the user prompt,
+      turns[2*i + 1] action i and turns[2*i + 2] the user turn answering it
+      (`QUERY -> RESULT`, or the feedback to a malformed action).
     steps: one `Step` per action.
     final_answer: the parsed answer, or None if the episode gave none.
     verdict: the task's grade of `final_answer` (None before verification).
-    finish_reason: 'answer', 'step_limit', 'context_limit' or
-      'malformed_limit'.
+    finish_reason: one of FINISH_REASONS.
   """
+
+  _REQUIRED = ("task", "example_id", "turns", "steps", "finish_reason")
 
   task: str
   example_id: str
@@ -222,45 +253,13 @@ class Trajectory:
     return list(self.turns[:2 * i + 1])
 
   def states_and_actions(self) -> list[tuple[list[Turn], str]]:
-    """SWiRL's split: one (context turns, action text) pair per action.
-
-    Returns:
-      list of k pairs for k actions; pair i is (turns[:2*i + 1], action i).
-    """
+    """SWiRL's split: pair i is (turns[:2*i + 1], action i), one per action."""
     return [(self.state(i), self.turns[2 * i + 1][1])
             for i in range(len(self.steps))]
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"task": self.task, "example_id": self.example_id,
-            "question": self.question, "gold": self.gold,
-            "sample_index": int(self.sample_index),
-            "turns": _turns_to_json(self.turns),
-            "steps": [s.to_dict() for s in self.steps],
-            "final_answer": self.final_answer,
-            "verdict": _verdict_to_dict(self.verdict),
-            "finish_reason": self.finish_reason}
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "Trajectory":
-    _require(d, ("task", "example_id", "turns", "steps", "finish_reason"),
-             "Trajectory")
-    return cls(task=str(d["task"]), example_id=str(d["example_id"]),
-               question=str(d.get("question", "")),
-               gold=str(d.get("gold", "")),
-               sample_index=int(d.get("sample_index", 0)),
-               turns=_turns_from_json(d["turns"]),
-               steps=[Step.from_dict(s) for s in d["steps"]],
-               final_answer=d.get("final_answer"),
-               verdict=_verdict_from_dict(d.get("verdict")),
-               finish_reason=str(d["finish_reason"]))
-
-
-# ----------------------------------------------------------------------------
-# Single model turns, SCoRe and R3 episodes.
-
 
 @dataclasses.dataclass
-class ModelTurn:
+class ModelTurn(_Record):
   """One sampled model turn and the exact context it was sampled from.
 
   A trainer rebuilds the training sequence as `context_ids + tokens`, with
@@ -275,9 +274,10 @@ class ModelTurn:
     context_ids: the prompt ids, BOS first, ending with
       '<start_of_turn>model\\n': list[int], [C]; equal to
       `tokenizer.encode_chat(turns before this one)`.
-    finish: 'stop', 'length', 'context_limit' (no room: nothing sampled) or
-      'given'.
+    finish: how the turn ended, one of TURN_FINISHES.
   """
+
+  _REQUIRED = ("text", "tokens", "logprobs", "context_ids")
 
   text: str
   tokens: list[int]
@@ -290,27 +290,10 @@ class ModelTurn:
       raise ValueError(f"Unknown turn finish {self.finish!r}; expected one "
                        f"of {list(TURN_FINISHES)}.")
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"text": self.text, "tokens": _ints(self.tokens),
-            "logprobs": _floats(self.logprobs),
-            "context_ids": _ints(self.context_ids), "finish": self.finish}
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ModelTurn":
-    _require(d, ("text", "tokens", "logprobs", "context_ids"), "ModelTurn")
-    return cls(text=str(d["text"]), tokens=_ints(d["tokens"]),
-               logprobs=_floats(d["logprobs"]),
-               context_ids=_ints(d["context_ids"]),
-               finish=str(d.get("finish", TURN_STOP)))
-
 
 @dataclasses.dataclass
-class TwoAttemptEpisode:
-  """A SCoRe episode: attempt y1, the correction instruction, attempt y2.
-
-  The chat is [user: prompt, model: y1.text, user: instruction,
-  model: y2.text]; y1.context_ids / y2.context_ids are its encodings up to
-  each attempt.
+class TwoAttemptEpisode(_Record):
+  """A SCoRe episode: [user: prompt, model: y1, user: instruction, model: y2].
 
   Attributes:
     task, example_id, question, gold, sample_index: as in `Trajectory`.
@@ -320,6 +303,9 @@ class TwoAttemptEpisode:
     answer1, answer2: the answers `task.parse_answer` found (or None).
     verdict1, verdict2: their grades.
   """
+
+  _REQUIRED = ("task", "example_id", "prompt", "instruction", "y1", "y2")
+  _DERIVED = ("reward1", "reward2")
 
   task: str
   example_id: str
@@ -350,43 +336,15 @@ class TwoAttemptEpisode:
     return [(USER, self.prompt), (MODEL, self.y1.text),
             (USER, self.instruction), (MODEL, self.y2.text)]
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"task": self.task, "example_id": self.example_id,
-            "question": self.question, "gold": self.gold,
-            "sample_index": int(self.sample_index), "prompt": self.prompt,
-            "instruction": self.instruction, "y1": self.y1.to_dict(),
-            "y2": self.y2.to_dict(), "answer1": self.answer1,
-            "answer2": self.answer2,
-            "verdict1": _verdict_to_dict(self.verdict1),
-            "verdict2": _verdict_to_dict(self.verdict2),
-            "reward1": self.reward1, "reward2": self.reward2}
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "TwoAttemptEpisode":
-    _require(d, ("task", "example_id", "prompt", "instruction", "y1", "y2"),
-             "TwoAttemptEpisode")
-    return cls(task=str(d["task"]), example_id=str(d["example_id"]),
-               question=str(d.get("question", "")),
-               gold=str(d.get("gold", "")),
-               sample_index=int(d.get("sample_index", 0)),
-               prompt=str(d["prompt"]), instruction=str(d["instruction"]),
-               y1=ModelTurn.from_dict(d["y1"]),
-               y2=ModelTurn.from_dict(d["y2"]),
-               answer1=d.get("answer1"), answer2=d.get("answer2"),
-               verdict1=_verdict_from_dict(d.get("verdict1")),
-               verdict2=_verdict_from_dict(d.get("verdict2")))
-
 
 @dataclasses.dataclass
-class ReflectionEpisode:
+class ReflectionEpisode(_Record):
   """An R3 episode: a failed first attempt, a reflection, and a retry.
 
-  The chat is [user: prompt, model: first.text, user: instruction,
-  model: reflection.text, user: retry_instruction, model: retry.text]. For
-  GRPO, the episodes sharing `group_index` form one group (the
-  `group_size` reflections on one failed attempt); only
-  `reflection.tokens` carry the advantage: the trainer's sequence is
-  `reflection.context_ids + reflection.tokens` with every context id masked.
+  The chat is [user: prompt, model: first, user: instruction, model:
+  reflection, user: retry_instruction, model: retry]. For GRPO, the episodes
+  sharing `group_index` form one group (the reflections on one failed
+  attempt); only `reflection.tokens` carry the advantage.
 
   Attributes:
     task, example_id, question, gold: as in `Trajectory`.
@@ -399,6 +357,10 @@ class ReflectionEpisode:
     reflection: the sampled reflection.
     retry: the retry; retry_answer / retry_verdict its grade.
   """
+
+  _REQUIRED = ("task", "example_id", "prompt", "instruction",
+               "retry_instruction", "first", "reflection", "retry")
+  _DERIVED = ("reward",)
 
   task: str
   example_id: str
@@ -428,51 +390,12 @@ class ReflectionEpisode:
             (USER, self.instruction), (MODEL, self.reflection.text),
             (USER, self.retry_instruction), (MODEL, self.retry.text)]
 
-  def to_dict(self) -> dict[str, Any]:
-    return {"task": self.task, "example_id": self.example_id,
-            "question": self.question, "gold": self.gold,
-            "group_index": int(self.group_index),
-            "reflection_index": int(self.reflection_index),
-            "prompt": self.prompt, "instruction": self.instruction,
-            "retry_instruction": self.retry_instruction,
-            "first": self.first.to_dict(), "first_answer": self.first_answer,
-            "first_verdict": _verdict_to_dict(self.first_verdict),
-            "reflection": self.reflection.to_dict(),
-            "retry": self.retry.to_dict(), "retry_answer": self.retry_answer,
-            "retry_verdict": _verdict_to_dict(self.retry_verdict),
-            "reward": self.reward}
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ReflectionEpisode":
-    _require(d, ("task", "example_id", "prompt", "instruction",
-                 "retry_instruction", "first", "reflection", "retry"),
-             "ReflectionEpisode")
-    return cls(task=str(d["task"]), example_id=str(d["example_id"]),
-               question=str(d.get("question", "")),
-               gold=str(d.get("gold", "")),
-               group_index=int(d.get("group_index", 0)),
-               reflection_index=int(d.get("reflection_index", 0)),
-               prompt=str(d["prompt"]), instruction=str(d["instruction"]),
-               retry_instruction=str(d["retry_instruction"]),
-               first=ModelTurn.from_dict(d["first"]),
-               first_answer=d.get("first_answer"),
-               first_verdict=_verdict_from_dict(d.get("first_verdict")),
-               reflection=ModelTurn.from_dict(d["reflection"]),
-               retry=ModelTurn.from_dict(d["retry"]),
-               retry_answer=d.get("retry_answer"),
-               retry_verdict=_verdict_from_dict(d.get("retry_verdict")))
-
-
-# ----------------------------------------------------------------------------
-# JSONL files.
-
 
 def save_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> str:
   """Writes one JSON object per line, atomically.
 
-  The lines go to a temporary file in the same directory, which is fsynced
-  and then renamed over `path`: readers see the old file or the whole new
-  one, never a partial write.
+  Readers see the old file or the whole new one, never a partial write (a
+  temporary file in the same directory, fsynced, is renamed over `path`).
 
   Args:
     path: output file (parent directories are created).

@@ -5,52 +5,26 @@
     batch = builder(params, records, step)     # numpy arrays, [N, L]
 
 Used as `train(..., objective='score_stage1' | 'score_stage2',
-batch_fn=builder)`: before every step the trainer hands it the current
-params and the step's records ({'task', 'example'} dicts from
-`swirl_jax.data.rl_records.records_dataset`); it samples `group_size` episodes
-per record with the rollout engine (y1 ~ pi(.|x), the task's correction
-instruction, y2 ~ pi(.|x, y1, p)), grades both attempts with the task's
-verifier and returns one row per episode:
+batch_fn=builder)` on records ({'task', 'example'} dicts from
+`swirl_jax.data.rl_records.records_dataset`): it samples `group_size`
+episodes per record with the rollout engine (y1 ~ pi(.|x), the task's
+correction instruction p, y2 ~ pi(.|x, y1, p)), grades both attempts with
+the task's verifier and returns one row per episode: the chat [x, y1, p, y2]
+(`y2.context_ids + y2.tokens`) in `RLBatchBuilder`'s keys, and
 
-  'inputs', 'targets', 'positions', 'segment_ids'  [N, L]  the chat
-      [x, y1, p, y2] (`y2.context_ids + y2.tokens`), shifted for next-token
-      prediction, right-padded;
   'attempt1_mask', 'attempt2_mask'  [N, L]  1.0 where the target is a
-      token of y1 / y2 (its <end_of_turn> included); 'loss_mask' their
-      union;
+      token of y1 / y2 (its <end_of_turn> included);
   'reward1', 'reward2'  [N]  binary verifier rewards of each attempt
       (discount 0: each attempt is pushed by its own reward);
   'group_ids'  [N]  rows of the same record (and source) share an id, so
       the objective's leave-one-out baseline is per prompt;
-  'ref_logprobs'  [N, L]  (when `ref_params` is given) the reference
-      model's log-probs of the targets, so the KL terms are to the base
-      model even when training starts from a Stage I checkpoint;
-  'beta2'  [N]  (with `adaptive_beta2`) Stage I's first-attempt KL
-      coefficient for this step.
-
-Options:
-* `base_first_attempts=k`: k more episodes per record whose first attempt
-  is sampled by the reference (base) model and whose second is the current
-  policy's (the paper's extra prompts for the second attempt). Their y1 is
-  off-policy, so its tokens get no loss (attempt1_mask 0); their r1 still
-  enters Stage II's shaping bonus.
-* `single_turn=True`: the single-turn training ablation: rows hold only y1
-  (attempt2_mask 0, reward2 0), so `score_stage2` reduces to single-attempt
-  REINFORCE with a beta1 KL.
-* `adaptive_beta2`: an `AdaptiveBeta2`; each step's beta2 follows the
-  first-attempt KL measured on that step's own episodes (see
-  `adaptive_beta2`), a pure function of the batch, so a resumed run repeats
-  it exactly.
+  'ref_logprobs'  [N, L]  (with `ref_params`) the reference model's, so the
+      KL terms are to the base model even from a Stage I checkpoint;
+  'beta2'  [N]  (with `adaptive`) Stage I's first-attempt KL coefficient
+      for this step.
 
 Sampling randomness derives from (seed, step, task): a resumed run draws the
 same episodes.
-
-Several processes: every process calls the builder at each step with its own
-(equally many) records; each host samples its episodes on its own copy of the
-params, each row drawing the randomness of its global index (`row_keyed`),
-and the reference log-probs are one forward over the global batch
-(`sharding.host_rows_call`); the adaptive beta2 follows the KL measured over
-every host's episodes (see docs/tpu_gpu.md).
 """
 
 from __future__ import annotations
@@ -68,9 +42,7 @@ from swirl_jax.rollout.batches import RLBatchBuilder, Row, Span
 from swirl_jax.score import episodes as episodes_lib
 from swirl_jax.tasks import base as task_base
 
-
-# ----------------------------------------------------------------------------
-# Adaptive beta2.
+MASKS = ("attempt1_mask", "attempt2_mask")
 
 
 def adaptive_beta2(kl: float, beta2: float, target_kl: float,
@@ -79,17 +51,17 @@ def adaptive_beta2(kl: float, beta2: float, target_kl: float,
 
       beta2_t = beta2 * clip(kl / target_kl, 1 / max_ratio, max_ratio)
 
-  A proportional controller: while the first attempt stays within
-  `target_kl` of the base model the penalty relaxes (down to
-  beta2 / max_ratio); when it drifts past the target the penalty grows (up
-  to beta2 * max_ratio). It depends only on the current measurement, so it
-  needs no state across steps.
+  A proportional controller without state: the penalty relaxes while the
+  first attempt stays within `target_kl` of the base model and grows when it
+  drifts past it.
 
   Args:
     kl: measured mean per-token KL(pi || pi_ref) on first-attempt tokens.
-    beta2: the nominal coefficient (paper: 0.1 MATH, 0.25 MBPP).
+    beta2: the nominal coefficient (>= 0; paper: 0.1 MATH, 0.25 MBPP).
     target_kl: the KL at which beta2_t = beta2 (> 0).
     max_ratio: bound of the multiplier (>= 1).
+  Raises:
+    ValueError: an argument out of range.
   """
   if target_kl <= 0:
     raise ValueError(f"target_kl must be > 0, got {target_kl}.")
@@ -106,6 +78,9 @@ def adaptive_beta2(kl: float, beta2: float, target_kl: float,
 @dataclasses.dataclass(frozen=True)
 class AdaptiveBeta2:
   """Settings of `adaptive_beta2`; gin: @swirl_jax.score.batches.AdaptiveBeta2()
+
+  Called with a measured KL, returns that step's beta2 (ValueError while
+  beta2 is None).
 
   Attributes:
     beta2: nominal coefficient; None (the default): the Stage I loss's own
@@ -139,22 +114,16 @@ def k3(logp: np.ndarray, ref_logp: np.ndarray) -> np.ndarray:
   return np.exp(delta) - delta - 1.0
 
 
-# ----------------------------------------------------------------------------
-# Rows.
-
-MASKS = ("attempt1_mask", "attempt2_mask")
-
-
 def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
                 train_first: bool = True) -> Row:
   """The sequence [x, y1, p, y2] of an episode and its attempt spans.
 
   The sequence is `y2.context_ids + y2.tokens`: exactly what y2 was sampled
   from, then y2. y1 lies in it right after `y1.context_ids` (the engine
-  builds the chat by appending turns). The engine re-encodes y1's text, so
-  where that differs from the sampled ids (a non-canonical segmentation, or
-  the role line's newline merged into the first piece, e.g. '\n```') the
-  re-encoded span (up to its <end_of_turn>) carries y1's loss, without
+  builds the chat by appending turns). Where the engine's re-encoding of
+  y1's text differs from the sampled ids (a non-canonical segmentation, or
+  the role line's newline merged into the first piece, e.g. '\n```'), the
+  re-encoded span up to its <end_of_turn> carries y1's loss, without
   log-probs (its first-attempt KL is then not measured).
 
   Args:
@@ -175,10 +144,7 @@ def episode_row(episode: traj.TwoAttemptEpisode, end_of_turn_id: int,
         ctx2[start:start + len(sampled)] == sampled):
       spans.append(Span(MASKS[0], start, start + len(sampled),
                         list(episode.y1.logprobs)))
-    else:
-      # The turn's text re-encoded differently, possibly merging the role
-      # line's newline into its first piece ('\n```'): y1 is the re-encoded
-      # span, from where the contexts part to its <end_of_turn>.
+    else:  # re-encoded: from where the contexts part to its <end_of_turn>
       common = 0
       while (common < min(len(ctx1), len(ctx2)) and
              ctx1[common] == ctx2[common]):
@@ -206,52 +172,42 @@ def first_attempt_row(turn: traj.ModelTurn) -> Row:
   return Row(tokens, spans, {})
 
 
-# ----------------------------------------------------------------------------
-# The batch builder.
-
-
 class TwoAttemptBatchBuilder(RLBatchBuilder):
   """Samples two-attempt episodes with the current policy; returns rows.
 
+  Arguments not listed are `RLBatchBuilder`'s; here group_size is the
+  on-policy episodes per record (>= 2 for a per-prompt baseline), and
+  shared_prefix_bucket (default 0; for long shared prompts) applies only
+  when every record has exactly group_size > 1 rows (no
+  base_first_attempts).
+
   Args:
-    config: the policy's TransformerConfig.
-    tokenizer: swirl_jax.tokenizer.Tokenizer.
     tasks: task name -> task (records name their task).
     ref_params: the reference (base) model: its log-probs go into the batch
       and it samples `base_first_attempts`. None: the trainer's reference.
-    group_size: on-policy episodes per record (>= 2 for a per-prompt
-      baseline).
-    base_first_attempts: extra episodes per record with the base model's y1.
-    single_turn: sample and train first attempts only (ablation).
+    base_first_attempts: k more episodes per record whose first attempt is
+      the base model's and whose second is the policy's (the paper's extra
+      prompts for the second attempt). Their y1 is off-policy, so it gets
+      no loss (attempt1_mask 0); their r1 still enters Stage II's shaping
+      bonus.
+    single_turn: the single-turn training ablation: rows hold only y1
+      (attempt2_mask 0, reward2 0), so `score_stage2` reduces to
+      single-attempt REINFORCE with a beta1 KL.
     max_new_tokens: budget of one attempt.
-    temperature: sampling temperature; must be 1.0: the episodes are the
-      on-policy samples of pi whose log-probs the SCoRe loss
-      differentiates, so another value is refused with a ValueError (see
-      `objectives.common.check_on_policy_sampling`).
+    temperature: sampling temperature; must be 1.0, since the SCoRe loss
+      differentiates the episodes as on-policy samples of pi; another value
+      raises ValueError (`objectives.common.check_on_policy_sampling`).
     seq_len: L; the engine keeps every episode within L + 1 tokens.
     seed: base seed; step s of task t samples with seed (seed, s, t).
-    adaptive: an `AdaptiveBeta2` (needs ref_params), or None.
+    adaptive: an `AdaptiveBeta2` (needs ref_params), or None: each step's
+      beta2 follows the first-attempt KL measured on that step's episodes
+      (every host's, on several processes), so a resumed run repeats it.
     group_baseline: give the rows of one record a common group id (else
       the batch has no 'group_ids': the baseline is over the whole batch).
     instruction: the correction instruction (None: each task's).
-    sampler: a `Sampler` of this config to sample with (its params are
-      swapped in each call); None makes one. Sharing one sampler between
-      builders and evaluations shares its compiled programs.
-    length_bucket: a batch's rows have L = its longest episode rounded up to
-      a multiple of this (at most seq_len); None: L = seq_len always.
-    row_keyed: every sampled row draws from the key of its global identity
-      (record index over all hosts, sample index; `RowKeyedSampler`), so
-      several hosts sample what one process would; None (default): on
-      several processes only (one process keeps each call's [N, B] draw).
-    shared_prefix_bucket: > 0: the batch carries each record's prompt once
-      for its group_size rows ('prefix_inputs', a multiple of this long), so
-      the reference and training forwards compute it once (the same
-      log-probs; `objectives.shared_prefix`). Used when every record has
-      exactly group_size > 1 rows (no base_first_attempts). 0 (default):
-      on the quickstart (prompts of 48-64 of 256 tokens) it made the
-      update slower (1.2-1.9 s vs 0.6 s, benchmarks/recipe_step.py
-      --recipe score) and each new prefix length compiles again; for long
-      shared prompts.
+  Raises:
+    ValueError: a bad setting or combination (base_first_attempts or
+      adaptive without ref_params, single_turn with base_first_attempts).
   """
 
   masks = MASKS
@@ -269,8 +225,6 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
                shared_prefix_bucket: int = 0):
     check_on_policy_sampling("TwoAttemptBatchBuilder",
                              temperature=temperature)
-    if int(group_size) < 1:
-      raise ValueError(f"group_size must be >= 1, got {group_size}.")
     if int(base_first_attempts) < 0:
       raise ValueError(f"base_first_attempts must be >= 0, got "
                        f"{base_first_attempts}.")
@@ -293,7 +247,6 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
                          shared_prefix_bucket if group_size > 1 and
                          not base_first_attempts else 0))
     self.tasks = dict(tasks)
-    self.ref_params = ref_params
     self.base_first_attempts = int(base_first_attempts)
     self.single_turn = bool(single_turn)
     self.adaptive = adaptive
@@ -352,7 +305,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
       episodes += eps
       if k:
         base_ids = self._row_ids(first, idx, g, k)
-        self.sampler.update_params(self.ref_params)
+        self.sampler.update_params(self.reference_params)
         try:
           with self.keyed.rows(base_ids):
             firsts = episodes_lib.first_attempts(self.rollout, task,
@@ -380,7 +333,7 @@ class TwoAttemptBatchBuilder(RLBatchBuilder):
                   stats: dict[str, Any]) -> dict[str, Any]:
     """Adds the first attempt's KL to the reference ('kl1', k3 on the
     sampled y1 tokens) and, with `adaptive`, the step's 'beta2'."""
-    if self.ref_params is None:
+    if self.reference_params is None:
       return stats
     policy_logp = stats["_sampler_logprobs"]
     on_policy = (batch["attempt1_mask"] > 0) & (policy_logp != 0)

@@ -1,15 +1,5 @@
-"""Two-attempt episodes beyond `RolloutEngine.run_two_attempts`.
-
-`RolloutEngine.run_two_attempts` samples both attempts of an episode with
-one policy. SCoRe and its baselines also need
-
-* `two_attempts_from_first`: second attempts of the current policy after
-  first attempts sampled by another one (SCoRe's option of using the base
-  model's first attempts as extra prompts for the second attempt);
-* `first_attempts`: single attempts only (the single-turn training ablation,
-  parallel samples for inference-time scaling);
-* `self_refine_episodes`: the Self-Refine prompting baseline: y1, then the
-  model's own feedback on y1, then the correction instruction and y2.
+"""Two-attempt episodes beyond `RolloutEngine.run_two_attempts` (which
+samples both attempts with one policy), for SCoRe and its baselines.
 
 Each is an episode script (`swirl_jax.rollout.scripts`) played by the
 engine, so every context is exactly what `run_two_attempts` would have
@@ -35,7 +25,8 @@ def first_attempts(engine: Any, task: Any,
                    seed: int = 0, sampler: Any = None
                    ) -> list[GradedTurn]:
   """`num_samples` graded first attempts per example, example-major
-  (`RolloutEngine.first_attempts` with this module's seed)."""
+  (`RolloutEngine.first_attempts` with this module's seed): the single-turn
+  ablation, or first attempts of another sampler (the base model)."""
   return engine.first_attempts(
       task, examples, num_samples,
       seed=scripts.seed_of(seed, (SEED_LABEL, "first")), sampler=sampler)
@@ -53,7 +44,8 @@ def two_attempts_from_first(
     firsts: Sequence[GradedTurn],
     seed: int = 0, instruction: Optional[str] = None,
     sample_offset: int = 0) -> list[traj.TwoAttemptEpisode]:
-  """Second attempts (sampled by `engine`) after given first attempts.
+  """Second attempts (sampled by `engine`) after given first attempts, e.g.
+  the base model's (SCoRe's extra prompts for the second attempt).
 
   Args:
     engine: samples y2 (its sampler holds the current policy).
