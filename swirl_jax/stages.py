@@ -14,15 +14,20 @@ scope named after the stage, so an experiment file can bind, say,
 `sft/learning_rate_schedule.peak_learning_rate = 3e-3` and
 `swirl/learning_rate_schedule.peak_learning_rate = 1e-4` side by side; a
 killed training stage resumes from its latest checkpoint.
+
+`Experiment` holds what the stages of one run share (tokenizer, sampler,
+loaded params); `stage_seconds`, `settings_of` and `load_average` give a
+report its timings, settings and machine load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 
@@ -125,11 +130,119 @@ def train_stage(workdir: str, name: str, scope: Optional[str] = None,
   return run_stage(workdir, name, fn)
 
 
-def experiment_tokenizer(workdir: str):
-  """The experiment's tokenizer (gin `tokenizer_path_for`; tiny by default)."""
+def experiment_tokenizer(workdir: str,
+                         corpus_fn: Optional[Callable[[], Any]] = None):
+  """The experiment's tokenizer (gin `tokenizer_path_for`; by default a tiny
+  one trained in the workdir on `corpus_fn()`, tool-use text when None)."""
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
   from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-  return Tokenizer(sources.tokenizer_path_for(workdir))
+  return Tokenizer(sources.tokenizer_path_for(workdir, corpus_fn=corpus_fn))
+
+
+def stage_seconds(workdir: str, names: Optional[Sequence[str]] = None
+                  ) -> dict[str, Optional[float]]:
+  """The seconds stages took, from their stored results.
+
+  names: these stages (None for one without a result); None: every stage
+  of the workdir whose result records its seconds.
+  """
+  if names is not None:
+    return {n: (stage_result(workdir, n) or {}).get("seconds") for n in names}
+  seconds = {}
+  for name in sorted(os.listdir(workdir)):
+    done = stage_result(workdir, name) or {}
+    if "seconds" in done:
+      seconds[name] = done["seconds"]
+  return seconds
+
+
+_JSON_VALUES = (int, float, str, bool, type(None), list, tuple, dict)
+
+
+def settings_of(config: Any, **overrides: Any) -> dict[str, Any]:
+  """A settings dataclass's fields by name, for a report: a value JSON does
+  not hold as it is (a model config, a controller) as its repr; `overrides`
+  replace fields or add entries."""
+  settings = {}
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    settings[field.name] = (value if isinstance(value, _JSON_VALUES)
+                            else repr(value))
+  settings.update(overrides)
+  return settings
+
+
+def load_average() -> list[float]:
+  """The machine's 1, 5 and 15 minute load averages ([] where unknown)."""
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return []
+
+
+class Experiment:
+  """What the stages of one experiment run share.
+
+  Attributes:
+    workdir / cfg: the experiment directory and the settings (a dataclass
+      with `model_config` and `seed`).
+    model_config: cfg.model_config.
+    tokenizer: `experiment_tokenizer(workdir, corpus_fn)`.
+    started / cpu_started / load_started: wall and CPU clock and
+      `load_average()` when the run started, for the report.
+  """
+
+  def __init__(self, workdir: str, cfg: Any,
+               corpus_fn: Optional[Callable[[], Any]] = None,
+               **sampler_kwargs: Any):
+    """sampler_kwargs go to `chat_sampler` (e.g. batch_bucket)."""
+    self.started, self.cpu_started = time.time(), time.process_time()
+    self.load_started = load_average()
+    self.workdir, self.cfg = workdir, cfg
+    self.model_config = cfg.model_config
+    self.tokenizer = experiment_tokenizer(workdir, corpus_fn)
+    self._sampler_kwargs = sampler_kwargs
+    self._sampler = None
+    self._params: dict[Optional[str], Any] = {}
+
+  @property
+  def sampler(self):
+    """One `chat_sampler` for every stage (built on first use), so the
+    shapes the stages share compile once."""
+    if self._sampler is None:
+      from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
+      self._sampler = chat_sampler(self.model_config, self.tokenizer,
+                                   **self._sampler_kwargs)
+    return self._sampler
+
+  def params(self, init_from: Optional[str], keep: bool = False):
+    """`load_policy(model_config, init_from, cfg.seed)`; kept in memory
+    for later calls only with `keep`."""
+    if init_from in self._params:
+      return self._params[init_from]
+    params = load_policy(self.model_config, init_from, seed=self.cfg.seed)
+    if keep:
+      self._params[init_from] = params
+    return params
+
+  def stage_dir(self, name: str) -> str:
+    return stage_dir(self.workdir, name)
+
+  def run_stage(self, name: str, fn) -> dict:
+    return run_stage(self.workdir, name, fn)
+
+  def train_stage(self, name: str, **train_kwargs) -> dict:
+    """`train_stage` of the experiment's model in `<workdir>/<name>`."""
+    return train_stage(self.workdir, name, model_config=self.model_config,
+                       **train_kwargs)
+
+  def seconds(self) -> float:
+    """Wall-clock seconds since the run started."""
+    return round(time.time() - self.started, 1)
+
+  def cpu_seconds(self) -> float:
+    """CPU seconds of this process since the run started."""
+    return round(time.process_time() - self.cpu_started, 1)
 
 
 def policy_shardings(config, mesh=None, seed: int = 0):

@@ -4,41 +4,29 @@
         --gin_file=gin_configs/experiments/r3_quickstart.gin \\
         --workdir=runs/r3_quickstart
 
-Stages (each in its own directory of the workdir; `swirl_jax.stages` skips
-finished ones and resumes a killed training stage from its checkpoint):
+`r3_experiment(workdir)` runs with the settings of `R3Config`, each stage in
+its own directory of the workdir (`swirl_jax.stages`; docs/r3.md lists what
+each holds):
 
-1. tokenizer: `workdir/tokenizer/spm.model`, trained on R3 text (or the gin
-   `tokenizer_path_for.path`, e.g. a real Gemma tokenizer).
-2. sft: the warm start, next-token loss on imperfect scripted answers,
-   reflections and retries (`data.reflection_demonstrations`), from
-   `init_from` (random for the CPU default). `sft_steps=0` skips it: the
-   vanilla model is then `init_from` itself (e.g. an instruction-tuned
-   checkpoint).
-3. failures: the vanilla model samples up to `max_samples_per_query`
-   answers per training query; the failed queries (with the failed
-   attempt) become a TFDS dataset (`r3.failures`).
-4. grpo: GRPO on reflections (`r3.batches`, objective 'grpo'): G
-   reflections per failed query, reward = the retry is correct, only
-   reflection tokens in the loss, clipped ratio over `inner_updates`
-   updates per sampled batch, KL to the vanilla model.
-5. eval_vanilla / eval_trained: first- and second-attempt accuracy and the
-   error categories on held-out test queries.
-6. report: workdir/report.json, report.md and PNG plots (always rewritten).
+1. tokenizer/: trained on R3 text (or the gin `tokenizer_path_for.path`).
+2. sft/: the warm start on imperfect scripted answers, reflections and
+   retries, from `init_from` (`sft_steps` 0: the vanilla model is
+   `init_from`).
+3. failures/: the training queries the vanilla model fails, with the
+   failed attempt (`r3.failures`).
+4. grpo/: GRPO on reflections (`r3.batches`), KL to the vanilla model.
+5. eval_vanilla/, eval_trained/: both models on the same held-out queries.
+6. report.json, report.md and plots (always rewritten).
 
-Learning rates, checkpoint periods and the GRPO loss are ordinary gin
-bindings, scoped by stage: `sft/swirl_jax.training.optimizer.
-learning_rate_schedule.peak_learning_rate`, `grpo/swirl_jax.objectives.grpo.
-grpo_loss.beta`, `grpo/swirl_jax.training.trainer.train.checkpoint_every`.
+Training settings are gin bindings scoped by stage ('sft', 'grpo'), e.g.
+`grpo/swirl_jax.objectives.grpo.grpo_loss.beta`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import logging
 import os
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import gin
@@ -49,46 +37,7 @@ from swirl_jax.data import failures as failure_records
 from swirl_jax.r3 import failures as failures_lib
 from swirl_jax.tasks import compact
 
-log = logging.getLogger(__name__)
-
 EVAL_STAGES = {"vanilla": "eval_vanilla", "trained": "eval_trained"}
-
-
-def _load_avg() -> list[float]:
-  try:
-    return [round(x, 2) for x in os.getloadavg()]
-  except OSError:
-    return []
-
-
-def _held_out(tasks: Sequence[str], task_kwargs: Mapping[str, Any], n: int,
-              seed: int, split: str = "test") -> dict[str, tuple[Any, list]]:
-  out = {}
-  for i, name in enumerate(tasks):
-    task = compact.make_task(name, **dict(task_kwargs.get(name, {})))
-    out[name] = (task, compact.generate_examples(
-        task, n, seed=seed + 104729 * (i + 1), split=split))
-  return out
-
-
-def evaluate_stage(workdir: str, stage: str, config, tokenizer,
-                   init_from: Optional[str], held_out, *,
-                   max_new_tokens: int, temperature: float, seed: int,
-                   sampler=None) -> dict:
-  """Runs (or reuses) one evaluation stage; returns its summaries."""
-  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
-  from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
-
-  def fn(directory: str) -> dict:
-    params = stages.load_policy(config, init_from)
-    summaries, rows = evaluation.evaluate_model(
-        config, params, tokenizer, held_out, max_new_tokens=max_new_tokens,
-        temperature=temperature, seed=seed, sampler=sampler)
-    for task_name, task_rows in rows.items():
-      save_jsonl(os.path.join(directory, f"{task_name}.jsonl"), task_rows)
-    return {"summaries": summaries, "init_from": init_from or "random"}
-
-  return stages.run_stage(workdir, stage, fn)
 
 
 @gin.configurable(module="swirl_jax.r3")
@@ -101,41 +50,37 @@ class R3Config:
     tasks: R3 task names.
     task_kwargs: per task, constructor arguments (`tasks.compact.make_task`,
       e.g. {'countdown': {'prompt_style': 'compact', 'min_numbers': 3}}).
-    init_from: the starting checkpoint (None: random; 'hf:DIR', 'kaggle:DIR'
-      or a training workdir).
+    init_from: the starting checkpoint ('hf:DIR', 'kaggle:DIR' or a
+      training workdir; None: random).
     sft_steps: SFT warm-start steps (0: no warm start).
     sft_examples_per_task: generated instances per task for SFT (three
       examples each: answer, reflection, retry).
     sft_batch_size / sft_seq_len: SFT rows per step and packed row length.
     first_attempt_accuracy / reflection_accuracy: how often the scripted
       answers and reflection plans are correct.
-    failure_queries_per_task: training queries sampled for the failure
-      dataset.
-    max_samples_per_query: N, answers sampled per query at most (paper 64).
+    failure_queries_per_task: training queries of the failure search.
+    max_samples_per_query: N, the most answers sampled per query (paper 64).
     samples_per_round: answers per query per sampler call.
     grpo_steps: GRPO updates.
-    groups_per_step: failed queries (groups of G reflections) per training
-      batch.
-    query_pool: failed queries sampled per batch (>= groups_per_step;
-      None: groups_per_step); the batch keeps the groups whose rewards
-      differ first (`r3.batches`).
+    groups_per_step: failed queries (groups of G reflections) per batch.
+    query_pool: failed queries sampled per batch (>= groups_per_step; None:
+      groups_per_step); the batch keeps the groups whose rewards differ
+      first (`r3.batches`).
     group_size: G, reflections per failed query.
     inner_updates: mu, GRPO updates per sampled batch.
-    grpo_seq_len: length of a GRPO training row (context + reflection).
+    grpo_seq_len: length of a GRPO row (context + reflection).
     old_logprobs: 'sampler' or 'recompute' (see `r3.batches`).
-    reference_in_batch: compute the reference log-probs once per sampled
-      batch (else the train step does, at every update).
+    reference_in_batch: reference log-probs once per sampled batch (else
+      the train step computes them at every update).
     max_new_tokens: budget of an answer, a reflection, a retry.
-    temperature: sampling temperature of the failure search and of the
-      GRPO reflections.
-    retry_temperature: of the GRPO retries (None: `temperature`; 0:
-      greedy, so that a reflection's reward does not depend on sampling
-      noise in a turn that is not trained).
-    eval_queries_per_task: held-out test queries per task.
-    eval_split: the split of the evaluation queries: 'test' (the held-out
-      queries of the report) or 'validation' (for choosing settings without
-      looking at the test queries; the report says which).
-    eval_temperature: sampling temperature of the evaluation (0: greedy).
+    temperature: of the failure search and of the GRPO reflections.
+    retry_temperature: of the GRPO retries (None: `temperature`; 0: greedy,
+      so a reflection's reward does not depend on an untrained turn's
+      sampling noise).
+    eval_queries_per_task: held-out queries per task.
+    eval_split: 'test' (the report's held-out queries) or 'validation' (for
+      choosing settings).
+    eval_temperature: of the evaluation (0: greedy).
     seed: the experiment's seed.
   """
 
@@ -197,7 +142,7 @@ class R3Config:
 
 @gin.configurable(denylist=["workdir"])
 def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
-  """Runs the R3 recipe in `workdir` (see the module docstring).
+  """Runs (or resumes) the R3 recipe in `workdir`.
 
   Args:
     workdir: the experiment directory.
@@ -207,98 +152,92 @@ def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
   """
   cfg = R3Config() if config is None else config
   from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
   from swirl_jax.evaluation import r3_report as report_lib  # pylint: disable=g-import-not-at-top
-  from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-  started, load_start = time.time(), _load_avg()
-  cpu_start = time.process_time()
+  from swirl_jax.evaluation import reflect_retry as evaluation  # pylint: disable=g-import-not-at-top
+  from swirl_jax.r3 import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
-  grading = {}  # task -> its verifier's grading, for the report
-  for name in cfg.tasks:
+  # The held-out queries first: a split too small for eval_queries_per_task
+  # fails here, before any stage.
+  held_out = {}
+  for i, name in enumerate(cfg.tasks):
     task = cfg.task(name)
-    if getattr(task, "grading", None):
-      grading[name] = task.grading
-  # The held-out queries, made now: a split too small for
-  # cfg.eval_queries_per_task fails here, not after the training stages.
-  held_out = _held_out(cfg.tasks, cfg.task_kwargs, cfg.eval_queries_per_task,
-                       cfg.seed, cfg.eval_split)
+    held_out[name] = (task, compact.generate_examples(
+        task, cfg.eval_queries_per_task, seed=cfg.seed + 104729 * (i + 1),
+        split=cfg.eval_split))
+  corpus = functools.partial(reflection_demos.tokenizer_corpus, cfg.tasks,
+                             cfg.task_kwargs)
+  # One sampler (batches bucketed by 16) for the failure search and both
+  # evaluations.
+  exp = stages.Experiment(workdir, cfg, corpus, batch_bucket=16)
+  tokenizer = exp.tokenizer
 
-  # 1. Tokenizer.
-  tokenizer_path = sources.tokenizer_path_for(
-      workdir, corpus_fn=functools.partial(
-          reflection_demos.tokenizer_corpus, cfg.tasks, cfg.task_kwargs))
-  tokenizer = Tokenizer(tokenizer_path)
-
-  # 2. SFT warm start.
+  vanilla = cfg.init_from
   if cfg.sft_steps > 0:
     examples_fn = functools.partial(
         reflection_demos.r3_demonstrations, cfg.tasks, cfg.task_kwargs,
         cfg.sft_examples_per_task, cfg.seed, "train",
         cfg.first_attempt_accuracy, cfg.reflection_accuracy)
-    stages.train_stage(
-        workdir, "sft", model_config=cfg.model_config, objective="sft",
-        train_steps=cfg.sft_steps, init_from=cfg.init_from, seed=cfg.seed,
+    exp.train_stage(
+        "sft", objective="sft", train_steps=cfg.sft_steps,
+        init_from=cfg.init_from, seed=cfg.seed,
         dataset_fn=sources.sft_dataset_fn(
-            examples_fn, tokenizer_path, seq_len=cfg.sft_seq_len,
+            examples_fn, tokenizer.path, seq_len=cfg.sft_seq_len,
             global_batch_size=cfg.sft_batch_size))
-    vanilla = stages.stage_dir(workdir, "sft")
-  else:
-    vanilla = cfg.init_from
+    vanilla = exp.stage_dir("sft")
 
-  # One sampler for the failure search and both evaluations: the shapes
-  # they share compile once.
-  from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-  sampler = chat_sampler(cfg.model_config, tokenizer, batch_bucket=16)
-
-  # 3. Failure dataset of the vanilla model.
-  failure_dir = stages.stage_dir(workdir, "failures")
-  failure_stats = stages.run_stage(
-      workdir, "failures", lambda d: failures_lib.build_failure_dataset(
-          d, cfg.model_config,
-          stages.load_policy(cfg.model_config, vanilla, cfg.seed),
-          tokenizer, tasks=cfg.tasks, task_kwargs=cfg.task_kwargs,
+  failure_stats = exp.run_stage(
+      "failures", lambda d: failures_lib.build_failure_dataset(
+          d, cfg.model_config, exp.params(vanilla), tokenizer,
+          tasks=cfg.tasks, task_kwargs=cfg.task_kwargs,
           num_queries=cfg.failure_queries_per_task,
           max_samples=cfg.max_samples_per_query,
           samples_per_round=cfg.samples_per_round,
           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-          seed=cfg.seed, sampler=sampler))
+          seed=cfg.seed, sampler=exp.sampler))
 
-  # 4. GRPO on reflections.
-  grpo_dir = stages.stage_dir(workdir, "grpo")
+  grpo_dir = exp.stage_dir("grpo")
   if stages.stage_result(workdir, "grpo") is None:
-    reference = (stages.load_policy(cfg.model_config, vanilla, cfg.seed)
-                 if cfg.reference_in_batch else None)
     builder = batches_lib.ReflectionBatchBuilder(
         cfg.model_config, tokenizer, task_kwargs=cfg.task_kwargs,
         group_size=cfg.group_size, groups_per_step=cfg.groups_per_step,
         inner_updates=cfg.inner_updates,
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         retry_temperature=cfg.retry_temperature, seq_len=cfg.grpo_seq_len,
-        seed=cfg.seed,
-        cache_dir=os.path.join(grpo_dir, "rollouts"),
-        reference_params=reference, old_logprobs=cfg.old_logprobs,
+        seed=cfg.seed, cache_dir=os.path.join(grpo_dir, "rollouts"),
+        reference_params=(exp.params(vanilla) if cfg.reference_in_batch
+                          else None),
+        old_logprobs=cfg.old_logprobs,
         log_path=os.path.join(grpo_dir, "rollouts.jsonl"))
-    stages.train_stage(
-        workdir, "grpo", model_config=cfg.model_config, objective="grpo",
-        train_steps=cfg.grpo_steps, init_from=vanilla, seed=cfg.seed,
-        batch_fn=builder, dataset_fn=failure_records.failures_dataset_fn(
-            os.path.join(failure_dir, "data"), global_batch_size=cfg.pool,
-            repeat_each=cfg.inner_updates))
+    try:
+      exp.train_stage(
+          "grpo", objective="grpo", train_steps=cfg.grpo_steps,
+          init_from=vanilla, seed=cfg.seed, batch_fn=builder,
+          dataset_fn=failure_records.failures_dataset_fn(
+              os.path.join(exp.stage_dir("failures"), "data"),
+              global_batch_size=cfg.pool, repeat_each=cfg.inner_updates))
+    finally:
+      builder.close()  # the rollout engines' thread pools
 
-  # 5. Evaluation of both models on the same held-out queries.
   evals = {}
   for label, source in (("vanilla", vanilla), ("trained", grpo_dir)):
-    evals[label] = evaluate_stage(
-        workdir, EVAL_STAGES[label], cfg.model_config, tokenizer, source,
-        held_out, max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.eval_temperature, seed=cfg.seed,
-        sampler=sampler)["summaries"]
 
-  # 6. Report (paired on the same held-out queries, per task and pooled).
+    def evaluate(directory: str, source=source) -> dict:
+      # Random params (no source) from seed 0, whatever cfg.seed.
+      summaries, rows = evaluation.evaluate_model(
+          cfg.model_config, stages.load_policy(cfg.model_config, source),
+          tokenizer, held_out, max_new_tokens=cfg.max_new_tokens,
+          temperature=cfg.eval_temperature, seed=cfg.seed,
+          sampler=exp.sampler)
+      for task_name, task_rows in rows.items():
+        save_jsonl(os.path.join(directory, f"{task_name}.jsonl"), task_rows)
+      return {"summaries": summaries, "init_from": source or "random"}
+    evals[label] = exp.run_stage(EVAL_STAGES[label], evaluate)["summaries"]
+
+  # The report: paired on the same held-out queries, per task and pooled.
   paired, rows_all = {}, {"vanilla": [], "trained": []}
   for name in cfg.tasks:
-    rows = {label: read_eval_rows(stages.stage_dir(workdir, stage), name)
+    rows = {label: read_eval_rows(exp.stage_dir(stage), name)
             for label, stage in EVAL_STAGES.items()}
     paired[name] = evaluation.paired_comparison(rows["vanilla"],
                                                 rows["trained"])
@@ -307,28 +246,19 @@ def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
                           for r in rows[label]]
   paired["all"] = evaluation.paired_comparison(rows_all["vanilla"],
                                                rows_all["trained"])
-  timings = {name: (stages.stage_result(workdir, name) or {}).get("seconds")
-             for name in ("sft", "failures", "grpo", *EVAL_STAGES.values())}
+  timings = stages.stage_seconds(
+      workdir, ("sft", "failures", "grpo", *EVAL_STAGES.values()))
   return report_lib.write_r3_report(
       workdir, evals, failure_stats=failure_stats,
       rollout_log=os.path.join(grpo_dir, "rollouts.jsonl"), paired=paired,
-      eval_dirs={label: stages.stage_dir(workdir, stage)
+      eval_dirs={label: exp.stage_dir(stage)
                  for label, stage in EVAL_STAGES.items()},
-      settings={"tasks": list(cfg.tasks), "task_kwargs": cfg.task_kwargs,
-                "sft_steps": cfg.sft_steps, "grpo_steps": cfg.grpo_steps,
-                "groups_per_step": cfg.groups_per_step,
-                "query_pool": cfg.pool,
-                "group_size": cfg.group_size,
-                "inner_updates": cfg.inner_updates,
-                "temperature": cfg.temperature,
-                "retry_temperature": cfg.retry_temperature,
-                "max_samples_per_query": cfg.max_samples_per_query,
-                "eval_queries_per_task": cfg.eval_queries_per_task,
-                "eval_split": cfg.eval_split,
-                "eval_temperature": cfg.eval_temperature, "seed": cfg.seed},
-      timings=dict(timings, this_run=round(time.time() - started, 1),
-                   this_run_cpu=round(time.process_time() - cpu_start, 1)),
-      load={"start": load_start, "end": _load_avg()}, grading=grading,
+      settings=stages.settings_of(cfg, query_pool=cfg.pool),
+      timings=dict(timings, this_run=exp.seconds(),
+                   this_run_cpu=exp.cpu_seconds()),
+      load={"start": exp.load_started, "end": stages.load_average()},
+      grading={name: task.grading for name, (task, _) in held_out.items()
+               if getattr(task, "grading", None)},
       headline=report_lib.r3_headline(rows_all["vanilla"],
                                       rows_all["trained"]),
       eval_split=cfg.eval_split)
@@ -336,6 +266,5 @@ def r3_experiment(workdir: str, config: Optional[R3Config] = None) -> dict:
 
 def read_eval_rows(eval_dir: str, task_name: str) -> list[dict]:
   """The per-query rows an evaluation stage stored for a task."""
-  path = os.path.join(eval_dir, f"{task_name}.jsonl")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  from swirl_jax.rollout import load_jsonl  # pylint: disable=g-import-not-at-top
+  return load_jsonl(os.path.join(eval_dir, f"{task_name}.jsonl"), dict)

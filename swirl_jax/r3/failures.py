@@ -1,12 +1,11 @@
 """R3's failure dataset: sample the model, keep the queries it fails.
 
-For every query, answers are sampled in rounds of `samples_per_round` until
-one fails the task's binary verifier or `max_samples` answers were drawn
-(the paper samples up to 64). A query with a failure is kept with its first
-failed attempt; a query the model answered correctly every time is dropped
-(the model already solves it). The kept queries are written as a TFDS
-ArrayRecord dataset (its records format, reader and GRPO dataset_fn are
-`swirl_jax.data.failures`) and read back without TensorFlow:
+Answers to every query are sampled in rounds of `samples_per_round` until
+one fails the task's binary verifier or `max_samples` were drawn (paper:
+64). A query with a failure is kept with its first failed attempt; a query
+answered correctly every time is dropped. The kept queries are a TFDS
+ArrayRecord dataset (format, reader and GRPO dataset_fn:
+`swirl_jax.data.failures`):
 
     stats = build_failure_dataset(out_dir, config, params, tokenizer,
                                   tasks=('countdown', 'function_calling'),
@@ -14,11 +13,8 @@ ArrayRecord dataset (its records format, reader and GRPO dataset_fn are
     source = data.failures.open_failures(os.path.join(out_dir, 'data'))
     len(source), source[0]['attempt'], source[0]['category']
 
-and served to the GRPO stage by `data.failures.failures_dataset_fn` (the
-shared `data.rl_records` pipeline, one task per element).
-
-`find_failures` does the sampling on any sampler (the `generate` interface
-of `swirl_jax.sampling.Sampler`), so it is testable with a fake one.
+`find_failures` samples with any sampler (the `generate` interface of
+`swirl_jax.sampling.Sampler`), so it is testable with a fake one.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ import logging
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+from swirl_jax import stages
 from swirl_jax.data.failures import FailureDataError
 from swirl_jax.data.failures import open_failures
 from swirl_jax.data.failures import prepare_failure_dataset
@@ -51,10 +48,6 @@ def attempt_of(record: Mapping[str, Any]) -> traj.ModelTurn:
                         context_ids=[], finish=traj.TURN_GIVEN)
 
 
-# ----------------------------------------------------------------------------
-# Sampling.
-
-
 def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
                   examples: Sequence[base.Example], *, max_samples: int = 64,
                   samples_per_round: int = 8, max_new_tokens: int = 64,
@@ -64,17 +57,16 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
   """Samples up to `max_samples` answers per query, stopping at a failure.
 
   Each round samples `samples_per_round` answers (fewer in the last round)
-  for every query that has neither failed nor used up its budget, all in
-  one sampler call; round r uses the seed derived from (seed, r).
+  for every query that has neither failed nor used up its budget, in one
+  sampler call; round r uses the seed derived from (seed, r).
 
   Args:
-    sampler / tokenizer: the policy's sampler (`generate` of
-      `swirl_jax.sampling.Sampler`) and the tokenizer.
+    sampler / tokenizer: the policy's sampler and the tokenizer.
     task / examples: the task and its queries.
-    max_samples: N, the most answers sampled per query (paper: 64).
+    max_samples: N, the most answers sampled per query.
     samples_per_round: answers per query per round.
-    max_new_tokens / temperature: sampling of an answer (prompts are
-      `RolloutEngine` chats [user: task.prompt(x)]).
+    max_new_tokens / temperature: sampling of an answer (to the
+      `RolloutEngine` chat [user: task.prompt(x)]).
     max_context_tokens: the longest prompt + answer.
     seed: randomness.
   Returns:
@@ -87,8 +79,7 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
     raise ValueError(f"max_samples and samples_per_round must be >= 1, got "
                      f"{max_samples} and {samples_per_round}.")
   n = len(examples)
-  drawn = [0] * n
-  correct = [0] * n
+  drawn, correct = [0] * n, [0] * n  # answers sampled, correct ones
   first_correct = [None] * n
   failure: list[Optional[dict[str, Any]]] = [None] * n
   active = list(range(n))
@@ -126,11 +117,8 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
       active = [i for i in active
                 if failure[i] is None and drawn[i] < int(max_samples)]
       rnd += 1
-  records = []
-  for i in range(n):
-    if failure[i] is not None:
-      records.append(dict(failure[i], num_samples=drawn[i],
-                          num_correct=correct[i]))
+  records = [dict(failure[i], num_samples=drawn[i], num_correct=correct[i])
+             for i in range(n) if failure[i] is not None]
   samples = sum(drawn)
   stats = {
       "queries": n, "failed_queries": len(records),
@@ -142,10 +130,6 @@ def find_failures(sampler: Any, tokenizer: Any, task: base.Task,
       "categories": dict(collections.Counter(r["category"] for r in records)),
       "rounds": rnd}
   return records, stats
-
-
-# ----------------------------------------------------------------------------
-# The stage.
 
 
 def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
@@ -161,8 +145,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
 
   Writes out_dir/data (the TFDS dataset), out_dir/failures.jsonl (the same
   records, readable) and out_dir/failure_statistics.json; returns the
-  statistics (per task, see `find_failures`, and 'total_failures').
-  Resumes: a finished dataset with its statistics is reused.
+  statistics (per task, see `find_failures`, and 'total_failures'). A
+  finished dataset with its statistics is reused.
 
   Args:
     out_dir: the stage directory.
@@ -173,8 +157,8 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
       `find_failures`.
     seed: query generation and sampling.
     shards: ArrayRecord shards.
-    sampler: the sampler to use (default: `sampling.chat_sampler`, batches bucketed by 16); it gets
-      `params` through `update_params`.
+    sampler: the sampler (default: a `chat_sampler` bucketing batches by
+      16); it gets `params` through `update_params`.
   """
   from swirl_jax.tasks import compact  # pylint: disable=g-import-not-at-top
   stats_path = os.path.join(out_dir, STATS_FILE)
@@ -190,10 +174,9 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
     from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
     sampler = chat_sampler(config, tokenizer, batch_bucket=16)
   sampler.update_params(params)
-  task_kwargs = dict(task_kwargs or {})
   records, stats = [], {}
   for i, name in enumerate(tasks):
-    task = compact.make_task(name, **dict(task_kwargs.get(name, {})))
+    task = compact.make_task(name, **(task_kwargs or {}).get(name, {}))
     examples = compact.generate_examples(task, num_queries,
                                           seed=seed + 7919 * (i + 1),
                                           split="train")
@@ -213,9 +196,6 @@ def build_failure_dataset(out_dir: str, config, params, tokenizer, *,
   os.makedirs(out_dir, exist_ok=True)
   traj.save_jsonl(os.path.join(out_dir, "failures.jsonl"), records)
   prepare_failure_dataset(records, data_dir, shards=shards, overwrite=True)
-  tmp = stats_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(stats, f, indent=2, sort_keys=True)
-  os.replace(tmp, stats_path)
+  stages.write_json_atomic(stats_path, stats)
   return stats
 

@@ -4,45 +4,27 @@
         --gin_file=gin_configs/experiments/score_quickstart.gin \\
         --workdir=runs/score_quickstart
 
-`score_experiment(workdir)` (bound as `swirl_jax.run.job`) chains resumable
-stages (`swirl_jax.stages`), each in its own directory of `workdir`:
+`score_experiment(workdir)` runs with the settings of `ScoreConfig`, each
+stage resumable in its own directory of the workdir (`swirl_jax.stages`;
+docs/score.md lists the files of each):
 
-  tokenizer/      the experiment's tokenizer (gin `tokenizer_path_for`; the
-                  tiny one is trained on SCoRe prompts and answers).
-  warm_start/     SFT of the model on direct-answer demonstrations, a
-                  `wrong_fraction` of them wrong and a
-                  `second_turn_fraction` of them second answers after the
-                  correction instruction (independent of the first),
-                  stopped early
-                  (`warm_start_steps`; 0 skips it: the base is `init_from`).
-                  This is the base model pi_ref.
-  stage1/         SCoRe Stage I (objective 'score_stage1') from the base.
-  stage2/         SCoRe Stage II ('score_stage2') from the Stage I
-                  checkpoint; KL terms to the base model.
-  baseline_data/  two-attempt episodes of the base model on training
-                  problems (STaR and Pair-SFT data).
-  star/           STaR: SFT of the base on its own successful corrections
-                  (y1 wrong, y2 right), loss on y2 given (x, y1, p).
-  pair_sft/       Pair-SFT: SFT of the base on (x, wrong y, p) -> right y
-                  pairs of the base model's own samples.
-  <ablation>/     'no_stage1' (Stage II from the base), 'no_shaping'
-                  (Stage II without the bonus, from Stage I), 'single_turn'
-                  (single-attempt REINFORCE for stage1 + stage2 steps).
-  eval_<method>/  two-attempt evaluation on held-out problems (episodes
-                  jsonl, the five metrics per task).
-  scaling_<m>/    inference-time scaling samples and curves.
-  report.json, report.md, one bar plot per metric, inference_scaling.png.
+  tokenizer/          the tokenizer (tiny default: trained on SCoRe text)
+  warm_start/         SFT on direct-answer demonstrations: the base pi_ref
+  stage1/, stage2/    SCoRe Stage I from the base, Stage II from Stage I
+  baseline_data/      the base's two-attempt episodes (STaR, Pair-SFT data)
+  star/, pair_sft/    the SFT baselines, from the base
+  <ablation>/         'no_stage1' (Stage II from the base), 'no_shaping'
+                      (no bonus), 'single_turn' (single-attempt REINFORCE)
+  eval_<method>/      two-attempt evaluation on held-out problems
+  scaling_<method>/   inference-time scaling curves
+  report.json, report.md, *.png
 
-Methods reported: 'base' (the warm-started model prompted with the
-correction instruction), 'self_refine' (base prompted for feedback on its
-answer, then for the correction), 'star', 'pair_sft', 'score_stage1',
-'score' (Stage II) and the requested ablations.
-
-Learning rates, warmup, optimizer and objective settings come from gin,
-scoped by stage name: e.g. `stage1/swirl_jax.training.optimizer.
-learning_rate_schedule.peak_learning_rate`, `stage2/swirl_jax.objectives.
-score.score_stage2_loss.alpha`. Ablations run nested in the 'stage2' scope
-('stage2/no_shaping', ...), so they inherit Stage II's settings.
+Methods reported: 'base' (prompted with the correction instruction),
+'self_refine' (base prompted for feedback, then the correction), 'star',
+'pair_sft', 'score_stage1', 'score' (Stage II) and the ablations. Training
+settings are gin bindings scoped by stage, e.g. `stage2/swirl_jax.
+objectives.score.score_stage2_loss.alpha`; ablations train in
+'stage2/<ablation>', so they inherit Stage II's.
 """
 
 from __future__ import annotations
@@ -53,7 +35,6 @@ import functools
 import inspect
 import logging
 import os
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import gin
@@ -69,7 +50,6 @@ from swirl_jax.evaluation import self_correction as sc_eval
 from swirl_jax.rollout import trajectory as traj
 from swirl_jax.score import batches as batches_lib
 from swirl_jax.score import episodes as episodes_lib
-from swirl_jax.tasks import base as task_base
 from swirl_jax.tasks import get_task
 from swirl_jax.tasks import math as math_task
 
@@ -90,17 +70,6 @@ def _check_subset(name: str, values: Sequence[str],
   return values
 
 
-def _problems(task, name: str, n: int, seed: int, split: str,
-              files: Optional[Mapping[str, str]]) -> list[task_base.Example]:
-  """n problems of a task: loaded from files[name] if given, else generated."""
-  if files and name in files:
-    examples = task.load(files[name], split=split)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(examples))[:n]
-    return [examples[i] for i in sorted(order)]
-  return task.generate(n, seed=seed, split=split)
-
-
 def _vote_key(task):
   kind = correction_demos.task_kind(sc_eval.unwrap_task(task))
   if kind == correction_demos.MATH:
@@ -108,66 +77,50 @@ def _vote_key(task):
   return sc_eval.answer_key
 
 
-class _Experiment:
+class _Experiment(stages.Experiment):
   """The state shared by the stages of one `score_experiment` call."""
 
   def __init__(self, workdir: str, cfg: "ScoreConfig"):
-    self.workdir = workdir
-    self.cfg = cfg
-    self.model_config = cfg.model_config
-    self.task_names = tuple(cfg.tasks)
     self.tasks = {name: sc_eval.CachingTask(get_task(name))
-                  for name in self.task_names}
+                  for name in cfg.tasks}
     for name, task in self.tasks.items():
       correction_demos.task_kind(task.wrapped)  # validates the task family
       if not task.correction_instruction:
         raise ValueError(f"Task {name!r} has no correction instruction.")
-    from swirl_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
-    self.tokenizer_path = data_sources.tokenizer_path_for(
-        workdir, corpus_fn=functools.partial(
-            correction_demos.tokenizer_corpus, self.task_names))
-    self.tokenizer = Tokenizer(self.tokenizer_path)
-    self._params: dict[Optional[str], Any] = {}
-    self._sampler = None
-
-  @property
-  def sampler(self):
-    """One sampler for every stage (its compiled programs are shared)."""
-    if self._sampler is None:
-      from swirl_jax.sampling import chat_sampler  # pylint: disable=g-import-not-at-top
-      self._sampler = chat_sampler(self.model_config, self.tokenizer)
-    return self._sampler
-
-  # -- models -----------------------------------------------------------------
-
-  def params(self, init_from: Optional[str], keep: bool = False):
-    """A model's params; kept in memory only with `keep` (the base)."""
-    if init_from in self._params:
-      return self._params[init_from]
-    params = stages.load_policy(self.model_config, init_from,
-                                seed=self.cfg.seed)
-    if keep:
-      self._params[init_from] = params
-    return params
-
-  def stage_dir(self, name: str) -> str:
-    return stages.stage_dir(self.workdir, name)
-
-  # -- data -------------------------------------------------------------------
+    super().__init__(workdir, cfg, corpus_fn=functools.partial(
+        correction_demos.tokenizer_corpus, cfg.tasks))
 
   def problems(self, purpose: str, n: int) -> dict[str, list]:
-    """Per task: n problems for 'rl', 'baseline', 'eval' or 'scaling'."""
-    held_out = self.cfg.eval_split
+    """Per task: n problems for 'rl', 'baseline', 'eval' or 'scaling', a
+    seeded sample of its file in train_files / eval_files, or generated."""
+    cfg = self.cfg
     split, offset = {"rl": ("train", 0), "baseline": ("train", 100),
-                     "eval": (held_out, 200),
-                     "scaling": (held_out, 300)}[purpose]
-    files = (self.cfg.eval_files if purpose in ("eval", "scaling")
-             else self.cfg.train_files)
-    return {name: _problems(task.wrapped, name, n,
-                            self.cfg.seed + offset + i, split, files)
-            for i, (name, task) in enumerate(self.tasks.items())}
+                     "eval": (cfg.eval_split, 200),
+                     "scaling": (cfg.eval_split, 300)}[purpose]
+    files = (cfg.eval_files if purpose in ("eval", "scaling")
+             else cfg.train_files) or {}
+    problems = {}
+    for i, (name, task) in enumerate(self.tasks.items()):
+      seed = cfg.seed + offset + i
+      if name in files:
+        examples = task.wrapped.load(files[name], split=split)
+        order = np.random.default_rng(seed).permutation(len(examples))[:n]
+        problems[name] = [examples[j] for j in sorted(order)]
+      else:
+        problems[name] = task.wrapped.generate(n, seed=seed, split=split)
+    return problems
 
-  # -- stages -----------------------------------------------------------------
+  def sft_stage(self, name: str, examples, *, seq_len: int, steps: int,
+                init_from: Optional[str]) -> str:
+    """`steps` SFT steps of `init_from` on `examples` (one checkpoint, at
+    the end); returns the stage's directory."""
+    self.train_stage(
+        name, objective="sft", train_steps=steps, checkpoint_every=steps,
+        init_from=init_from, seed=self.cfg.seed,
+        dataset_fn=data_sources.sft_dataset_fn(
+            examples, self.tokenizer.path, seq_len=seq_len,
+            global_batch_size=self.cfg.sft_batch_size))
+    return self.stage_dir(name)
 
   def warm_start(self) -> Optional[str]:
     """The base model's source: the warm-start workdir, or init_from."""
@@ -175,19 +128,12 @@ class _Experiment:
     if cfg.warm_start_steps <= 0:
       return cfg.init_from
     demos = correction_demos.score_demonstrations(
-        tasks=self.task_names, num_per_task=cfg.warm_start_examples,
+        tasks=cfg.tasks, num_per_task=cfg.warm_start_examples,
         seed=cfg.seed, wrong_fraction=cfg.wrong_fraction,
         second_turn_fraction=cfg.second_turn_fraction,
         repeat_fraction=cfg.repeat_fraction)
-    stages.train_stage(
-        self.workdir, "warm_start", model_config=self.model_config,
-        dataset_fn=data_sources.sft_dataset_fn(
-            demos, self.tokenizer_path, seq_len=cfg.sft_seq_len,
-            global_batch_size=cfg.sft_batch_size),
-        objective="sft", train_steps=cfg.warm_start_steps,
-        checkpoint_every=cfg.warm_start_steps,
-        init_from=cfg.init_from, seed=cfg.seed)
-    return self.stage_dir("warm_start")
+    return self.sft_stage("warm_start", demos, seq_len=cfg.sft_seq_len,
+                          steps=cfg.warm_start_steps, init_from=cfg.init_from)
 
   def rl_records(self) -> list[dict]:
     """The RL training problems as records, the tasks interleaved."""
@@ -217,15 +163,14 @@ class _Experiment:
                adaptive: bool = False) -> dict:
     """One on-policy SCoRe training stage (resumable)."""
     if stages.stage_result(self.workdir, name) is not None:
-      return stages.run_stage(self.workdir, name, lambda d: {})
+      return self.run_stage(name, lambda d: {})
     cfg = self.cfg
     records = self.rl_records()
     builder = self.rl_builder(base, single_turn=single_turn,
                               adaptive=adaptive)
     try:
-      return stages.train_stage(
-          self.workdir, name, model_config=self.model_config,
-          dataset_fn=rl_records.records_dataset_fn(
+      return self.train_stage(
+          name, dataset_fn=rl_records.records_dataset_fn(
               records, global_batch_size=cfg.groups_per_step,
               what="problems"),
           objective=objective, train_steps=steps,
@@ -257,27 +202,20 @@ class _Experiment:
               "pair_sft_examples": len(pairs),
               "accuracy_t1": float(r1.mean()), "accuracy_t2": float(r2.mean())}
 
-    return stages.run_stage(self.workdir, "baseline_data", fn)
+    return self.run_stage("baseline_data", fn)
 
   def sft_baseline(self, name: str, base: Optional[str]) -> Optional[str]:
     """STaR or Pair-SFT training from the base; None if it has no data."""
-    cfg = self.cfg
     path = os.path.join(self.stage_dir("baseline_data"), f"{name}.jsonl")
     examples = traj.load_jsonl(path, dict)
     if not examples:
       log.warning("%s: no training examples in %s; not trained.", name, path)
       return None
-    stages.train_stage(
-        self.workdir, name, model_config=self.model_config,
-        dataset_fn=data_sources.sft_dataset_fn(
-            [{"prompt": [tuple(t) for t in e["prompt"]],
-              "target": e["target"]} for e in examples],
-            self.tokenizer_path, seq_len=cfg.rl_seq_len,
-            global_batch_size=cfg.sft_batch_size),
-        objective="sft", train_steps=cfg.baseline_sft_steps,
-        checkpoint_every=cfg.baseline_sft_steps, init_from=base,
-        seed=cfg.seed)
-    return self.stage_dir(name)
+    return self.sft_stage(
+        name, [{"prompt": [tuple(t) for t in e["prompt"]],
+                "target": e["target"]} for e in examples],
+        seq_len=self.cfg.rl_seq_len, steps=self.cfg.baseline_sft_steps,
+        init_from=base)
 
   def engine(self, params, temperature: float):
     from swirl_jax.rollout import RolloutEngine  # pylint: disable=g-import-not-at-top
@@ -309,7 +247,7 @@ class _Experiment:
       return {"method": method, "source": source,
               "metrics": sc_eval.metrics_by_task(episodes)}
 
-    return stages.run_stage(self.workdir, f"eval_{method}", fn)
+    return self.run_stage(f"eval_{method}", fn)
 
   def outcomes(self, method: str) -> dict[str, tuple[bool, bool]]:
     """{'task/example_id': (attempt 1 right, attempt 2 right)} of a
@@ -339,7 +277,7 @@ class _Experiment:
                                                cfg.scaling_budgets)
       return {"method": method, "curves": curves}
 
-    return stages.run_stage(self.workdir, f"scaling_{method}", fn)
+    return self.run_stage(f"scaling_{method}", fn)
 
 
 @contextlib.contextmanager
@@ -363,7 +301,7 @@ def stage1_loss_beta2() -> float:
   """The beta2 Stage I's loss uses: its gin binding ('stage1/' scope first),
   else the function's default."""
   from swirl_jax.objectives import score as score_obj  # pylint: disable=g-import-not-at-top
-  name = "swirl_jax.objectives.score.score_stage1_loss.beta2"
+  name = f"{SCORE_OBJECTIVE_MODULE}.score_stage1_loss.beta2"
   for scoped in ("stage1/" + name, name):
     try:
       return float(gin.query_parameter(scoped))
@@ -381,24 +319,23 @@ class ScoreConfig:
   Attributes:
     model_config: the TransformerConfig.
     tasks: registered MATH-style / code task names.
-    init_from: the model to start from (None: random init, for the CPU
-      default; 'hf:DIR', 'kaggle:DIR' or a workdir).
+    init_from: the model to start from ('hf:DIR', 'kaggle:DIR', a workdir;
+      None: random, the CPU default).
     train_files / eval_files: task name -> data file for `task.load`
       (e.g. MATH train / MATH-500); tasks without one are generated.
     seed: every seed of the experiment derives from it.
-    warm_start_steps: SFT steps of the warm start (0: no warm start; the
-      base is `init_from`).
+    warm_start_steps: SFT steps of the warm start (0: none; the base is
+      `init_from`).
     warm_start_examples: demonstrations per task.
     wrong_fraction: fraction of wrong demonstrations.
     second_turn_fraction: fraction of two-turn demonstrations (a second
-      answer after the correction instruction, independent of the first;
-      see `score_demonstrations`).
+      answer after the correction instruction, independent of the first).
     repeat_fraction: fraction of the two-turn demonstrations whose second
-      answer repeats the first unchanged.
+      answer repeats the first.
     sft_seq_len / sft_batch_size: warm start (and baselines') batches.
-    stage1_steps / stage2_steps: SCoRe training steps (0 skips Stage I:
-      Stage II then starts from the base, like the 'no_stage1' ablation).
-    rl_problems_per_task: training problems per task for RL.
+    stage1_steps / stage2_steps: SCoRe training steps (stage1_steps 0:
+      Stage II starts from the base, like the 'no_stage1' ablation).
+    rl_problems_per_task: RL training problems per task.
     groups_per_step: problems per RL step (rows: x group_size).
     group_size: on-policy episodes per problem and step.
     base_first_attempts: extra episodes per problem with the base model's
@@ -407,16 +344,16 @@ class ScoreConfig:
     temperature: RL (and baseline data) sampling temperature.
     rl_seq_len: RL row length (and STaR / Pair-SFT rows).
     rl_checkpoint_every: RL checkpoint period.
-    adaptive_beta2: an `AdaptiveBeta2` for Stage I, or None (fixed beta2
-      from the objective's gin binding).
+    adaptive_beta2: an `AdaptiveBeta2` for Stage I, or None (the fixed
+      beta2 of the objective's gin binding).
     baselines: subset of ('self_refine', 'star', 'pair_sft').
     baseline_problems_per_task / baseline_samples: STaR / Pair-SFT data.
     baseline_sft_steps: STaR / Pair-SFT training steps.
     ablations: subset of ('no_stage1', 'no_shaping', 'single_turn').
     eval_problems_per_task: held-out problems per task.
-    eval_split: the split evaluation and scaling problems come from: 'test'
-      (the held-out problems of the report) or 'validation' (for choosing
-      settings without looking at the test problems; the report says which).
+    eval_split: the split of the evaluation and scaling problems: 'test'
+      (the report's held-out problems) or 'validation' (for choosing
+      settings).
     eval_temperature: 0 for greedy two-attempt evaluation.
     eval_context_tokens: context limit of evaluation episodes.
     scaling_methods: methods whose inference-time scaling is measured.
@@ -479,10 +416,6 @@ class ScoreConfig:
       raise ValueError(f"stage1_steps must be >= 0, got {self.stage1_steps}.")
     stages.check_eval_split("ScoreConfig", self.eval_split)
 
-  def as_dict(self) -> dict[str, Any]:
-    """The settings by name (the report's "config")."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 @gin.configurable(denylist=["workdir"])
 def score_experiment(workdir: str,
@@ -496,82 +429,63 @@ def score_experiment(workdir: str,
     {'report': paths, 'results': method -> task -> metrics, 'headline'}.
   """
   cfg = ScoreConfig() if config is None else config
-  start = time.time()
   if cfg.adaptive_beta2 is not None:
     cfg = dataclasses.replace(cfg, adaptive_beta2=cfg.adaptive_beta2
                               .with_beta2(stage1_loss_beta2()))
-  baselines, ablations = cfg.baselines, cfg.ablations
-  stage1_steps, stage2_steps = cfg.stage1_steps, cfg.stage2_steps
   exp = _Experiment(workdir, cfg)
-  sources: dict[str, Optional[str]] = {}
-
   base = exp.warm_start()
-  sources["base"] = base
-  if stage1_steps:
+  sources: dict[str, Optional[str]] = {"base": base}
+  if cfg.stage1_steps:
     exp.rl_stage("stage1", objective="score_stage1", init_from=base,
-                 base=base, steps=stage1_steps,
+                 base=base, steps=cfg.stage1_steps,
                  adaptive=cfg.adaptive_beta2 is not None)
     sources["score_stage1"] = exp.stage_dir("stage1")
-  exp.rl_stage("stage2", objective="score_stage2",
-               init_from=sources.get("score_stage1", base), base=base,
-               steps=stage2_steps)
+  stage2_from = sources.get("score_stage1", base)
+  exp.rl_stage("stage2", objective="score_stage2", init_from=stage2_from,
+               base=base, steps=cfg.stage2_steps)
   sources["score"] = exp.stage_dir("stage2")
 
-  if "self_refine" in baselines:
+  if "self_refine" in cfg.baselines:
     sources["self_refine"] = base
-  if {"star", "pair_sft"} & set(baselines):
+  if {"star", "pair_sft"} & set(cfg.baselines):
     exp.baseline_data(base)
     for name in ("star", "pair_sft"):
-      if name in baselines:
+      if name in cfg.baselines:
         trained = exp.sft_baseline(name, base)
         if trained is not None:
           sources[name] = trained
 
-  for name in ablations:
+  for name in cfg.ablations:
     with ablation_scope(name):
-      if name == "no_stage1":
-        exp.rl_stage(name, objective="score_stage2", init_from=base,
-                     base=base, steps=stage2_steps)
-      elif name == "no_shaping":
-        exp.rl_stage(name, objective="score_stage2",
-                     init_from=sources.get("score_stage1", base), base=base,
-                     steps=stage2_steps)
-      else:  # single_turn
-        exp.rl_stage(name, objective="score_stage2", init_from=base,
-                     base=base, steps=stage1_steps + stage2_steps,
-                     single_turn=True)
+      single_turn = name == "single_turn"
+      exp.rl_stage(
+          name, objective="score_stage2", base=base,
+          init_from=stage2_from if name == "no_shaping" else base,
+          steps=(cfg.stage1_steps + cfg.stage2_steps if single_turn
+                 else cfg.stage2_steps),
+          single_turn=single_turn)
     sources[name] = exp.stage_dir(name)
 
-  order = ["base", "self_refine", "star", "pair_sft", "score_stage1", "score",
-           *ablations]
-  results, seconds = {}, {}
-  for method in order:
-    if method not in sources:
-      continue
-    r = exp.evaluate(method, sources[method])
-    results[method] = r["metrics"]
+  methods = [m for m in ("base", "self_refine", "star", "pair_sft",
+                         "score_stage1", "score", *cfg.ablations)
+             if m in sources]
+  results = {m: exp.evaluate(m, sources[m])["metrics"] for m in methods}
   curves = {}
   for method in cfg.scaling_methods:
     if method in sources:
       r = exp.scaling(method, sources[method])
       for task_name, curve in r["curves"].items():
         curves[f"{method}/{task_name}"] = curve
-  for name in sorted(os.listdir(workdir)):
-    done = stages.stage_result(workdir, name)
-    if done is not None and "seconds" in done:
-      seconds[name] = done["seconds"]
   headline = score_report.score_headline(
       {m: exp.outcomes(m) for m in results})
   paths = score_report.write_score_report(
-      workdir, results, headline, curves, ["stage1", "stage2", *ablations],
-      extra={
+      workdir, results, headline, curves,
+      ["stage1", "stage2", *cfg.ablations], extra={
           "eval_split": cfg.eval_split,
-          "methods": {m: sources[m] for m in order if m in sources},
+          "methods": {m: sources[m] for m in methods},
           "missing_methods": [m for m in ("star", "pair_sft")
-                              if m in baselines and m not in sources],
-          "stage_seconds": seconds,
-          "this_call_seconds": round(time.time() - start, 1),
-          "config": {k: (v if isinstance(v, (int, float, str, bool,
-                                              type(None), list, tuple, dict))
-                         else repr(v)) for k, v in cfg.as_dict().items()}})
+                              if m in cfg.baselines and m not in sources],
+          "stage_seconds": stages.stage_seconds(workdir),
+          "this_call_seconds": exp.seconds(),
+          "config": stages.settings_of(cfg)})
   return {"report": paths, "results": results, "headline": headline}

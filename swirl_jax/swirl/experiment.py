@@ -4,37 +4,22 @@
         --gin_file=gin_configs/experiments/quickstart.gin \\
         --workdir=runs/quickstart
 
-`swirl_experiment(workdir)` runs, with the settings of `SwirlConfig` (gin
-binds its fields: `swirl_jax.swirl.SwirlConfig.seed = 1`), each stage in
-its own directory of the workdir (see swirl_jax/stages.py; a rerun skips
-finished stages and resumes a killed training stage from its checkpoint):
+`swirl_experiment(workdir)` runs with the settings of `SwirlConfig`, each
+stage in its own directory of the workdir (`swirl_jax.stages`; docs/swirl.md
+lists the files of each):
 
-  tokenizer/                  the experiment's tokenizer (tiny default:
-                              trained here on procedural tool-use text)
-  warm_start/                 SFT of a randomly initialised model on scripted
-                              demonstrations (CPU default only; at paper
-                              scale `init_from` names the imported Gemma)
-  synthesis_<task>/           stage 1 per training task: N trajectories per
-                              question, judged, filtered, TFDS shards in
-                              data/, filter_statistics.json
-  sft_<task>/                 baseline: SFT on the same filtered steps
-  swirl_<task>/               stage 2: step-wise RL (`stepwise_pg`) on the
-                              stored states, G actions per state scored by
-                              the judge
-  swirl_<task>_<filter>/      (compare_filters) stage 2 on the data another
-                              filter keeps, from the same trajectories
-  eval_<model>/               held-out multi-step accuracy and mean process
-                              label on every evaluation task
+  tokenizer/              the tokenizer (tiny default: trained here)
+  warm_start/             SFT of a random model (CPU default only)
+  synthesis_<task>/       stage 1: trajectories judged, filtered, stored
+  sft_<task>/             the SFT baseline on the same filtered steps
+  swirl_<task>/           stage 2: step-wise RL (`stepwise_pg`)
+  swirl_<task>_<filter>/  stage 2 on another filter's data (compare_filters)
+  eval_<k>_<model>/       held-out accuracy and mean process label
   report.json, report.md, *.png
 
-One SWiRL model is trained per training task and evaluated on every task, so
-the table holds in-domain (trained and evaluated on the same task) and
-cross-task results (trained on multi-hop QA, evaluated on math, and the
-reverse), next to the base model and the SFT baseline.
+Every model is evaluated on every task (in-domain and cross-task). Training
+settings are gin bindings scoped by stage ('warm_start', 'sft', 'swirl'):
 
-Training hyperparameters come from gin, scoped by stage, e.g.
-
-    warm_start/swirl_jax.training.trainer.train.train_steps = 300
     swirl/swirl_jax.training.optimizer.learning_rate_schedule.peak_learning_rate = 1e-4
 """
 
@@ -63,18 +48,6 @@ def states_dataset_fn(data_dir: str, groups_per_step: int):
       global_batch_size=groups_per_step, what="stored states")
 
 
-def _steps_sft_dataset_fn(data_dir: str, tokenizer_path: str):
-  from swirl_jax.data import trajectories  # pylint: disable=g-import-not-at-top
-  return functools.partial(trajectories.filtered_steps_sft_dataset,
-                           data_dir=data_dir, tokenizer_path=tokenizer_path)
-
-
-def _result_json(result: dict[str, Any]) -> dict[str, Any]:
-  """evaluate_policy's result without the trajectory objects."""
-  return {task: {k: v for k, v in r.items() if k != "trajectories"}
-          for task, r in result.items()}
-
-
 @gin.configurable(module="swirl_jax.swirl")
 def default_judge():
   """The rule-based process judge (gin: bind `judge_fn` to another)."""
@@ -89,32 +62,24 @@ class SwirlConfig:
 
   Attributes:
     model_config: the policy's TransformerConfig.
-    init_from: the starting checkpoint ('hf:DIR', 'kaggle:DIR' or a
-      swirl_jax workdir). None: warm-start a randomly initialised model by
-      SFT on scripted demonstrations (`warm_start` stage; gin scope
-      'warm_start' for its steps and learning rate).
+    init_from: the base ('hf:DIR', 'kaggle:DIR' or a workdir). None:
+      warm-start a random model by SFT (`warm_start` stage).
     train_tasks: one SFT baseline and one SWiRL model per task.
     eval_tasks: every model is evaluated on each (held-out questions).
-    judge_fn: builds the process judge (filtering, stage-2 reward and
-      evaluation); default the rule-based judge, at paper scale the model
-      judge (`swirl_jax.judges.model.model_judge`).
-    filter_strategy: the filter of the main SWiRL and SFT runs
-      (none | process | outcome | process_and_outcome; paper: process).
+    judge_fn: builds the process judge of filtering, stage-2 reward and
+      evaluation (default: rules; paper: `swirl_jax.judges.model_judge`).
+    filter_strategy: the filter of the main SWiRL and SFT runs (none |
+      process | outcome | process_and_outcome; paper: process).
     compare_filters: more filters to train SWiRL with on the same
       trajectories (reported as 'SWiRL [task, filter]').
-    compare_on: the train tasks whose data the compare_filters runs train
-      on (None: every train task; e.g. only the task where the filters
-      keep different trajectories, for a budget).
+    compare_on: the train tasks the compare_filters runs train on (None:
+      all).
     compared_eval: where the compare_filters models are evaluated: 'all'
-      (every eval task) or 'in_domain' (their training task only, for a
-      budget).
+      eval tasks or 'in_domain' (their training task only).
     questions_per_task / samples_per_question: stage-1 size (paper: 5
-      samples per question; questions_per_task None: the whole train split
-      of a real dataset).
-    max_steps: query limit of an episode; None: each task's own (paper: 10
-      for math, 5 for multi-hop QA).
-    prompt_style: 'full' (the paper's prompts) or 'compact' (one-line
-      prompts for the tiny CPU default).
+      samples; questions None: a real dataset's whole train split).
+    max_steps: query limit of an episode (None: each task's own).
+    prompt_style: 'full' (the paper's prompts) or 'compact' (one line).
     max_new_tokens / max_context_tokens: per-action and per-episode budgets.
     synthesis_temperature: stage-1 sampling temperature.
     synthesis_shards: ArrayRecord shards of each stage-1 dataset.
@@ -122,17 +87,14 @@ class SwirlConfig:
     group_size: G, actions sampled per state in stage 2.
     groups_per_step: states per stage-2 step (G rows each).
     action_temperature: stage-2 sampling temperature.
-    eval_questions: held-out questions per evaluation task (None: the
-      whole test split of a real dataset).
-    eval_split: the split every model is evaluated on: 'test' (the held-out
-      questions of the report) or 'validation' (for choosing settings
-      without looking at the test questions; the report says which).
-    data_paths: task name -> real dataset in its published format: a
-      {'train': FILE, 'test': FILE} dict, a TFDS directory (both splits,
-      e.g. {'gsm8k': '/data/tfds'}), or one file for an evaluation-only
-      task (`synthesis.split_data_path`); tasks without one are generated.
+    eval_questions: held-out questions per task (None: a real dataset's
+      whole test split).
+    eval_split: 'test' (the report's held-out questions) or 'validation'
+      (for choosing settings).
+    data_paths: task name -> real dataset: {'train': FILE, 'test': FILE},
+      a TFDS directory, or one file for an evaluation-only task
+      (`synthesis.split_data_path`); other tasks are generated.
     seed: base seed of every stage.
-
   """
 
   model_config: Any = gin.REQUIRED
@@ -182,12 +144,11 @@ class SwirlConfig:
                  "samples_per_question", "groups_per_step", "group_size"):
       value = getattr(self, name)
       optional = name in ("questions_per_task", "eval_questions")
-      if (value is None and optional) or (
+      if not ((value is None and optional) or (
           isinstance(value, int) and not isinstance(value, bool)
-          and value > 0):
-        continue
-      raise ValueError(f"SwirlConfig.{name} must be a positive int"
-                       f"{' or None' if optional else ''}, got {value!r}.")
+          and value > 0)):
+        raise ValueError(f"SwirlConfig.{name} must be a positive int"
+                         f"{' or None' if optional else ''}, got {value!r}.")
     if not self.train_tasks:
       raise ValueError("SwirlConfig.train_tasks is empty.")
 
@@ -205,24 +166,24 @@ def swirl_experiment(workdir: str,
     The report payload (also in workdir/report.json).
   """
   cfg = SwirlConfig() if config is None else config
-  from swirl_jax.evaluation import tool_use  # pylint: disable=g-import-not-at-top
+  from swirl_jax import bases  # pylint: disable=g-import-not-at-top
+  from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
+  from swirl_jax.evaluation import swirl_report, tool_use  # pylint: disable=g-import-not-at-top
+  from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
   from swirl_jax.swirl import stepwise, synthesis  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  tokenizer = stages.experiment_tokenizer(workdir)
-  judge = cfg.judge_fn()
+  exp = stages.Experiment(workdir, cfg)
+  tokenizer, judge = exp.tokenizer, cfg.judge_fn()
 
   # The starting policy: an imported checkpoint, or the tiny warm start.
   init_from = cfg.init_from
   if init_from is None:
     from swirl_jax.data import sources  # pylint: disable=g-import-not-at-top
-    stages.train_stage(
-        workdir, WARM_START, model_config=cfg.model_config,
-        dataset_fn=functools.partial(sources.sft_dataset,
-                                     tokenizer_path=tokenizer.path),
-        objective="sft")
-    init_from = stages.stage_dir(workdir, WARM_START)
-  base_params = stages.load_policy(cfg.model_config, init_from, cfg.seed)
+    exp.train_stage(WARM_START, objective="sft", dataset_fn=functools.partial(
+        sources.sft_dataset, tokenizer_path=tokenizer.path))
+    init_from = exp.stage_dir(WARM_START)
+  base_params = exp.params(init_from, keep=True)
 
   common = dict(prompt_style=cfg.prompt_style,
                 max_new_tokens=cfg.max_new_tokens,
@@ -235,62 +196,57 @@ def swirl_experiment(workdir: str,
   statistics: dict[str, Any] = {}
   skipped: dict[str, str] = {}
   for i, task in enumerate(cfg.train_tasks):
-    synth = stages.run_stage(
-        workdir, f"synthesis_{task}", lambda d, task=task, i=i: (
-            synthesis.synthesize(
-                d, cfg.model_config, base_params, tokenizer,
-                task_names=(task,),
-                num_questions=cfg.questions_per_task,
-                samples_per_question=cfg.samples_per_question,
-                filter_strategy=cfg.filter_strategy, judge=judge,
-                temperature=cfg.synthesis_temperature,
-                seed=cfg.seed + 100 * i,
-                shards=cfg.synthesis_shards, **common)))
-    statistics[task] = synth
-    synth.pop("seconds", None)
-    synth_dir = stages.stage_dir(workdir, f"synthesis_{task}")
+    synth_stage = f"synthesis_{task}"
+    statistics[task] = exp.run_stage(synth_stage, lambda d, task=task, i=i: (
+        synthesis.synthesize(
+            d, cfg.model_config, base_params, tokenizer, task_names=(task,),
+            num_questions=cfg.questions_per_task,
+            samples_per_question=cfg.samples_per_question,
+            filter_strategy=cfg.filter_strategy, judge=judge,
+            temperature=cfg.synthesis_temperature, seed=cfg.seed + 100 * i,
+            shards=cfg.synthesis_shards, **common)))
+    statistics[task].pop("seconds", None)
+    synth_dir = exp.stage_dir(synth_stage)
     data_dirs = {cfg.filter_strategy: os.path.join(synth_dir, "data")}
     for f in (cfg.compare_filters if task in cfg.compare_on else ()):
-      if f != cfg.filter_strategy:
-        out = os.path.join(synth_dir, f"data_{f}")
-        refiltered = stages.run_stage(
-            workdir, f"synthesis_{task}_{f}",
-            lambda d, f=f, src=synth_dir, out=out: synthesis.refilter(
-                src, out, f, shards=cfg.synthesis_shards))
-        if refiltered.get("kept_nothing"):
-          print(f"[synthesis_{task}_{f}] the {f!r} filter kept no "
-                "trajectory: no SWiRL run for it.", flush=True)
-          skipped[f"SWiRL [{task}, {f}]"] = "the filter kept no trajectory"
-        else:
-          data_dirs[f] = out
+      if f == cfg.filter_strategy:
+        continue
+      out = os.path.join(synth_dir, f"data_{f}")
+      refiltered = exp.run_stage(
+          f"{synth_stage}_{f}", lambda d, f=f, out=out: synthesis.refilter(
+              synth_dir, out, f, shards=cfg.synthesis_shards))
+      if refiltered.get("kept_nothing"):
+        print(f"[{synth_stage}_{f}] the {f!r} filter kept no trajectory: "
+              "no SWiRL run for it.", flush=True)
+        skipped[f"SWiRL [{task}, {f}]"] = "the filter kept no trajectory"
+      else:
+        data_dirs[f] = out
 
     if cfg.sft_baseline:
+      run = exp.train_stage(
+          f"sft_{task}", scope="sft", objective="sft", init_from=init_from,
+          dataset_fn=functools.partial(
+              traj_data.filtered_steps_sft_dataset,
+              data_dir=data_dirs[cfg.filter_strategy],
+              tokenizer_path=tokenizer.path))
       label = f"SFT [{task}]"
-      run = stages.train_stage(
-          workdir, f"sft_{task}", scope="sft",
-          model_config=cfg.model_config,
-          dataset_fn=_steps_sft_dataset_fn(data_dirs[cfg.filter_strategy],
-                                           tokenizer.path),
-          objective="sft", init_from=init_from)
       models[label], trained_on[label] = run["workdir"], task
       filter_of[label] = cfg.filter_strategy
 
     for f, data_dir in data_dirs.items():
       main = f == cfg.filter_strategy
-      name = f"swirl_{task}" if main else f"swirl_{task}_{f}"
-      label = (f"SWiRL [{task}]" if main
-               else f"SWiRL [{task}, {f}]")
       builder = stepwise.StepwiseBatchBuilder(
           cfg.model_config, tokenizer, judge, group_size=cfg.group_size,
           max_new_tokens=cfg.max_new_tokens,
           temperature=cfg.action_temperature,
           seq_len=cfg.max_context_tokens, seed=cfg.seed + 7)
-      run = stages.train_stage(
-          workdir, name, scope="swirl", model_config=cfg.model_config,
-          dataset_fn=states_dataset_fn(data_dir, cfg.groups_per_step),
-          objective="stepwise_pg", batch_fn=builder, init_from=init_from)
-      models[label], trained_on[label] = run["workdir"], task
-      filter_of[label] = f
+      run = exp.train_stage(
+          f"swirl_{task}" if main else f"swirl_{task}_{f}", scope="swirl",
+          objective="stepwise_pg", batch_fn=builder, init_from=init_from,
+          dataset_fn=states_dataset_fn(data_dir, cfg.groups_per_step))
+      label = f"SWiRL [{task}]" if main else f"SWiRL [{task}, {f}]"
+      models[label], trained_on[label], filter_of[label] = (
+          run["workdir"], task, f)
 
   results: dict[str, Any] = {}
   for k, (label, ckpt) in enumerate(models.items()):
@@ -299,21 +255,16 @@ def swirl_experiment(workdir: str,
                   cfg.compared_eval == "in_domain" else cfg.eval_tasks)
 
     def evaluate_stage(d, ckpt=ckpt, tasks_here=tasks_here):
-      params = (base_params if ckpt == init_from
-                else stages.load_policy(cfg.model_config, ckpt, cfg.seed))
       result = tool_use.evaluate_policy(
-          cfg.model_config, params, tokenizer, task_names=tasks_here,
-          num_questions=cfg.eval_questions, judge=judge,
-          seed=cfg.seed + 5000, split=cfg.eval_split, **common)
-      from swirl_jax.rollout import save_jsonl  # pylint: disable=g-import-not-at-top
-      for task, r in result.items():
+          cfg.model_config, exp.params(ckpt), tokenizer,
+          task_names=tasks_here, num_questions=cfg.eval_questions,
+          judge=judge, seed=cfg.seed + 5000, split=cfg.eval_split, **common)
+      for task, r in result.items():  # the trajectories go to jsonl files
         save_jsonl(os.path.join(d, f"trajectories_{task}.jsonl"),
-                   r["trajectories"])
-      return {"tasks": _result_json(result)}
-    results[label] = stages.run_stage(
-        workdir, f"eval_{k}_{_slug(label)}", evaluate_stage)["tasks"]
-  from swirl_jax import bases  # pylint: disable=g-import-not-at-top
-  from swirl_jax.evaluation import swirl_report  # pylint: disable=g-import-not-at-top
+                   r.pop("trajectories"))
+      return {"tasks": result}
+    results[label] = exp.run_stage(f"eval_{k}_{_slug(label)}",
+                                   evaluate_stage)["tasks"]
   return swirl_report.write_swirl_report(
       workdir, results, trained_on, statistics, models, skipped,
       filter_of=filter_of, main_filter=cfg.filter_strategy,

@@ -17,14 +17,13 @@ The four filters of the paper (`FILTERS`):
 
 A kept trajectory with k actions gives k sub-trajectory records
 (`sub_trajectories`), one per (context, action) pair, with the fields of
-`RECORD_FIELDS`; these are the examples of the TFDS dataset
-(`swirl_jax.data.trajectories`).
+`RECORD_FIELDS`: the examples of the TFDS dataset (`data.trajectories`).
 """
 
 from __future__ import annotations
 
-import collections
 import difflib
+import itertools
 import json
 import os
 import tempfile
@@ -97,10 +96,6 @@ def _check_labels(trajs: Sequence[traj_lib.Trajectory],
                        f"steps but {len(l)} labels.")
 
 
-# ----------------------------------------------------------------------------
-# Judging.
-
-
 def judge_requests(traj: traj_lib.Trajectory,
                    example_metadata: Optional[Mapping[str, Any]] = None
                    ) -> list[judge_base.JudgeRequest]:
@@ -128,22 +123,12 @@ def judge_trajectories(
     labels[j][i]: the JudgeResult of step i of trajectory j.
   """
   example_metadata = example_metadata or {}
-  requests, sizes = [], []
-  for t in trajs:
-    reqs = judge_requests(t, example_metadata.get(t.example_id))
-    requests.extend(reqs)
-    sizes.append(len(reqs))
-  results = judge_base.check_results(judge.judge_steps(requests),
-                                     len(requests), judge)
-  out, pos = [], 0
-  for n in sizes:
-    out.append(results[pos:pos + n])
-    pos += n
-  return out
-
-
-# ----------------------------------------------------------------------------
-# Filtering.
+  per_traj = [judge_requests(t, example_metadata.get(t.example_id))
+              for t in trajs]
+  requests = [r for reqs in per_traj for r in reqs]
+  results = iter(judge_base.check_results(judge.judge_steps(requests),
+                                          len(requests), judge))
+  return [list(itertools.islice(results, len(reqs))) for reqs in per_traj]
 
 
 def passes(traj: traj_lib.Trajectory,
@@ -210,12 +195,10 @@ def filter_statistics(trajs: Sequence[traj_lib.Trajectory],
   if strategy is not None:
     check_filter(strategy)
   n = len(trajs)
-  kept_ids = collections.Counter(id(t) for t in kept)
-  if sum(kept_ids.values()) != len(kept) or any(
-      kept_ids[i] > 1 for i in kept_ids):
+  kept_ids = {id(t) for t in kept}
+  if len(kept_ids) != len(kept):
     raise ValueError("kept lists a trajectory twice.")
-  trajectory_ids = {id(t) for t in trajs}
-  if not set(kept_ids) <= trajectory_ids:
+  if not kept_ids <= {id(t) for t in trajs}:
     raise ValueError("kept holds trajectories that are not in trajs; pass the "
                      "list filter_trajectories returned.")
 
@@ -227,12 +210,6 @@ def filter_statistics(trajs: Sequence[traj_lib.Trajectory],
 
   per_filter = {f: summary([passes(t, l, f) for t, l in zip(trajs, labels)])
                 for f in FILTERS}
-
-  by_position: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
-  for ls in labels:
-    for i, l in enumerate(ls):
-      by_position[i][0] += 1
-      by_position[i][1] += int(l.good)
 
   by_outcome = {}
   for name, want in (("correct", True), ("incorrect", False)):
@@ -260,8 +237,8 @@ def filter_statistics(trajs: Sequence[traj_lib.Trajectory],
       "kept": summary([id(t) in kept_ids for t in trajs]),
       "kept_per_filter": per_filter,
       "label_rate_by_position": {
-          str(i): {"steps": c[0], "good": c[1], "good_rate": _rate(c[1], c[0])}
-          for i, c in sorted(by_position.items())},
+          str(i): _label_counts([ls[i:i + 1] for ls in labels])
+          for i in range(max((len(ls) for ls in labels), default=0))},
       "label_rate_by_outcome": by_outcome,
       "by_task": by_task,
   }
@@ -269,11 +246,8 @@ def filter_statistics(trajs: Sequence[traj_lib.Trajectory],
 
 def write_statistics(workdir: str | os.PathLike, stats: Mapping[str, Any],
                      filename: str = STATISTICS_FILENAME) -> str:
-  """Writes `stats` as indented JSON to workdir/filename, atomically.
-
-  Returns:
-    str: the file's path.
-  """
+  """Writes `stats` as indented JSON to workdir/filename, atomically;
+  returns the file's path."""
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, filename)
@@ -290,23 +264,12 @@ def write_statistics(workdir: str | os.PathLike, stats: Mapping[str, Any],
   return path
 
 
-# ----------------------------------------------------------------------------
-# Sub-trajectories.
-
-
 def sub_trajectories(traj: traj_lib.Trajectory,
                      labels: Sequence[judge_base.JudgeResult]
                      ) -> list[dict[str, Any]]:
-  """SWiRL's split of one trajectory: one record per action.
-
-  Args:
-    traj: a trajectory with k actions.
-    labels: its k step labels.
-
-  Returns:
-    k dicts with the fields of `RECORD_FIELDS` (plain Python types; missing
-    values are '').
-  """
+  """SWiRL's split of a trajectory with k actions, given its k step labels:
+  k records with the fields of `RECORD_FIELDS` (plain Python types; missing
+  values are '')."""
   _check_labels([traj], [labels])
   tid = trajectory_id(traj)
   out = []
@@ -358,12 +321,8 @@ def judge_request_for_record(
 ) -> judge_base.JudgeRequest:
   """A JudgeRequest for a record's state and an action (stage 2's reward).
 
-  Args:
-    record: a sub-trajectory record (from `sub_trajectories` or the
-      dataset).
-    action_text: the action to judge in the record's context (None: the
-      record's own action).
-    example_metadata: passed on to the judge.
+  action_text: the action to judge in the record's context (None: the
+  record's own action); example_metadata goes to the judge.
   """
   return judge_base.JudgeRequest(
       task_name=str(record["task"]), question=str(record["question"]),

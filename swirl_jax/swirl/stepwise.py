@@ -1,25 +1,22 @@
 """SWiRL stage 2: step-wise RL batches from the offline dataset of states.
 
 For each state s (the context of one step of a filtered trajectory), the
-current policy samples G actions; the judge scores each action in its context
+current policy samples G actions; the judge scores each in its context
 (reward R(a|s) in [0, 1]); the rows (s, a_j) go to the `stepwise_pg`
-objective with group ids, so that its advantage is the reward minus the mean
-of the G rewards of the same state (see swirl_jax/objectives/stepwise_pg.py
-for the choices the paper leaves open).
+objective with group ids, so that an action's advantage is its reward minus
+the mean of its state's G rewards (objectives/stepwise_pg.py).
 
     builder = StepwiseBatchBuilder(config, tokenizer, judge, group_size=4)
     batch = builder(params, records, step)       # numpy arrays, [B*G, L]
 
-Used as `train(..., batch_fn=builder)`: the trainer calls it with the current
-params before every step. Sampling randomness derives from (seed, step), so a
-resumed run draws the same actions. Everything after the sampling (rows,
-group ids, shared context, statistics) is `rollout.batches.RLBatchBuilder`.
-
-Several processes: every process calls the builder at each step with its own
-(equally many) states; each host samples its actions on its own copy of the
-params (`Sampler.update_params`), row j of state i drawing the randomness of
-its global index (`row_keyed`), so two hosts draw what one process with the
-whole batch would (see docs/tpu_gpu.md).
+`train(..., batch_fn=builder)` calls it with the current params before
+every step. Sampling randomness derives from (seed, step), so a resumed run
+draws the same actions. On several processes each passes its own, equally
+many states and samples with its own copy of the params; row j of state i
+draws from the key of its global index (`row_keyed`), so the hosts together
+draw what one process would (docs/tpu_gpu.md). Everything after the
+sampling (rows, group ids, shared context, statistics) is
+`rollout.batches.RLBatchBuilder`.
 """
 
 from __future__ import annotations
@@ -48,33 +45,24 @@ class StepwiseBatchBuilder(RLBatchBuilder):
     config: the policy's TransformerConfig.
     tokenizer: swirl_jax.tokenizer.Tokenizer.
     judge: a swirl_jax.judges Judge (rules or model).
-    group_size: G, actions per state.
+    group_size: G, actions per state (>= 2).
     max_new_tokens: longest action.
-    temperature / top_p: sampling of actions; must be 1.0 / None (or 1.0):
-      the actions are on-policy samples of pi, whose log-probs the
-      `stepwise_pg` loss differentiates, so any other value is refused
-      with a ValueError (see `objectives.common.check_on_policy_sampling`).
+    temperature / top_p: must be 1.0 / None (or 1.0), as the actions are
+      on-policy samples whose log-probs the loss differentiates; anything
+      else is a ValueError (`objectives.common.check_on_policy_sampling`).
     seq_len: the longest row; contexts are cut from the left (BOS kept) to
       leave room for max_new_tokens.
     seed: base seed; step s samples with seed (seed, s).
-    length_bucket: a batch's rows have L = its longest row rounded up to a
-      multiple of this (at most seq_len), so a batch of short states does not
-      pay for seq_len tokens; None: L = seq_len always. The plain layout's
-      (shared_prefix_bucket 0, and `rows`); the re-laid rows have P +
-      max_new_tokens slots.
+    length_bucket: in the plain layout (and `rows`), L is the batch's
+      longest row rounded up to a multiple of this (at most seq_len);
+      None: L = seq_len.
     row_keyed: action j of global state i draws from the key of row
-      i * G + j (`Sampler.generate(row_ids=...)`), whatever the host; None
-      (default): on several processes only (one process keeps the batch's
-      [N, B] draw, as before).
-    shared_prefix_bucket: > 0 (default 64): the rows are re-laid so that
-      each state's context ends at one slot P, a multiple of this, for all
-      states of the batch, and its actions follow
-      (`shared_prefix.align_shared_prefixes`; rows of P + max_new_tokens
-      slots); the train step's forwards (the policy's and the
-      reference's) then compute each context once for its G rows. The
-      same losses up to float32 round-off. 0: the plain layout, every row
-      computing its own context (benchmarks/recipe_step.py
-      --prefix_bucket 0 times both).
+      i * G + j, whatever the host; None: on several processes only.
+    shared_prefix_bucket: > 0: the rows are re-laid so that every state's
+      context ends at one slot P, a multiple of this, and its actions
+      follow (rows of P + max_new_tokens slots); the train step's forwards
+      then compute each context once for its G rows (the same losses up to
+      float32 round-off). 0: the plain layout, each row its own context.
   """
 
   masks = ("action_mask",)

@@ -1,28 +1,27 @@
 """SWiRL stage 1: synthesise, judge, filter and store tool-use trajectories.
 
     synthesize(workdir, config, params, tokenizer, task_names=('gsm8k',),
-               num_questions=100, samples_per_question=5, filter='process')
+               num_questions=100, samples_per_question=5,
+               filter_strategy='process')
 
-1. generates `num_questions` training questions per task and
-   `samples_per_question` trajectories per question (paper: 5) with the
-   rollout engine, tools live, sampling at temperature 1;
-2. judges every step with the chosen judge (one batched call);
-3. keeps the trajectories the filter accepts (none | process | outcome |
-   process_and_outcome; the paper found process-only best);
-4. writes the kept trajectories' steps (one record per sub-trajectory) as a
-   TFDS ArrayRecord dataset under workdir/data, the raw trajectories as
-   workdir/trajectories.jsonl and the filtering statistics (all four
-   filters, per step position, per outcome, per task) as
+1. samples `samples_per_question` trajectories (paper: 5) for each of
+   `num_questions` training questions per task, tools live;
+2. judges every step (one batched call to the judge);
+3. keeps the trajectories the filter accepts (`filters.FILTERS`);
+4. writes the kept trajectories' sub-trajectory records as a TFDS
+   ArrayRecord dataset in workdir/data, the raw trajectories as
+   workdir/trajectories.jsonl and the filtering statistics as
    workdir/filter_statistics.json.
 
-`data.rl_records.records_dataset` then serves the stored states to stage 2
-through grain.
+`data.rl_records.records_dataset` then serves the stored states to stage 2.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 from typing import Any, Mapping, Optional, Sequence
 
 from swirl_jax.swirl import filters
@@ -47,10 +46,9 @@ def tools_for(task, examples) -> dict[str, Any]:
 def split_data_path(data_path, split: str, task_name: str) -> str:
   """The file or directory that holds `split` of a task's real data.
 
-  `data_path` is a {'train': ..., 'test': ...} mapping, or one path: a
-  directory (a prepared TFDS dataset, which has both splits), or a single
-  file, which is accepted for the test split only: stage 1 reading the very
-  file the evaluation reads would test on the training questions.
+  `data_path`: a {'train': ..., 'test': ...} mapping, or one path: a
+  prepared TFDS directory (both splits), or a single file, accepted for the
+  test split only (stage 1 would otherwise train on the test questions).
   """
   if isinstance(data_path, Mapping):
     if split not in data_path:
@@ -69,15 +67,13 @@ def split_data_path(data_path, split: str, task_name: str) -> str:
 
 def task_examples(task, n: Optional[int], *, seed: int, split: str,
                   data_path=None) -> list:
-  """`n` questions of `split`: read from `data_path` when given (the real
-  dataset in its published format, `task.load`, via `split_data_path`; a
-  seeded sample of `n` of them, or all when n is None), else generated
-  procedurally."""
+  """`n` questions of `split`: a seeded sample of `n` (all when None) of the
+  real dataset at `data_path` (`task.load`, via `split_data_path`), else
+  generated."""
   if data_path:
     examples = task.load(split_data_path(data_path, split, task.name),
                          split=split)
     if n is not None and n < len(examples):
-      import random  # pylint: disable=g-import-not-at-top
       examples = random.Random(seed).sample(examples, n)
     return list(examples)
   if n is None:
@@ -98,11 +94,9 @@ def synthesize(workdir: str, config, params, tokenizer, *,
                ) -> dict[str, Any]:
   """Runs stage 1 into `workdir`; returns the filtering statistics.
 
-  `max_steps` overrides the tasks' query limits (paper: 10 math, 5 QA).
-  `data_paths` maps task names to real datasets (see `task_examples`);
-  other tasks are generated.
-
-  Resumes: if workdir/data already holds the dataset, nothing is redone.
+  `max_steps` overrides the tasks' query limits; `data_paths` maps task
+  names to real datasets (`task_examples`). A finished dataset in
+  workdir/data (with its statistics) is reused.
   """
   from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
   from swirl_jax.judges import get_judge  # pylint: disable=g-import-not-at-top
@@ -111,11 +105,10 @@ def synthesize(workdir: str, config, params, tokenizer, *,
   from swirl_jax.tasks import get_task  # pylint: disable=g-import-not-at-top
   filters.check_filter(filter_strategy)
   data_dir = os.path.join(workdir, "data")
-  stats_path = os.path.join(workdir, "filter_statistics.json")
+  stats_path = os.path.join(workdir, filters.STATISTICS_FILENAME)
   try:
     traj_data.find_dataset_dir(data_dir)
     if os.path.exists(stats_path):
-      import json  # pylint: disable=g-import-not-at-top
       log.info("Stage 1 output found in %s; reusing it.", data_dir)
       with open(stats_path) as f:
         return json.load(f)
@@ -156,10 +149,10 @@ def refilter(synthesis_dir: str, data_dir: str, filter_strategy: str, *,
              shards: int = 1) -> dict[str, Any]:
   """Rebuilds a dataset with another filter from a finished stage-1 run.
 
-  Reads synthesis_dir/trajectories.jsonl and its labels.jsonl (no sampling,
-  no judging), so filters are compared on exactly the same trajectories.
-  Returns the filter statistics, with 'kept_nothing': True (and no dataset
-  written) when the filter keeps no trajectory.
+  Reads synthesis_dir's trajectories and labels (no sampling, no judging),
+  so filters are compared on the same trajectories. Returns the filter
+  statistics, with 'kept_nothing': True (no dataset written) when the
+  filter keeps no trajectory.
   """
   from swirl_jax.data import trajectories as traj_data  # pylint: disable=g-import-not-at-top
   from swirl_jax.rollout import load_jsonl  # pylint: disable=g-import-not-at-top
